@@ -1,0 +1,153 @@
+"Property-based tests (hypothesis) of the simulator's invariants and the loaders' round trips."
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from clumpnb.core import DataError
+from clumpnb.data.dataset import dihedral
+from clumpnb.data.io import (clump_pixels, clumpscout_rows, coco_dict, read_clumpscout, read_coco, read_cutout,
+                             write_clumpscout, write_coco, write_cutout)
+from clumpnb.data.simulate import SimConfig, simulate, simulate_galaxy
+from clumpnb.data.survey import SDSS
+
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+seeds, indices = st.integers(0, 2**31 - 1), st.integers(0, 10**6)
+sizes = st.sampled_from([64, 96, 128, 160])
+
+
+@FAST
+@given(seeds, indices, sizes)
+def test_clumps_inside_image_and_off_centre(seed, index, size):
+    g = simulate_galaxy(seed, index, SimConfig(size=size))
+    assert g.image.shape == (3, size, size) and g.image.dtype == np.float32
+    assert np.isfinite(g.image).all()
+    x, y = np.asarray(g.clumps["x"]), np.asarray(g.clumps["y"])
+    assert ((x >= 0) & (x <= size - 1) & (y >= 0) & (y <= size - 1)).all()
+    r = np.hypot(x - g.meta["x"], y - g.meta["y"])
+    assert (r >= 1.5 * SDSS.psf_fwhm_px[1] - 1e-9).all()
+    assert len(g.clumps) <= 8
+    fr = np.asarray(g.clumps["frac_g"])
+    assert ((fr >= 0.02 - 1e-9) & (fr <= 0.25 + 1e-9)).all()
+    # normal clumps are bluer (g - r) than their disc: they hold more of the galaxy's g than of its r light
+    normal = np.asarray(g.clumps["cls"]) == 1
+    if normal.any():
+        assert np.median(np.asarray(g.clumps["frac_g"])[normal] / np.asarray(g.clumps["frac_i"])[normal]) > 1
+
+
+@FAST
+@given(seeds, indices)
+def test_flux_conserved_within_noise(seed, index):
+    cfg = SimConfig(star_fraction=0, bg_fraction=0)
+    g = simulate_galaxy(seed, index, cfg, keep_model=True)
+    for b, band in enumerate("gri"):
+        total = g.meta[f"flux_{band}"]
+        assert 0.9 * total < g.model[b].sum() <= 1.001 * total, (band, g.model[b].sum(), total)
+        var = SDSS.sky_sigma[b] ** 2 + np.clip(g.model[b], 0, None) / SDSS.gain[b]
+        assert abs(g.image[b].sum() - g.model[b].sum()) < 5 * np.sqrt(var.sum())
+    # clump fluxes add up to their share of the galaxy
+    assert np.allclose(np.asarray(g.clumps["flux_g"]).sum() / g.meta["flux_g"], np.asarray(g.clumps["frac_g"]).sum())
+
+
+@settings(max_examples=5, deadline=None)
+@given(seeds, st.integers(0, 200))
+def test_seed_determinism_across_batches_and_workers(seed, start):
+    alone = simulate_galaxy(seed, start + 2)
+    batch = list(simulate(4, seed, start=start))[2]
+    assert np.array_equal(alone.image, batch.image)
+    assert list(alone.clumps["x"]) == list(batch.clumps["x"])
+
+
+def test_parallel_equals_serial():
+    a = [g.image for g in simulate(6, seed=5, workers=1)]
+    b = [g.image for g in simulate(6, seed=5, workers=2)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@FAST
+@given(seeds, indices, st.booleans())
+def test_fits_round_trip(seed, index, per_band):
+    g = simulate_galaxy(seed, index, SimConfig(size=64))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        if per_band:
+            paths = [d / f"{b}.fits" for b in "gri"]
+            for b, p in enumerate(paths): fits.PrimaryHDU(g.image[b], header=g.header).writeto(p)
+            c = read_cutout(paths)
+        else:
+            write_cutout(g, d / "g.fits"); c = read_cutout(d / "g.fits")
+            assert np.array_equal(np.asarray(c.clumps["x"]), np.asarray(g.clumps["x"]))
+        assert np.array_equal(c.image, g.image)
+        ra, dec = g.wcs.wcs_pix2world([[10.0, 20.0]], 0)[0]
+        assert np.allclose(c.wcs.wcs_world2pix([[ra, dec]], 0)[0], [10, 20], atol=1e-6)
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 63), st.integers(0, 63)), min_size=1, max_size=10, unique=True), st.sampled_from(["mask", "reject"]))
+def test_nonfinite_pixels(pixels, policy):
+    g = simulate_galaxy(0, 1, SimConfig(size=64))
+    im = g.image.copy()
+    for y, x in pixels: im[1, y, x] = np.nan
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "nan.fits"; fits.PrimaryHDU(im, header=g.header).writeto(p)
+        if policy == "reject":
+            with pytest.raises(DataError, match=r"data\[r\]"): read_cutout(p, nonfinite="reject")
+        else:
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                c = read_cutout(p)
+            assert np.isfinite(c.image).all() and any(f"{len(pixels)} non-finite" in str(o.message) for o in w)
+
+
+box = st.tuples(st.floats(0, 120), st.floats(0, 120), st.floats(0.5, 20), st.floats(0.5, 20))
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(1, 3), box, st.sampled_from([1, 2])), max_size=20))
+def test_coco_round_trip(anns):
+    images = [{"file_name": f"g{i}.fits", "width": 128, "height": 128} for i in range(3)]
+    d = coco_dict(images, [{"image_id": i, "bbox": list(b), "cls": c} for i, b, c in anns])
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t) / "a.json"; write_coco(d, p)
+        back = read_coco(p)
+    assert back == json.loads(json.dumps(d))
+
+
+@FAST
+@given(st.integers(0, 3), st.floats(-5, 0))
+def test_coco_rejects_degenerate_boxes(i, w):
+    images = [{"file_name": "g.fits", "width": 128, "height": 128}]
+    d = coco_dict(images, [{"image_id": 1, "bbox": [1, 1, 4, 4]} for _ in range(4)])
+    d["annotations"][i]["bbox"][2] = w
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t) / "a.json"; write_coco(d, p)
+        with pytest.raises(DataError, match=rf"annotations\[{i}\]\.bbox"): read_coco(p)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seeds, indices)
+def test_mrt_round_trip(seed, index):
+    g = simulate_galaxy(seed, index)
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t) / "cat_mrt.txt"; write_clumpscout(clumpscout_rows(g, 1237648720693755918), p)
+        px = clump_pixels(read_clumpscout(p), g.wcs, (128, 128), 1237648720693755918, path=p)
+    assert np.allclose(px["x"], g.clumps["x"], atol=0.01) and np.allclose(px["y"], g.clumps["y"], atol=0.01)
+    assert list(px["cls"]) == list(g.clumps["cls"])
+
+
+@FAST
+@given(st.integers(0, 3), st.booleans(), st.integers(4, 12), st.integers(4, 12))
+def test_dihedral_keeps_boxes_on_pixels(k, flip, H, W):
+    im = torch.zeros(1, H, W); ys, xs = torch.randint(H, (3,)), torch.randint(W, (3,))
+    im[0, ys, xs] = 1
+    boxes = torch.stack([xs, ys, xs + 1, ys + 1], 1).float()
+    im2, b2 = dihedral(im, boxes, k, flip)
+    assert im2.sum() == im.sum()
+    for b in b2:  # every box covers a lit pixel
+        assert im2[0, int(b[1]), int(b[0])] == 1 and (b[2] - b[0]) == 1 and (b[3] - b[1]) == 1
