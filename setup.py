@@ -42,7 +42,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={k[:-len("_requirements")]: v.split() for k, v in cfg.items() if k.endswith("_requirements") and k != "requirements"},
     zip_safe=False,
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
