@@ -8,7 +8,7 @@ from nbdev.test import test_nb as run_notebook  # renamed so pytest does not col
 from conftest import ROOT
 
 cfg = ConfigParser(); cfg.read(ROOT / "settings.ini")
-SKIP = cfg["DEFAULT"]["tst_flags"].split("|")
+SKIP = cfg["DEFAULT"]["tst_flags"].split()  # space-separated, as nbdev_test reads it
 NOTEBOOKS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and not p.name.startswith("_"))
 
 
