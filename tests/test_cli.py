@@ -63,3 +63,57 @@ def test_demo_quick(tmp_path):
     assert (out / "catalog.csv").exists()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "seed 0" in html
+
+
+def test_pretrain_then_train_refuses_other_arch(tmp_path):
+    pre = tmp_path / "pre"
+    s = json.loads(clumpnb("pretrain", "--n", 24, "--epochs", 1, "--crop", 48, "--batch-size", 8, "--workers", 1, "--out", pre, "--json").stdout)
+    assert s["simulated"] and (pre / "encoder.pt").exists() and "val_clumpy" in s["final"]
+    assert "--resume" in clumpnb("pretrain", "--n", 24, "--epochs", 1, "--crop", 48, "--out", pre, check=False).stderr
+    clumpnb("simulate", "--n", 10, "--size", 64, "--workers", 1, "--out", tmp_path / "s")
+    r = clumpnb("train", "--data", tmp_path / "s", "--out", tmp_path / "run", "--backbone", "resnet18", "--weights", pre / "encoder.pt", check=False)
+    assert r.returncode == 2 and "pretrained as 'efficientnet_lite0'" in r.stderr and "encoder.pt" in r.stderr
+
+
+def test_compare_tiny_grid_and_bad_preset(tmp_path):
+    s = json.loads(clumpnb("compare", "--preset", "tiny", "--out", tmp_path / "g", "--json").stdout)
+    assert s["n_runs"] == 6 and s["simulated"]
+    rows = (tmp_path / "g" / "results.csv").read_text().splitlines()
+    assert len(rows) == 7 and rows[0].startswith("grid,preset,variant")
+    assert (tmp_path / "g" / "efficiency.png").stat().st_size > 0
+    r = clumpnb("compare", "--preset", "huge", "--out", tmp_path / "h", check=False)
+    assert r.returncode == 2 and "no preset named 'huge'" in r.stderr
+    r = clumpnb("compare", "--preset", "cpu", "--out", tmp_path / "g", check=False)
+    assert r.returncode == 2 and "not mixed" in r.stderr
+
+
+def test_fetch_killed_and_rerun_downloads_each_file_once(tmp_path):
+    "The real client, in a real process killed half way, against a local stand-in for SkyServer and the SAS."
+    import time
+    from astropy.table import Table
+    from clumpnb.data.fetch import LocalSDSS
+    from clumpnb.data.simulate import simulate
+    gals = {1237600000000000000 + i: g for i, g in enumerate(simulate(20, seed=0))}
+    srv = LocalSDSS(gals)
+    try:
+        Table(rows=[(str(o), 0, g.meta["ra"], g.meta["dec"]) for o, g in gals.items()], names=("name", "objid", "ra", "dec")).write(
+            tmp_path / "t.csv", format="ascii.csv")
+        args = [sys.executable, "-m", "clumpnb.cli", "fetch", "--targets", tmp_path / "t.csv", "--out", tmp_path / "o", "--rate", 25,
+                "--skyserver", f"{srv.url}/dr17/SkyServerWS", "--sas", f"{srv.url}/sas/dr17/eboss/photoObj/frames"]
+        p = subprocess.Popen(list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cut = tmp_path / "o" / "cutouts"
+        t0 = time.time()
+        while time.time() - t0 < 120 and (not cut.exists() or len(list(cut.glob("*.fits"))) < 8):
+            time.sleep(0.05)
+        p.kill(); p.wait()
+        n_first = len(list(cut.glob("*.fits")))
+        assert 8 <= n_first < 20
+        assert not list((tmp_path / "o").rglob("*.part"))
+        r = clumpnb(*args[3:], "--json")
+        rep = json.loads(r.stdout)
+        assert rep["n_cutouts"] == 20 and rep["n_new"] >= 20 - n_first - 1
+        downloads = {k: v for k, v in srv.served.items() if "SqlSearch" not in k}
+        # each frame and JPEG once; the one in flight when the process died may have been sent but never saved, so it comes again
+        assert len(downloads) == 20 * 4 and sum(v > 1 for v in downloads.values()) <= 1 and max(downloads.values()) <= 2, sorted(downloads.values())[-3:]
+    finally:
+        srv.close()
