@@ -117,3 +117,22 @@ def test_fetch_killed_and_rerun_downloads_each_file_once(tmp_path):
         assert len(downloads) == 20 * 4 and sum(v > 1 for v in downloads.values()) <= 1 and max(downloads.values()) <= 2, sorted(downloads.values())[-3:]
     finally:
         srv.close()
+
+
+def test_build_dataset_cli_counts_cuts_and_trains(tmp_path):
+    from astropy.table import vstack
+    from clumpnb.data.io import clumpscout_rows, write_clumpscout, write_cutout
+    from clumpnb.data.simulate import simulate
+    (tmp_path / "cut").mkdir()
+    rows = []
+    for i, g in enumerate(simulate(6, seed=4)):
+        write_cutout(g, tmp_path / "cut" / f"{1237650000000000100 + i}.fits")
+        if len(g.clumps): rows.append(clumpscout_rows(g, 1237650000000000100 + i))
+    write_clumpscout(vstack(rows), tmp_path / "cat_mrt.txt")
+    r = clumpnb("build-dataset", "--catalog", tmp_path / "cat_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds")
+    assert "| − faint |" in r.stdout and "kept" in r.stdout
+    assert len(ClumpDataset(tmp_path / "ds", labels="consensus")) == len(rows)
+    r = clumpnb("build-dataset", "--catalog", tmp_path / "nope_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds2", check=False)
+    assert r.returncode == 2 and "nope_mrt.txt" in r.stderr and "does not exist" in r.stderr
+    r = clumpnb("fetch", "--targets", tmp_path / "cat_mrt.txt", "--out", tmp_path / "f", "--skyserver", "http://127.0.0.1:9/x", "--retries", 0, check=False)
+    assert r.returncode == 2 and "fetching needs internet" in r.stderr and "Traceback" not in r.stderr
