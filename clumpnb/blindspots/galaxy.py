@@ -13,14 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import ClumpnbError, seed_everything
-from ..data.simulate import simulate, SimConfig, psf_image, _colour_fluxes
+from ..data.simulate import simulate, SimConfig, psf_image, colour_fluxes
 from ..data.survey import SDSS, asinh_stretch
-from ..detector.backbones import InputAdapter, _load_effnet
-from .lst import Classifier, level_set_traversal, rms_distance
+from ..nets.encoders import Classifier, make_classifier
+from ..nets.training import fit_classifier
+from .lst import level_set_traversal, rms_distance
 from .geometry import distances, triangle_confidence, path_width, line_confidence, confidence
 
 # %% auto #0
-__all__ = ['clumpy_set', 'star_image', 'galaxy_classifier', 'train_classifier', 'accuracy', 'galaxy_experiment']
+__all__ = ['clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'galaxy_experiment']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
 def clumpy_set(n:int, seed:int, crop:int=96) -> tuple:
@@ -38,41 +39,25 @@ def clumpy_set(n:int, seed:int, crop:int=96) -> tuple:
 def star_image(mag_r:float=16.5, g_r:float=0.8, crop:int=96, seed:int=0) -> torch.Tensor:
     "A foreground star alone in a cutout (PSF per band, stellar colour, sky noise), stretched like the galaxies: a 'looks like a star' target."
     rng = np.random.default_rng(seed)
-    f = _colour_fluxes(SDSS.mag_to_flux(mag_r), g_r, 0.4*g_r - 0.05)
+    f = colour_fluxes(SDSS.mag_to_flux(mag_r), g_r, 0.4*g_r - 0.05)
     img = np.stack([f[b]*psf_image(SDSS.psf_fwhm_px[b], crop) for b in range(3)])
     img = img + rng.standard_normal(img.shape)*np.array(SDSS.sky_sigma)[:, None, None]
     return torch.tensor(asinh_stretch(img))
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #bfbfdb61
-def galaxy_classifier(init:str="imagenet") -> Classifier:
+def galaxy_classifier(init: str = "imagenet") -> Classifier:
     "EfficientNet-Lite0 clumpy-vs-smooth classifier, from 'imagenet' weights or 'scratch'."
-    if init not in ("imagenet", "scratch"): raise ClumpnbError(f"init must be 'imagenet' or 'scratch', not {init!r}")
-    net = _load_effnet("imagenet" if init == "imagenet" else None)
-    net._fc = nn.Linear(net._fc.in_features, 2)
-    adapter = InputAdapter(True, (0.5,)*3, (0.5,)*3) if init == "imagenet" else InputAdapter(False)
-    return Classifier(nn.Sequential(adapter, net))
+    if init not in ("imagenet", "scratch"):
+        raise ClumpnbError(f"init must be 'imagenet' or 'scratch', not {init!r}")
+    return make_classifier("efficientnet_lite0", "imagenet" if init == "imagenet" else None, 2)
 
-def train_classifier(model:Classifier, x, y, epochs:int=3, lr:float=1e-3, batch:int=32, seed:int=0, progress:bool=False) -> Classifier:
-    "AdamW training with 90-degree rotations and flips (exact symmetries of a galaxy image)."
-    from tqdm.auto import tqdm
-    seed_everything(seed); opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs*int(np.ceil(len(x)/batch)); sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    model.train()
-    bar = tqdm(total=steps, desc="train", disable=not progress)
-    for ep in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), batch):
-            xb, yb = x[perm[i:i + batch]], y[perm[i:i + batch]]
-            xb = torch.rot90(xb, int(torch.randint(4, ())), (2, 3))
-            if torch.rand(()) < 0.5: xb = xb.flip(3)
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step(); bar.update(1)
-    bar.close()
-    return model.eval()
 
 @torch.no_grad()
 def accuracy(model, x, y) -> float:
-    model.eval(); return float(sum((model(x[i:i + 64]).argmax(-1) == y[i:i + 64]).sum() for i in range(0, len(x), 64))/len(x))
+    "Fraction of images `x` that `model` puts in class `y`."
+    model.eval()
+    right = sum((model(x[i:i + 64]).argmax(-1) == y[i:i + 64]).sum() for i in range(0, len(x), 64))
+    return float(right / len(x))
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #b30a1505
 def galaxy_experiment(n_train:int=1500, n_test:int=300, epochs:int=3, n_pairs:int=6, iters:int=200, eta:float=0.01, pthresh:float=0.2,
@@ -85,7 +70,7 @@ def galaxy_experiment(n_train:int=1500, n_test:int=300, epochs:int=3, n_pairs:in
     for init in ("scratch", "imagenet"):
         t = time.perf_counter()
         ep, lr = (epochs, 1e-3) if init == "imagenet" else (scratch_epochs, scratch_lr)
-        m = train_classifier(galaxy_classifier(init), xtr, ytr, epochs=ep, lr=lr, seed=seed, progress=progress)
+        m = fit_classifier(galaxy_classifier(init), xtr, ytr, epochs=ep, lr=lr, seed=seed, progress=progress)
         acc = accuracy(m, xte, yte)
         with torch.no_grad(): pred = torch.cat([m(xte[i:i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
         src = xte[(yte == 0) & (pred == 0)][:n_pairs]; tgt = xte[(yte == 1)][:n_pairs]

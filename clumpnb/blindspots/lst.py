@@ -14,25 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import ClumpnbError
+from ..nets.encoders import HALF, Classifier, InputAdapter, load_effnet
 
 # %% auto #0
-__all__ = ['PHOTOS', 'Classifier', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'level_set_traversal',
-           'reference_lst']
+__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'level_set_traversal', 'reference_lst']
 
 # %% ../../nbs/blindspots/30_lst.ipynb #04393305
-class Classifier(nn.Module):
-    "A network plus its input normalisation: takes (B, C, H, W) images in [0, 1], returns (B, K) logits."
-    def __init__(self, net:nn.Module, mean=(0., 0., 0.), std=(1., 1., 1.)):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    def forward(self, x): return self.net((x - self.mean)/self.std)
-
 def imagenet_efficientnet_lite0() -> Classifier:
     "The ImageNet EfficientNet-Lite0 whose weights ship inside a PyPI wheel: a real ImageNet model, offline."
-    from clumpnb.detector.backbones import _load_effnet
-    return Classifier(_load_effnet("imagenet"), (0.5,)*3, (0.5,)*3).eval()
+    return Classifier(load_effnet("imagenet"), InputAdapter(False, HALF, HALF)).eval()  # photographs are R, G, B
 
 # %% ../../nbs/blindspots/30_lst.ipynb #6de1ade5
 PHOTOS = {  # scikit-image name -> ImageNet-1k classes that describe the photograph

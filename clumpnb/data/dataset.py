@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..core import DataError
-from .io import read_coco, read_cutout
+from .io import labels_path, read_coco, read_cutout
 from .survey import asinh_stretch
 
 # %% auto #0
@@ -26,15 +26,19 @@ def split_of(name:str, seed:int=0, fractions=(0.7, 0.2, 0.1)) -> str:
     return ("train", "val", "test")[int(np.searchsorted(edges, u, side="right"))]
 
 # %% ../../nbs/data/05_dataset.ipynb #ecdbb8dd
-def dihedral(image:torch.Tensor, boxes:torch.Tensor, k:int, flip:bool):
-    "Rotate (3, H, W) `image` by k*90 degrees (after a left-right `flip`), with its (N, 4) x1 y1 x2 y2 `boxes`."
+def dihedral(image: torch.Tensor, boxes: torch.Tensor | None, k: int, flip: bool):
+    """Rotate `image` (..., H, W) by k*90 degrees after a left-right `flip`, with its (N, 4) x1 y1 x2 y2 `boxes`
+    (or None when there are no boxes to turn: a batch of images for a classifier)."""
     H, W = image.shape[-2:]
-    b = boxes.clone()
+    b = None if boxes is None else boxes.clone()
     if flip:
-        image = image.flip(-1); b[:, [0, 2]] = W - boxes[:, [2, 0]]
-    for _ in range(k % 4):   # rot90 in the (y, x) plane: new x = y, new y = W - x
+        image = image.flip(-1)
+        if b is not None:
+            b[:, [0, 2]] = W - boxes[:, [2, 0]]
+    for _ in range(k % 4):  # rot90 in the (y, x) plane: new x = y, new y = W - x
         image = torch.rot90(image, 1, (-2, -1))
-        b = torch.stack([b[:, 1], W - b[:, 2], b[:, 3], W - b[:, 0]], 1)
+        if b is not None:
+            b = torch.stack([b[:, 1], W - b[:, 2], b[:, 3], W - b[:, 0]], 1)
         H, W = W, H
     return image, b
 
@@ -44,9 +48,7 @@ class ClumpDataset(torch.utils.data.Dataset):
     def __init__(self, root, split:str=None, labels:str="consensus", augment:bool=False, split_seed:int=0,
                  fractions=(0.7, 0.2, 0.1), max_p_fp:float=0.5, limit:int=None):
         self.root = Path(root)
-        files = {"consensus": "annotations_consensus.json", "truth": "annotations.json"}
-        if labels not in files: raise ValueError(f"labels must be one of {sorted(files)}, not {labels!r}")
-        ann = self.root/files[labels]
+        ann = labels_path(self.root, labels)
         if not ann.exists(): raise DataError(ann, "file", f"no {labels} labels in {self.root} (make them with `clumpnb simulate`)")
         coco = read_coco(ann)
         self.images = [im for im in coco["images"] if split is None or split_of(im.get("name", im["file_name"]), split_seed, fractions) == split]

@@ -17,13 +17,13 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ..core import DataError, atomic_write
+from ..core import ClumpnbError, DataError, atomic_write
 from .survey import BANDS, SDSS
 
 # %% auto #0
-__all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'Cutout', 'write_cutout', 'read_cutout', 'read_rgb', 'write_rgb',
-           'read_clumpscout', 'clump_pixels', 'clumpscout_rows', 'write_clumpscout', 'clump_box', 'coco_dict',
-           'write_coco', 'read_coco', 'write_survey', 'scan_cutouts']
+__all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout', 'write_cutout', 'read_cutout', 'read_rgb',
+           'write_rgb', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows', 'write_clumpscout', 'clump_box',
+           'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels', 'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -254,6 +254,21 @@ def read_coco(path) -> dict:
         if b[2] <= 0 or b[3] <= 0: raise DataError(path, f"annotations[{i}].bbox", f"degenerate box {b} (width and height must be > 0)")
     return d
 
+# %% ../../nbs/data/04_io.ipynb #92ea6357
+LABEL_FILES = {"truth": "annotations.json", "consensus": "annotations_consensus.json"}
+
+
+def labels_path(root, labels: str) -> Path:
+    "The COCO file of `labels` ('truth' or 'consensus') in survey folder `root`."
+    if labels not in LABEL_FILES:
+        raise ClumpnbError(f"labels must be one of {', '.join(LABEL_FILES)}, not {labels!r}")
+    return Path(root) / LABEL_FILES[labels]
+
+
+def best_labels(root) -> str:
+    "'truth' when survey folder `root` has true labels, else 'consensus'."
+    return "truth" if labels_path(root, "truth").exists() else "consensus"
+
 # %% ../../nbs/data/04_io.ipynb #f94b6067
 def _write_files(g, out:Path):
     "Write one galaxy's cutout and preview unless a finished copy exists (runs in the worker)."
@@ -277,7 +292,7 @@ def write_survey(out, n:int, seed:int=0, cfg=None, volunteers:int=10, workers:in
     images = [{"id": i + 1, "file_name": f"cutouts/{g.name}.fits", "width": cfg.size, "height": cfg.size, "name": g.name} for i, g in enumerate(gals)]
     ids = {g.name: i + 1 for i, g in enumerate(gals)}
     truth = [{"image_id": ids[g.name], "x": c["x"], "y": c["y"], "cls": int(c["cls"]), "frac_g": float(c["frac_g"])} for g in gals for c in g.clumps]
-    write_coco(coco_dict(images, truth), out/"annotations.json")
+    write_coco(coco_dict(images, truth), labels_path(out, "truth"))
     with atomic_write(out/"galaxies.ecsv", "w") as f: Table(rows=[list(r.values()) for r in gal_rows], names=list(gal_rows[0])).write(f, format="ascii.ecsv")
     with atomic_write(out/"clumps.ecsv", "w") as f: vstack(clump_tabs).write(f, format="ascii.ecsv")
     summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers)
@@ -286,7 +301,7 @@ def write_survey(out, n:int, seed:int=0, cfg=None, volunteers:int=10, workers:in
         cons, _ = aggregate(imgs, len(vol), size=cfg.size)
         with atomic_write(out/"consensus.ecsv", "w") as f: cons.write(f, format="ascii.ecsv")
         anns = [{"image_id": ids[r["image"]], "x": r["x"], "y": r["y"], "cls": int(r["cls"]), "p_fp": float(r["p_fp"])} for r in cons]
-        write_coco(coco_dict(images, anns), out/"annotations_consensus.json")
+        write_coco(coco_dict(images, anns), labels_path(out, "consensus"))
         summary["n_consensus"] = len(cons)
     with atomic_write(out/"survey.json", "w") as f: json.dump(summary, f, indent=1)
     return summary

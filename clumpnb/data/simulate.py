@@ -18,8 +18,8 @@ from ..core import rng_for
 from .survey import SDSS, Survey, BANDS, to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'draw_params', 'render', 'Galaxy',
-           'make_wcs', 'simulate_galaxy', 'simulate']
+__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes', 'draw_params', 'render',
+           'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -80,7 +80,7 @@ def psf_image(fwhm_px:float, size:int=25) -> np.ndarray:
     return np.fft.irfft2(psf_otf(fwhm_px, (size, size))*ph, s=(size, size))
 
 # %% ../../nbs/data/02_simulate.ipynb #dc0b662b
-def _colour_fluxes(flux_r, g_r, r_i):
+def colour_fluxes(flux_r, g_r, r_i):
     "g r i fluxes from an r flux and g-r, r-i colours (AB magnitudes)."
     return np.array([flux_r*10**(-0.4*g_r), flux_r, flux_r*10**(0.4*r_i)])
 
@@ -183,11 +183,11 @@ def render(params:dict, cfg:SimConfig=SimConfig()):
     G = _grids(S, pad, os_)
     fx, fy = G[2], G[3]
     h, (cx, cy) = params["host"], params["centre"]
-    ftot = _colour_fluxes(1.0, *h["disc_colour"]) * sv.mag_to_flux(h["mag_r"])  # galaxy total g r i, set by the disc colour
-    fb = _colour_fluxes(1.0, *h["bulge_colour"]); fb = fb * h["bt"]*ftot[1]        # bulge g r i
+    ftot = colour_fluxes(1.0, *h["disc_colour"]) * sv.mag_to_flux(h["mag_r"])  # galaxy total g r i, set by the disc colour
+    fb = colour_fluxes(1.0, *h["bulge_colour"]); fb = fb * h["bt"]*ftot[1]        # bulge g r i
     clump_f = []
     for c in params["clumps"]:
-        f = _colour_fluxes(1.0, *c["colour"]); clump_f.append(f * c["frac_g"]*ftot[0]/f[0])
+        f = colour_fluxes(1.0, *c["colour"]); clump_f.append(f * c["frac_g"]*ftot[0]/f[0])
     clump_f = np.array(clump_f).reshape(-1, 3)
     fd = ftot - fb - clump_f.sum(0)                                                   # the disc keeps the rest
     pre = np.zeros((3, N, N))
@@ -196,9 +196,9 @@ def render(params:dict, cfg:SimConfig=SimConfig()):
         pre += fb[:, None, None] * _profile(G, S, pad, os_, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
     bg_f = []
     for g in params["bg_galaxies"]:
-        f = _colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"]); bg_f.append(f)
+        f = colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"]); bg_f.append(f)
         pre += f[:, None, None] * _profile(G, S, pad, os_, g["re"], g["n"], g["x"], g["y"], g["q"], g["pa"])
-    star_f = np.array([_colour_fluxes(sv.mag_to_flux(s["mag_r"]), *s["colour"]) for s in params["stars"]]).reshape(-1, 3)
+    star_f = np.array([colour_fluxes(sv.mag_to_flux(s["mag_r"]), *s["colour"]) for s in params["stars"]]).reshape(-1, 3)
     pts = [(c["x"], c["y"]) for c in params["clumps"]] + [(s["x"], s["y"]) for s in params["stars"]]
     pf = np.concatenate([clump_f, star_f])                                             # (K, 3)
     ft = np.fft.rfft2(pre)                                                             # (3, N, N//2+1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,16 @@ from astropy.table import Table, vstack
 
 from ..core import ClumpnbError, DataError, atomic_write, atomic_path
 from ..data.dataset import ClumpDataset
-from ..data.io import read_cutout, read_rgb
+from ..data.io import best_labels, labels_path, read_cutout, read_rgb
 from ..data.survey import SDSS, asinh_stretch
 from .evaluate import PostConfig, predict, postprocess, load_reference, evaluate_detections, coco_metrics, best_threshold
 from .train import load_run
+from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'FORMATS', 'IMAGE_SUFFIXES', 'run_threshold', 'evaluate_run', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'run_threshold', 'evaluate_run', 'CatalogRow', 'flag_column',
+           'input_files', 'load_cutout', 'catalog_rows', 'catalog_table', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -38,7 +41,7 @@ def evaluate_run(run, data, split:str=None, threshold:float=None, post:PostConfi
     same = Path(data).resolve() == Path(cfg.data).resolve()
     split = split or ("test" if same else None)
     threshold = run_threshold(run) if threshold is None else threshold
-    ds = ClumpDataset(data, split, "truth" if (Path(data)/"annotations.json").exists() else "consensus", False, cfg.split_seed, limit=limit)
+    ds = ClumpDataset(data, split, best_labels(data), False, cfg.split_seed, limit=limit)
     if len(ds) == 0: raise ClumpnbError(f"no galaxies to evaluate in {data} (split {split})")
     images = [ds[i][0] for i in range(len(ds))]
     raw = predict(model, images)
@@ -50,7 +53,7 @@ def evaluate_run(run, data, split:str=None, threshold:float=None, post:PostConfi
     res = dict(run=str(run), data=str(data), split=split or "all", n_galaxies=len(ds), threshold=threshold,
                post_removed=removed, n_raw_detections=int(sum(len(p["score"]) for p in raw)))
     for labels in ("truth", "consensus"):
-        if not (Path(data)/{"truth": "annotations.json", "consensus": "annotations_consensus.json"}[labels]).exists(): continue
+        if not labels_path(data, labels).exists(): continue
         ref = load_reference(data, labels, set(names)); refs = [ref[n] for n in names]
         m = evaluate_detections(kept, refs, threshold, n_boot=n_boot)
         m["coco"] = coco_metrics(kept, refs)
@@ -58,45 +61,92 @@ def evaluate_run(run, data, split:str=None, threshold:float=None, post:PostConfi
     return res
 
 # %% ../../nbs/detector/14_detect.ipynb #a785145f
-COLUMNS = ("file", "image", "clump_id", "label", "label_name", "score", "x", "y", "px_x_min", "px_y_min", "px_x_max", "px_y_max",
-           "ra", "dec", "fwhm_r_px") + PHOT_COLUMNS
+@dataclass
+class CatalogRow:
+    "One detected clump: the catalogue's columns before the photometry, in order (pixels 0-based, degrees)."
+    file: str          # the cutout, as given
+    image: str         # its name without suffixes
+    clump_id: int      # 1, 2, ... within the cutout
+    label: int         # 1 clump, 2 odd clump
+    label_name: str
+    score: float
+    x: float
+    y: float
+    px_x_min: float
+    px_y_min: float
+    px_x_max: float
+    px_y_max: float
+    ra: float          # NaN without a WCS (PNG input)
+    dec: float
+    fwhm_r_px: float
+
+
+def flag_column(name: str) -> bool:
+    "Whether photometry column `name` is a boolean flag (`in_host`, `is_clump_8pct`, ...)."
+    return name.startswith(("in_", "is_"))
+
+
+COLUMNS = tuple(f.name for f in fields(CatalogRow)) + PHOT_COLUMNS
+DTYPES = [f.type for f in fields(CatalogRow)] + ["bool" if flag_column(c) else "float" for c in PHOT_COLUMNS]
 FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".parquet": "parquet"}
 IMAGE_SUFFIXES = (".fits", ".fit", ".fits.gz", ".png", ".jpg", ".jpeg")
 
-def _inputs(paths) -> list:
+# %% ../../nbs/detector/14_detect.ipynb #4e449870
+def input_files(paths) -> list:
+    "Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts."
     out = []
     for p in map(Path, paths):
-        if p.is_dir(): out += sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
-        else: out.append(p)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
+        else:
+            out.append(p)
     return out
 
-def _load(path:Path, size:int):
+
+def load_cutout(path: Path, size: int):
     "(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout; DataError if unusable."
     if path.name.lower().endswith((".png", ".jpg", ".jpeg")):
         rgb = read_rgb(path)
-        x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None      # R G B = i r g: reversed to g r i order
+        x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None  # R G B = i r g: reversed to g r i order
     else:
         c = read_cutout(path, tables=False)
         x, wcs, raw = torch.from_numpy(asinh_stretch(c.image)), c.wcs, c.image
-    if tuple(x.shape[-2:]) != (size, size): raise DataError(path, "NAXIS1/NAXIS2", f"cutout is {tuple(x.shape[-2:])}, the run was trained on ({size}, {size})")
+    if tuple(x.shape[-2:]) != (size, size):
+        msg = f"cutout is {tuple(x.shape[-2:])}, the run was trained on ({size}, {size})"
+        raise DataError(path, "NAXIS1/NAXIS2", msg)
     return x, wcs, raw
 
-def _rows(path, det, wcs, run_name, raw=None) -> list:
-    ra, dec = wcs.wcs_pix2world(det["x"], det["y"], 0) if (wcs is not None and len(det["x"])) else (np.full(len(det["x"]), np.nan),)*2
-    name = path.name.split(".")[0]
-    if raw is not None and len(det["x"]): ph = clump_photometry(raw, det["x"], det["y"])   # nanomaggies: photometry (next chapter)
-    else: ph = {c: np.zeros(len(det["x"]), bool) if c.startswith(("in_", "is_")) else np.full(len(det["x"]), np.nan) for c in PHOT_COLUMNS}
-    return [(str(path), name, i + 1, int(det["label"][i]), "odd_clump" if det["label"][i] == 2 else "clump", float(det["score"][i]),
-             float(det["x"][i]), float(det["y"][i]), *map(float, det["boxes"][i]), float(ra[i]), float(dec[i]), float(SDSS.psf_fwhm_px[1]),
-             *(bool(ph[c][i]) if c.startswith(("in_", "is_")) else float(ph[c][i]) for c in PHOT_COLUMNS))
-            for i in range(len(det["x"]))]
 
-def _table(rows) -> Table:
-    dt = ["U512", "U128", int, int, "U10"] + [float]*10 + [bool if c.startswith(("in_", "is_")) else float for c in PHOT_COLUMNS]
-    return Table(rows=rows, names=COLUMNS, dtype=dt) if rows else Table(names=COLUMNS, dtype=dt)
+def catalog_rows(path: Path, det: dict, wcs=None, raw=None) -> list:
+    "Catalogue rows (dicts keyed by `COLUMNS`) of detections `det` in cutout `path`; photometry when `raw` is given."
+    n = len(det["x"])
+    ra, dec = np.full(n, np.nan), np.full(n, np.nan)
+    if wcs is not None and n:
+        ra, dec = wcs.wcs_pix2world(det["x"], det["y"], 0)
+    if raw is not None and n:
+        ph = clump_photometry(raw, det["x"], det["y"])  # nanomaggies: photometry (next chapter)
+    else:
+        ph = {c: np.zeros(n, bool) if flag_column(c) else np.full(n, np.nan) for c in PHOT_COLUMNS}
+    rows = []
+    for i in range(n):
+        label = int(det["label"][i])
+        box = [float(v) for v in det["boxes"][i]]
+        row = CatalogRow(str(path), path.name.split(".")[0], i + 1, label, "odd_clump" if label == 2 else "clump",
+                         float(det["score"][i]), float(det["x"][i]), float(det["y"][i]), *box, float(ra[i]),
+                         float(dec[i]), float(SDSS.psf_fwhm_px[1]))
+        rows.append(asdict(row) | {c: ph[c][i].item() for c in PHOT_COLUMNS})
+    return rows
+
+
+def catalog_table(rows: list) -> Table:
+    "An astropy Table with the catalogue's `COLUMNS` from rows as `catalog_rows` makes them (strings at full length)."
+    if not rows:
+        return Table(names=COLUMNS, dtype=DTYPES)
+    return Table(rows=[[r[c] for c in COLUMNS] for r in rows], names=COLUMNS, dtype=DTYPES)
 
 # %% ../../nbs/detector/14_detect.ipynb #96b712bc
-def detect(run, paths, out, batch_size:int=16, threshold:float=None, post:PostConfig=PostConfig(), progress:bool=True) -> dict:
+def detect(run, paths, out, batch_size:int=16, threshold:float=None, post:PostConfig=PostConfig(), progress:bool=True,
+           device:str="auto") -> dict:
     "Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary."
     from tqdm.auto import tqdm
     out = Path(out)
@@ -106,14 +156,13 @@ def detect(run, paths, out, batch_size:int=16, threshold:float=None, post:PostCo
     if fmt == "parquet":
         try: import pyarrow  # noqa: F401
         except ImportError: raise ClumpnbError("writing Parquet needs pyarrow: pip install 'clumpnb[parquet]'") from None
-    files = _inputs(paths)
+    files = input_files(paths)
     if not files: raise ClumpnbError("no input cutouts: give FITS/PNG files or folders that hold them")
     model, cfg = load_run(run)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    rank, world = ddp_setup()
+    device = pick_device(device, rank)
     model.to(device)
     threshold = run_threshold(run) if threshold is None else threshold
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1 and not torch.distributed.is_initialized(): torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     parts = Path(str(out) + ".parts"); parts.mkdir(exist_ok=True)
     done = set()
     for p in sorted(parts.glob("part-*.ecsv")):
@@ -124,14 +173,14 @@ def detect(run, paths, out, batch_size:int=16, threshold:float=None, post:PostCo
     for b, i in enumerate(range(0, len(mine), batch_size)):
         batch, ims, wcss, skipped = [], [], [], []
         for f in mine[i:i + batch_size]:
-            try: x, w, raw = _load(f, cfg.detector.size); batch.append(f); ims.append(x); wcss.append((w, raw))
+            try: x, w, raw = load_cutout(f, cfg.detector.size); batch.append(f); ims.append(x); wcss.append((w, raw))
             except DataError as e: warnings.warn(f"skipped: {e}"); skipped.append(str(e))
         rows = []
         for f, x, w, p in zip(batch, ims, wcss, predict(model, ims, batch_size, device) if ims else []):
             k, _ = postprocess(p, x, post)
             keep = k["score"] >= threshold
-            rows += _rows(f, {key: v[keep] for key, v in k.items()}, w[0], Path(run).name, w[1])
-        t = _table(rows)
+            rows += catalog_rows(f, {key: v[keep] for key, v in k.items()}, w[0], w[1])
+        t = catalog_table(rows)
         t.meta.update(files=[str(f) for f in mine[i:i + batch_size]], skipped=skipped)
         with atomic_write(parts/f"part-r{rank:03d}-{n_existing + b:06d}.ecsv", "w") as fh: t.write(fh, format="ascii.ecsv")
         bar.update(len(mine[i:i + batch_size]))
@@ -141,7 +190,7 @@ def detect(run, paths, out, batch_size:int=16, threshold:float=None, post:PostCo
     if rank == 0:
         tabs = [Table.read(p, format="ascii.ecsv") for p in sorted(parts.glob("part-*.ecsv"))]
         skipped = [s for t in tabs for s in t.meta.get("skipped", [])]
-        cat = vstack([_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent") if tabs else _table([])
+        cat = vstack([catalog_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent")
         cat.meta = dict(run=str(run), threshold=threshold, n_inputs=len(files), skipped=skipped)
         cat.sort(["file", "clump_id"])
         if fmt == "fits": cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": len(files), "NSKIPPED": len(skipped)}

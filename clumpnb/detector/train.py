@@ -18,11 +18,14 @@ import torch
 
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
 from ..data.dataset import ClumpDataset, collate
+from ..data.io import best_labels
+from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, save_checkpoint
 from .model import DetectorConfig, build_detector
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'load_run', 'train']
+__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'load_run', 'training_sets', 'epoch_loader',
+           'save_epoch', 'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -91,96 +94,130 @@ def validate(model, ds:ClumpDataset, refs:dict, threshold:float, device, post:Po
     return {k: v for k, v in r.items() if k != "curve" and not k.endswith("ci95")} | {"curve": r["curve"]}
 
 # %% ../../nbs/detector/13_train.ipynb #8591c551
-def _ddp():
-    "(rank, world size) from torchrun's environment; initialises the process group once."
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-def _device(cfg:TrainConfig, rank:int):
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1))
-    return torch.device("cpu")
-
-def params_digest(model, buffers:bool=True) -> str:
+def params_digest(model, buffers: bool = True) -> str:
     "A short hash of the weights (and, with `buffers`, batch-norm statistics): equal digests mean identical models."
     h = hashlib.sha256()
     vals = model.state_dict().values() if buffers else [p for p in model.parameters()]
-    for p in vals: h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    for p in vals:
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
 
 def load_run(run, map_location="cpu"):
     "The trained model of run folder `run` and its `TrainConfig`."
     run = Path(run)
-    f = run/"model.pt" if (run/"model.pt").exists() else run/"checkpoint.pt"
-    if not f.exists(): raise DataError(run, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
-    try: ck = torch.load(f, map_location=map_location, weights_only=False)
-    except Exception as e: raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
+    f = run / "model.pt" if (run / "model.pt").exists() else run / "checkpoint.pt"
+    if not f.exists():
+        raise DataError(run, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
+    try:
+        ck = torch.load(f, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
     cfg = TrainConfig.from_dict(ck["config"])
     m = build_detector(cfg.detector)
-    try: m.load_state_dict(ck["model"])
-    except RuntimeError as e: raise DataError(f, "model", f"weights do not match the run's detector configuration ({str(e).splitlines()[0]})") from None
+    try:
+        m.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        msg = f"weights do not match the run's detector configuration ({str(e).splitlines()[0]})"
+        raise DataError(f, "model", msg) from None
     return m.eval(), cfg
 
-# %% ../../nbs/detector/13_train.ipynb #8b63ebee
-def train(cfg:TrainConfig, resume:bool=False, progress:bool=True, train_set=None) -> dict:
-    "Train a detector as configured; returns the history. Runs under torchrun as distributed data parallel."
-    if cfg.data is None or cfg.out is None: raise ClumpnbError("TrainConfig needs `data` (a survey folder) and `out` (a run folder)")
-    rank, world = _ddp()
-    out, device = Path(cfg.out), _device(cfg, rank)
-    ck_path = out/"checkpoint.pt"
-    start, history, state = 0, [], None
-    if ck_path.exists():
-        if not resume: raise ClumpnbError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-        state = torch.load(ck_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig.from_dict(state["config"]).to_dict()
-        diff = [k for k in saved if k not in ("out", "workers", "device") and saved[k] != cfg.to_dict()[k]]
-        if diff: raise DataError(ck_path, diff[0], f"the run was made with {diff[0]}={saved[diff[0]]!r}, not {cfg.to_dict()[diff[0]]!r}")
-        start, history = state["epoch"] + 1, state["history"]
-    seed_everything(cfg.seed)
-    ds = train_set if train_set is not None else ClumpDataset(cfg.data, "train", cfg.labels, cfg.augment, cfg.split_seed, limit=cfg.n_train)
-    if len(ds) == 0: raise ClumpnbError(f"no training galaxies in {cfg.data} (split seed {cfg.split_seed})")
-    val = ClumpDataset(cfg.data, "val", "truth" if (Path(cfg.data)/"annotations.json").exists() else "consensus", False, cfg.split_seed, limit=cfg.val_max)
+# %% ../../nbs/detector/13_train.ipynb #0296bab1
+def training_sets(cfg: TrainConfig, train_set=None) -> tuple:
+    "(training set, validation set, validation reference clumps) of run `cfg`."
+    ds = train_set
+    if ds is None:
+        ds = ClumpDataset(cfg.data, "train", cfg.labels, cfg.augment, cfg.split_seed, limit=cfg.n_train)
+    if len(ds) == 0:
+        raise ClumpnbError(f"no training galaxies in {cfg.data} (split seed {cfg.split_seed})")
+    val = ClumpDataset(cfg.data, "val", best_labels(cfg.data), False, cfg.split_seed, limit=cfg.val_max)
     refs = load_reference(cfg.data, val.labels, {im["file_name"] for im in val.images})
+    return ds, val, refs
+
+
+def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int):
+    "The DataLoader of one epoch: shuffling depends on `(seed, epoch)` only, split across `world` processes."
+    g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
+                                       collate_fn=collate, num_workers=cfg.workers, drop_last=False)
+
+
+def save_epoch(cfg: TrainConfig, history: list, model, opt, sched, scaler, epoch: int):
+    "Checkpoint after `epoch` and the history so far, both atomically."
+    out = Path(cfg.out)
+    save_checkpoint(out / "checkpoint.pt", model=model.state_dict(), optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(), scaler=scaler.state_dict() if scaler else None, epoch=epoch,
+                    history=history, config=cfg.to_dict())
+    rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in history]
+    with atomic_write(out / "history.json", "w") as f:
+        json.dump(jsonable(rows), f, indent=1)
+
+
+def finish_run(cfg: TrainConfig, model, history: list, rank: int, world: int):
+    "Write `model.pt` (rank 0), and under data parallelism each rank's weight digest."
+    out = Path(cfg.out)
+    if rank == 0:
+        save_checkpoint(out / "model.pt", model=model.state_dict(), config=cfg.to_dict(), history=history)
+    if world > 1:
+        digest = params_digest(model, buffers=False)  # batch-norm statistics stay per process on CPU
+        with atomic_write(out / f"ddp_rank{rank}.json", "w") as f:
+            json.dump(dict(rank=rank, world=world, digest=digest), f)
+        torch.distributed.barrier()
+
+# %% ../../nbs/detector/13_train.ipynb #035391b6
+def validation_row(model, val, refs, cfg: TrainConfig, epoch: int, device) -> dict:
+    "Validation metrics of the epoch when due (every `val_every` epochs and after the last), else none."
+    due = (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs
+    v = validate(model, val, refs, cfg.val_threshold, device) if len(val) and due else {}
+    row = {f"val_{k}": v[k] for k in ("completeness_ge8", "completeness_3to8", "purity", "f1_ge8") if k in v}
+    row["val_curve"] = v.get("curve", [])
+    return row
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_set=None) -> list:
+    "Train a detector as configured; returns the history. Runs under torchrun as distributed data parallel."
+    if cfg.data is None or cfg.out is None:
+        raise ClumpnbError("TrainConfig needs `data` (a survey folder) and `out` (a run folder)")
+    rank, world = ddp_setup()
+    out, device = Path(cfg.out), pick_device(cfg.device, rank)
+    normalise = lambda d: TrainConfig.from_dict(d).to_dict()  # noqa: E731 (nested detector settings)
+    state = load_checkpoint(out / "checkpoint.pt", cfg.to_dict(), resume, normalise)
+    start, history = (state["epoch"] + 1, state["history"]) if state else (0, [])
+    seed_everything(cfg.seed)
+    ds, val, refs = training_sets(cfg, train_set)
     model = build_detector(cfg.detector).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = math.ceil(len(ds)/world/cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=max(steps*cfg.epochs, 1), pct_start=0.15)
+    steps = math.ceil(len(ds) / world / cfg.batch_size) * cfg.epochs
+    opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     if state:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
-        if scaler and state.get("scaler"): scaler.load_state_dict(state["scaler"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if rank == 0: out.mkdir(parents=True, exist_ok=True)
-    for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed*100003 + epoch)                 # augmentation and shuffling depend on (seed, epoch) only
-        g = torch.Generator().manual_seed(cfg.seed*100003 + epoch)
-        sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-        if sampler: sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
-                                             collate_fn=collate, num_workers=cfg.workers, drop_last=False)
-        t0 = time.perf_counter()
-        losses = train_one_epoch(net, opt, sched, loader, device, epoch, cfg, scaler, progress and rank == 0)
-        row = dict(epoch=epoch + 1, seconds=time.perf_counter() - t0, images_per_s=len(ds)/(time.perf_counter() - t0), **losses)
-        if rank == 0:
-            due = (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs
-            v = validate(model, val, refs, cfg.val_threshold, device) if len(val) and due else {}
-            row.update({f"val_{k}": v[k] for k in ("completeness_ge8", "completeness_3to8", "purity", "f1_ge8") if k in v})
-            row["val_curve"] = v.get("curve", [])
-            history.append(row)
-            ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict() if scaler else None,
-                      epoch=epoch, history=history, config=cfg.to_dict())
-            with atomic_write(ck_path) as f: torch.save(ck, f)
-            with atomic_write(out/"history.json", "w") as f: json.dump(jsonable([{k: v for k, v in r.items() if k != "val_curve"} for r in history]), f, indent=1)
-            if progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {sum(losses.values()):.3f}, {row['images_per_s']*world:.1f} img/s, "
-                      f"val completeness(>=8%) {row.get('val_completeness_ge8', float('nan')):.3f} purity {row.get('val_purity', float('nan')):.3f}")
-        if world > 1: torch.distributed.barrier()
     if rank == 0:
-        with atomic_write(out/"model.pt") as f: torch.save(dict(model=model.state_dict(), config=cfg.to_dict(), history=history), f)
-    if world > 1:
-        with atomic_write(out/f"ddp_rank{rank}.json", "w") as f: json.dump(dict(rank=rank, world=world, digest=params_digest(model, buffers=False)), f)  # batch-norm statistics stay per process on CPU
-        torch.distributed.barrier()
+        out.mkdir(parents=True, exist_ok=True)
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100003 + epoch)  # augmentation and shuffling depend on (seed, epoch) only
+        t0 = time.perf_counter()
+        losses = train_one_epoch(net, opt, sched, epoch_loader(ds, cfg, epoch, rank, world), device, epoch, cfg,
+                                 scaler, progress and rank == 0)
+        secs = time.perf_counter() - t0
+        row = dict(epoch=epoch + 1, seconds=secs, images_per_s=len(ds) / secs, **losses)
+        if rank == 0:
+            row.update(validation_row(model, val, refs, cfg, epoch, device))
+            history.append(row)
+            save_epoch(cfg, history, model, opt, sched, scaler, epoch)
+            if progress:
+                print(f"epoch {epoch + 1}/{cfg.epochs}: loss {sum(losses.values()):.3f}, "
+                      f"{row['images_per_s'] * world:.1f} img/s, val completeness(>=8%) "
+                      f"{row.get('val_completeness_ge8', float('nan')):.3f} purity {row.get('val_purity', float('nan')):.3f}")
+        if world > 1:
+            torch.distributed.barrier()
+    finish_run(cfg, model, history, rank, world)
     return history
