@@ -5,9 +5,8 @@
 # %% ../../nbs/detector/11_model.ipynb #0a5bea92
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 
-import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
@@ -23,45 +22,78 @@ __all__ = ['DetectorConfig', 'torchvision_defaults', 'build_detector']
 @dataclass
 class DetectorConfig:
     "How to build the detector. Sizes in pixels of the input cutout."
-    backbone: str = "resnet18"           # resnet18 | resnet50 | efficientnet_lite0
-    weights: str = None                  # None (random) | 'imagenet' | 'zoobot' | checkpoint path
-    trainable_layers: int = None         # None: all for random init, 3 for pretrained; 0 = frozen body
-    fpn_channels: int = 128              # pyramid width (torchvision default 256)
-    levels: int = 3                      # pyramid levels at strides 4, 8, 16 (+32 with 4)
-    size: int = 128                      # input cutout side; no resizing inside the model
-    num_classes: int = 3                 # background, clump, odd clump
+
+    backbone: str = "resnet18"  # resnet18 | resnet50 | efficientnet_lite0
+    weights: str = None  # None (random) | 'imagenet' | 'zoobot' | checkpoint path
+    trainable_layers: int = None  # None: all for random init, 3 for pretrained; 0 = frozen body
+    fpn_channels: int = 128  # pyramid width (torchvision default 256)
+    levels: int = 3  # pyramid levels at strides 4, 8, 16 (+32 with 4)
+    size: int = 128  # input cutout side; no resizing inside the model
+    num_classes: int = 3  # background, clump, odd clump
     anchor_sizes: tuple = (8, 16, 32, 64)  # one square anchor per level; clump boxes are ~7 px
-    rpn_pre_nms: tuple = (300, 150)      # proposals kept before NMS (train, test); torchvision 2000/1000
-    rpn_post_nms: tuple = (150, 100)     # after NMS (train, test); torchvision 2000/1000
-    rpn_batch: int = 128                 # anchors sampled per image for the RPN loss (torchvision 256)
-    roi_batch: int = 64                  # ROIs sampled per image for the box loss (torchvision 512)
-    box_head: int = 256                  # width of the two-layer box head (torchvision 1024)
-    score_thresh: float = 0.05           # detections kept above this score (post-processing thresholds later)
-    nms_iou: float = 0.2                 # NMS IoU inside the model: Popp et al. use 0.2
-    max_detections: int = 30             # per image
-    def to_dict(self) -> dict: return asdict(self)
+    rpn_pre_nms: tuple = (300, 150)  # proposals kept before NMS (train, test); torchvision 2000/1000
+    rpn_post_nms: tuple = (150, 100)  # after NMS (train, test); torchvision 2000/1000
+    rpn_batch: int = 128  # anchors sampled per image for the RPN loss (torchvision 256)
+    roi_batch: int = 64  # ROIs sampled per image for the box loss (torchvision 512)
+    box_head: int = 256  # width of the two-layer box head (torchvision 1024)
+    score_thresh: float = 0.05  # detections kept above this score (post-processing thresholds later)
+    nms_iou: float = 0.2  # NMS IoU inside the model: Popp et al. use 0.2
+    max_detections: int = 30  # per image
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 # %% ../../nbs/detector/11_model.ipynb #e9ee773f
-def torchvision_defaults(cfg:DetectorConfig) -> DetectorConfig:
+def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
     "`cfg` with torchvision's default RPN, ROI and head sizes (same backbone and pyramid levels)."
-    return DetectorConfig(**{**cfg.to_dict(), "fpn_channels": 256, "rpn_pre_nms": (2000, 1000), "rpn_post_nms": (2000, 1000),
-                             "rpn_batch": 256, "roi_batch": 512, "box_head": 1024, "nms_iou": 0.5, "max_detections": 100,
-                             "anchor_sizes": (32, 64, 128, 256)})
+    return DetectorConfig(
+        **{
+            **cfg.to_dict(),
+            "fpn_channels": 256,
+            "rpn_pre_nms": (2000, 1000),
+            "rpn_post_nms": (2000, 1000),
+            "rpn_batch": 256,
+            "roi_batch": 512,
+            "box_head": 1024,
+            "nms_iou": 0.5,
+            "max_detections": 100,
+            "anchor_sizes": (32, 64, 128, 256),
+        }
+    )
 
-def build_detector(cfg:DetectorConfig=DetectorConfig()) -> FasterRCNN:
-    "A torchvision `FasterRCNN` built from `cfg`. Input: list of (3, H, W) float tensors, asinh-stretched g r i in [0, 1]."
-    if cfg.num_classes < 2: raise ClumpnbError("num_classes counts the background: use 3 for clump + odd clump")
+
+def build_detector(cfg: DetectorConfig = DetectorConfig()) -> FasterRCNN:
+    """A torchvision `FasterRCNN` built from `cfg`. Input: list of (3, H, W) float tensors, asinh-stretched g r i in [0,
+    1]."""
+    if cfg.num_classes < 2:
+        raise ClumpnbError("num_classes counts the background: use 3 for clump + odd clump")
     bb = make_backbone(cfg.backbone, cfg.weights, cfg.trainable_layers, cfg.fpn_channels, cfg.levels)
     names = [str(i) for i in range(cfg.levels)]
-    anchors = AnchorGenerator(sizes=tuple((s,) for s in cfg.anchor_sizes[:cfg.levels]), aspect_ratios=((1.0,),)*cfg.levels)
+    anchors = AnchorGenerator(
+        sizes=tuple((s,) for s in cfg.anchor_sizes[: cfg.levels]), aspect_ratios=((1.0,),) * cfg.levels
+    )
     roi = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
-    head = TwoMLPHead(cfg.fpn_channels*7*7, cfg.box_head)
-    m = FasterRCNN(bb, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=roi, box_head=head,
-                   box_predictor=FastRCNNPredictor(cfg.box_head, cfg.num_classes),
-                   min_size=cfg.size, max_size=cfg.size, image_mean=[0., 0., 0.], image_std=[1., 1., 1.],  # normalised in the backbone
-                   rpn_pre_nms_top_n_train=cfg.rpn_pre_nms[0], rpn_pre_nms_top_n_test=cfg.rpn_pre_nms[1],
-                   rpn_post_nms_top_n_train=cfg.rpn_post_nms[0], rpn_post_nms_top_n_test=cfg.rpn_post_nms[1],
-                   rpn_batch_size_per_image=cfg.rpn_batch, box_batch_size_per_image=cfg.roi_batch,
-                   box_score_thresh=cfg.score_thresh, box_nms_thresh=cfg.nms_iou, box_detections_per_img=cfg.max_detections)
+    head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head)
+    m = FasterRCNN(
+        bb,
+        num_classes=None,
+        rpn_anchor_generator=anchors,
+        box_roi_pool=roi,
+        box_head=head,
+        box_predictor=FastRCNNPredictor(cfg.box_head, cfg.num_classes),
+        min_size=cfg.size,
+        max_size=cfg.size,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],  # normalised in the backbone
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms[0],
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms[1],
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms[0],
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms[1],
+        rpn_batch_size_per_image=cfg.rpn_batch,
+        box_batch_size_per_image=cfg.roi_batch,
+        box_score_thresh=cfg.score_thresh,
+        box_nms_thresh=cfg.nms_iou,
+        box_detections_per_img=cfg.max_detections,
+    )
     m.config = cfg
     return m
