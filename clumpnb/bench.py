@@ -15,87 +15,167 @@ import time
 __all__ = ['bench_simulate', 'bench_detector', 'bench_lst']
 
 # %% ../nbs/91_bench.ipynb #59ba5385
-def bench_simulate(n:int=256, size:int=128, seed:int=0, workers:int=None) -> dict:
+def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None) -> dict:
     "Galaxies per second: generation on one core, and the full write of a survey folder on `workers` processes."
     from clumpnb.data.simulate import SimConfig, simulate
     from clumpnb.data.io import write_survey
+
     cfg, workers = SimConfig(size=size), workers or os.cpu_count()
-    list(simulate(4, seed, cfg))                                     # warm-up: caches, imports
-    t = time.perf_counter(); list(simulate(n, seed, cfg)); gen = time.perf_counter() - t
+    list(simulate(4, seed, cfg))  # warm-up: caches, imports
+    t = time.perf_counter()
+    list(simulate(n, seed, cfg))
+    gen = time.perf_counter() - t
     d = tempfile.mkdtemp(prefix="clumpnb-bench-")
     try:
-        t = time.perf_counter(); write_survey(d, n, seed, cfg, workers=workers, progress=False); full = time.perf_counter() - t
-    finally: shutil.rmtree(d, ignore_errors=True)
-    return dict(benchmark="simulate", n=n, size=size, galaxies_per_s_one_core=n/gen, survey_write_s=full,
-                survey_galaxies_per_s=n/full, workers=workers, cpu_count=os.cpu_count(), machine=platform.machine())
+        t = time.perf_counter()
+        write_survey(d, n, seed, cfg, workers=workers, progress=False)
+        full = time.perf_counter() - t
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return dict(
+        benchmark="simulate",
+        n=n,
+        size=size,
+        galaxies_per_s_one_core=n / gen,
+        survey_write_s=full,
+        survey_galaxies_per_s=n / full,
+        workers=workers,
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+    )
 
 # %% ../nbs/91_bench.ipynb #26966c7a
-def _measure(cfg_dict:dict, batch:int, steps:int, q):
-    import resource, torch
+def _measure(cfg_dict: dict, batch: int, steps: int, q):
+    import resource
+    import torch
     from clumpnb.detector.model import DetectorConfig, build_detector
     from clumpnb.data.simulate import simulate
     from clumpnb.data.survey import asinh_stretch
+
     torch.manual_seed(0)
     cfg = DetectorConfig(**cfg_dict)
-    gals = list(simulate(2*batch, seed=0))
+    gals = list(simulate(2 * batch, seed=0))
     ims = [torch.from_numpy(asinh_stretch(g.image)) for g in gals]
     from clumpnb.data.io import clump_box
+
     xywh = lambda g: torch.tensor([clump_box(c["x"], c["y"]) for c in g.clumps]).reshape(-1, 4)
-    tg = [{"boxes": torch.cat([xywh(g)[:, :2], xywh(g)[:, :2] + xywh(g)[:, 2:]], 1),
-           "labels": torch.tensor(list(g.clumps["cls"]), dtype=torch.int64)} for g in gals]
-    m = build_detector(cfg); opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], 1e-4)
+    tg = [
+        {
+            "boxes": torch.cat([xywh(g)[:, :2], xywh(g)[:, :2] + xywh(g)[:, 2:]], 1),
+            "labels": torch.tensor(list(g.clumps["cls"]), dtype=torch.int64),
+        }
+        for g in gals
+    ]
+    m = build_detector(cfg)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], 1e-4)
     m.train()
     for i in range(steps + 1):
-        if i == 1: t = time.perf_counter()
-        j = (i % 2)*batch
-        loss = sum(m(ims[j:j + batch], tg[j:j + batch]).values()); opt.zero_grad(); loss.backward(); opt.step()
-    train_ips = batch*steps/(time.perf_counter() - t)
+        if i == 1:
+            t = time.perf_counter()
+        j = (i % 2) * batch
+        loss = sum(m(ims[j : j + batch], tg[j : j + batch]).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    train_ips = batch * steps / (time.perf_counter() - t)
     m.eval()
     with torch.no_grad():
-        m(ims); t = time.perf_counter()
-        for _ in range(steps): m(ims)
-    q.put(dict(train_images_per_s=train_ips, inference_images_per_s=2*batch*steps/(time.perf_counter() - t),
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024))
+        m(ims)
+        t = time.perf_counter()
+        for _ in range(steps):
+            m(ims)
+    q.put(
+        dict(
+            train_images_per_s=train_ips,
+            inference_images_per_s=2 * batch * steps / (time.perf_counter() - t),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
+    )
 
-def bench_detector(backbone:str="resnet18", batch:int=8, steps:int=4, baseline_steps:int=2) -> dict:
+
+def bench_detector(backbone: str = "resnet18", batch: int = 8, steps: int = 4, baseline_steps: int = 2) -> dict:
     "Images per second (training, inference) and peak memory of the default detector and of torchvision's defaults."
     import multiprocessing as mp
     from clumpnb.detector.model import DetectorConfig, torchvision_defaults
+
     ctx = mp.get_context("spawn")
+
     def run(cfg, st):
-        q = ctx.Queue(); p = ctx.Process(target=_measure, args=(cfg.to_dict(), batch, st, q)); p.start(); r = q.get(); p.join(); return r
+        q = ctx.Queue()
+        p = ctx.Process(target=_measure, args=(cfg.to_dict(), batch, st, q))
+        p.start()
+        r = q.get()
+        p.join()
+        return r
+
     cfg = DetectorConfig(backbone=backbone)
     ours, base = run(cfg, steps), run(torchvision_defaults(cfg), baseline_steps)
-    return dict(benchmark="detector", size=cfg.size, batch=batch, backbone=backbone, clumpnb=ours, torchvision_defaults=base,
-                train_speedup=ours["train_images_per_s"]/base["train_images_per_s"],
-                inference_speedup=ours["inference_images_per_s"]/base["inference_images_per_s"],
-                threads=__import__("torch").get_num_threads(), cpu_count=os.cpu_count(), machine=platform.machine(),
-                device="cpu")
+    return dict(
+        benchmark="detector",
+        size=cfg.size,
+        batch=batch,
+        backbone=backbone,
+        clumpnb=ours,
+        torchvision_defaults=base,
+        train_speedup=ours["train_images_per_s"] / base["train_images_per_s"],
+        inference_speedup=ours["inference_images_per_s"] / base["inference_images_per_s"],
+        threads=__import__("torch").get_num_threads(),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        device="cpu",
+    )
 
 # %% ../nbs/91_bench.ipynb #3573f21f
-def bench_lst(pairs:int=6, iters:int=10, size:int=224, repeats:int=3) -> dict:
+def bench_lst(pairs: int = 6, iters: int = 10, size: int = 224, repeats: int = 3) -> dict:
     "Seconds per iteration per image pair for clumpnb's LST and the reference-style loop, same model, batch and run."
-    import itertools, torch
-    from clumpnb.blindspots.lst import imagenet_efficientnet_lite0, photo, level_set_traversal, reference_lst, rms_distance
+    import itertools
+    import torch
+    from clumpnb.blindspots.lst import (
+        imagenet_efficientnet_lite0,
+        photo,
+        level_set_traversal,
+        reference_lst,
+    )
+
     names = ["chelsea", "coffee", "camera", "stereo_motorcycle", "rocket"]
     pr = list(itertools.permutations(names, 2))[:pairs]
-    x0 = torch.stack([photo(a, size) for a, _ in pr]); xt = torch.stack([photo(b, size) for _, b in pr])
+    x0 = torch.stack([photo(a, size) for a, _ in pr])
+    xt = torch.stack([photo(b, size) for _, b in pr])
     model = imagenet_efficientnet_lite0()
+
     def timed(f):
-        f(2); best = float("inf")
+        f(2)
+        best = float("inf")
         for _ in range(repeats):
-            t = time.perf_counter(); f(iters); best = min(best, time.perf_counter() - t)
-        return best/(iters*len(pr))
+            t = time.perf_counter()
+            f(iters)
+            best = min(best, time.perf_counter() - t)
+        return best / (iters * len(pr))
+
     ours = timed(lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9))
     ours_plain = timed(lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9, channels_last=False))
     ref = timed(lambda n: reference_lst(model, x0, xt, iters=n))
     # same decisions? Compared without the confidence-restoring term: its sign(g) of near-zero gradients flips with
-    # float rounding (batch composition changes the last bits), which makes two equally correct walks drift apart slowly.
+    # float rounding (batch composition changes the last bits), which makes two equally correct walks drift apart
+    # slowly.
     ra = level_set_traversal(model, x0, xt, iters=iters, channels_last=False, adv_step=0)
     b = reference_lst(model, x0, xt, iters=iters, adv_step=0)
     a = ra.x
-    return dict(benchmark="lst", model="EfficientNet-Lite0 ImageNet", size=size, pairs=len(pr), iterations=iters,
-                s_per_pair_iteration=ours, s_per_pair_iteration_default_layout=ours_plain, s_per_pair_iteration_reference=ref,
-                speedup=ref/ours, speedup_algorithm_only=ref/ours_plain,
-                max_abs_difference_vs_reference=float((a - b).abs().max()), accepted_steps=ra.accepted.tolist(), threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-                machine=platform.machine(), device="cpu")
+    return dict(
+        benchmark="lst",
+        model="EfficientNet-Lite0 ImageNet",
+        size=size,
+        pairs=len(pr),
+        iterations=iters,
+        s_per_pair_iteration=ours,
+        s_per_pair_iteration_default_layout=ours_plain,
+        s_per_pair_iteration_reference=ref,
+        speedup=ref / ours,
+        speedup_algorithm_only=ref / ours_plain,
+        max_abs_difference_vs_reference=float((a - b).abs().max()),
+        accepted_steps=ra.accepted.tolist(),
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        device="cpu",
+    )

@@ -16,32 +16,46 @@ from .core import atomic_write
 __all__ = ['CSS', 'fig_to_data_uri', 'write_report']
 
 # %% ../nbs/90_report.ipynb #c57e3f10
-def fig_to_data_uri(fig, dpi:int=90) -> str:
+def fig_to_data_uri(fig, dpi: int = 90) -> str:
     "A matplotlib figure as a data: URI holding a PNG."
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
+
 def _table_html(rows) -> str:
-    if hasattr(rows, "colnames"): rows = [dict(zip(rows.colnames, r)) for r in rows]
-    if not rows: return "<p><em>(empty)</em></p>"
+    if hasattr(rows, "colnames"):
+        rows = [dict(zip(rows.colnames, r)) for r in rows]
+    if not rows:
+        return "<p><em>(empty)</em></p>"
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))
     head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
+
 CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 img{max-width:100%}.note{color:#555;font-size:90%}code{background:#f4f4f4;padding:1px 4px}"""
 
-def write_report(path, title:str, sections, note:str="") -> Path:
+
+def write_report(path, title: str, sections, note: str = "") -> Path:
     "Write a self-contained HTML report. `sections`: dicts with `heading`, `text`, `figures`, `tables`."
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", f"<p class='note'>{note}</p>" if note else ""]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='note'>{note}</p>" if note else "",
+    ]
     for s in sections:
         parts.append(f"<h2>{html.escape(s['heading'])}</h2>")
-        if s.get("text"): parts.append(f"<p>{s['text']}</p>")
-        for f in s.get("figures", []): parts.append(f"<img alt='{html.escape(s['heading'])}' src='{fig_to_data_uri(f)}'>")
-        for t in s.get("tables", []): parts.append(_table_html(t))
+        if s.get("text"):
+            parts.append(f"<p>{s['text']}</p>")
+        for f in s.get("figures", []):
+            parts.append(f"<img alt='{html.escape(s['heading'])}' src='{fig_to_data_uri(f)}'>")
+        for t in s.get("tables", []):
+            parts.append(_table_html(t))
     parts.append("</body></html>")
-    with atomic_write(path, "w") as f: f.write("\n".join(parts))
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(parts))
     return Path(path)

@@ -5,12 +5,16 @@
 # %% ../../nbs/blindspots/32_galaxies.ipynb #df317028
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core import ClumpnbError
+from .. import __version__
+from ..core import ClumpnbError, DataError, atomic_write, jsonable
 from ..data.simulate import simulate, SimConfig, psf_image, colour_fluxes
 from ..data.survey import SDSS, asinh_stretch
 from ..nets.encoders import Classifier, make_classifier
@@ -19,12 +23,13 @@ from .lst import level_set_traversal, rms_distance
 from .geometry import distances, triangle_confidence, path_width
 
 # %% auto #0
-__all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'galaxy_experiment']
+__all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'GalaxyBlindSpots', 'smooth_walks',
+           'blind_spot_row', 'galaxy_experiment', 'galaxy_command', 'write_galaxy_results', 'read_galaxy_results']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
 def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
-    """Up to `n` simulated galaxies of survey `seed` as ((N, 3, crop, crop) images in [0, 1], (N,) labels 1 = clumpy, 0
-    = smooth)."""
+    """Up to `n` simulated galaxies of survey `seed` as ((N, 3, crop, crop) images in [0, 1], (N,) labels):
+    1 = clumpy, 0 = smooth."""
     xs, ys = [], []
     cfg = SimConfig(clumpy_fraction=0.5)
     for g in simulate(n, seed, cfg):
@@ -66,23 +71,66 @@ def accuracy(model, x, y) -> float:
     return float(right / len(x))
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #b30a1505
-def galaxy_experiment(
-    n_train: int = 1500,
-    n_test: int = 300,
-    epochs: int = 3,
-    n_pairs: int = 6,
-    iters: int = 200,
-    eta: float = 0.01,
-    pthresh: float = 0.2,
-    seed: int = 0,
-    progress: bool = True,
-    scratch_epochs: int = 10,
-    scratch_lr: float = 3e-3,
-) -> dict:
-    """Train both classifiers on survey `seed`, then run LST on held-out survey `seed`+1; returns one row of numbers per
-    classifier.
-    The from-scratch network gets `scratch_epochs` at `scratch_lr`: with the ImageNet network's 3 epochs at 1e-3 it
-    stayed at chance."""
+@dataclass
+class GalaxyBlindSpots:
+    "What the experiment measured for one classifier (means over its smooth sources)."
+
+    classifier: str
+    epochs: int
+    test_accuracy: float
+    n_pairs: int
+    p0_mean: float  # smooth-class confidence of the sources
+    rms_start_clumpy: float  # RMS distance source -> clumpy target
+    rms_to_clumpy: float  # ... LST image -> clumpy target
+    ssim_to_clumpy: float
+    rms_start_star: float
+    rms_to_star: float
+    hull_mean: float  # mean confidence over the triangle (source, walk to clumpy, walk to star)
+    hull_frac_above: float  # fraction of the triangle above p0 - pthresh
+    width_q05_r002: float  # 5% quantile of the confidence at random offsets of RMS 0.02 around the walk's end
+    width_q05_r005: float
+    seconds: float
+
+
+def smooth_walks(m, xte, yte, star, n_pairs: int, eta: float, iters: int, pthresh: float, seed: int,
+                 progress: bool) -> tuple:
+    "(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies."
+    with torch.no_grad():
+        pred = torch.cat([m(xte[i:i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
+    src, tgt = xte[(yte == 0) & (pred == 0)][:n_pairs], xte[yte == 1][:n_pairs]
+    k = min(len(src), len(tgt))
+    if k == 0:
+        raise ClumpnbError("the classifier found no smooth galaxy it classifies correctly")
+    src, tgt = src[:k], tgt[:k]
+    kw = dict(source=0, eta=eta, iters=iters, pthresh=pthresh, seed=seed, progress=progress)
+    r_c = level_set_traversal(m, src, tgt, **kw)
+    r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), **kw)
+    return src, r_c, r_s
+
+
+def blind_spot_row(m, name: str, epochs: int, acc: float, src, r_c, r_s, pthresh: float,
+                   seconds: float) -> GalaxyBlindSpots:
+    "The measurements of one classifier's walks: distances reached, triangle hull and path width."
+    k = len(src)
+    hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
+    width = [path_width(m, r_c.x[i], r_c.x[i] - src[i], 0, radii=(0.02, 0.05)) for i in range(k)]
+    dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
+    return GalaxyBlindSpots(
+        name, epochs, acc, k, float(r_c.p0.mean()), float(rms_distance(src, r_c.xt).mean()),
+        float(dc["rms"].mean()), float(dc["ssim"].mean()), float(rms_distance(src, r_s.xt).mean()),
+        float(ds["rms"].mean()), float(np.mean([h["mean"] for h in hull])),
+        float(np.mean([h["frac_above"] for h in hull])), float(np.mean([w[0.02][0] for w in width])),
+        float(np.mean([w[0.05][0] for w in width])), seconds)
+
+# %% ../../nbs/blindspots/32_galaxies.ipynb #3e67008b
+def galaxy_experiment(n_train: int = 1500, n_test: int = 300, epochs: int = 3, n_pairs: int = 6, iters: int = 200,
+                      eta: float = 0.01, pthresh: float = 0.2, seed: int = 0, progress: bool = True,
+                      scratch_epochs: int = 10, scratch_lr: float = 3e-3) -> dict:
+    """Train both classifiers on survey `seed`, then run LST on held-out survey `seed`+1; returns one
+    `GalaxyBlindSpots` row per classifier (`rows`), the walks (`results`) and the `settings`. The from-scratch network
+    gets `scratch_epochs` at `scratch_lr`: with the ImageNet network's 3 epochs at 1e-3 it stayed at chance."""
+    settings = dict(n_train=n_train, n_test=n_test, epochs=epochs, n_pairs=n_pairs, iters=iters, eta=eta,
+                    pthresh=pthresh, seed=seed, scratch_epochs=scratch_epochs, scratch_lr=scratch_lr)
     xtr, ytr = clumpy_set(n_train, seed)
     xte, yte = clumpy_set(n_test, seed + 1)
     star = star_image(seed=seed)
@@ -92,53 +140,43 @@ def galaxy_experiment(
         ep, lr = (epochs, 1e-3) if init == "imagenet" else (scratch_epochs, scratch_lr)
         m = fit_classifier(galaxy_classifier(init), xtr, ytr, epochs=ep, lr=lr, seed=seed, progress=progress)
         acc = accuracy(m, xte, yte)
-        with torch.no_grad():
-            pred = torch.cat([m(xte[i : i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
-        src = xte[(yte == 0) & (pred == 0)][:n_pairs]
-        tgt = xte[(yte == 1)][:n_pairs]
-        k = min(len(src), len(tgt))
-        if k == 0:
-            raise ClumpnbError(f"the {init} classifier found no smooth galaxy it classifies correctly")
-        src, tgt = src[:k], tgt[:k]
-        r_c = level_set_traversal(
-            m, src, tgt, source=0, eta=eta, iters=iters, pthresh=pthresh, seed=seed, progress=progress
-        )
-        r_s = level_set_traversal(
-            m,
-            src,
-            star[None].expand_as(src).contiguous(),
-            source=0,
-            eta=eta,
-            iters=iters,
-            pthresh=pthresh,
-            seed=seed,
-            progress=progress,
-        )
-        hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
-        width = [path_width(m, r_c.x[i], r_c.x[i] - src[i], 0, radii=(0.02, 0.05)) for i in range(k)]
-        dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
-        rows.append(
-            dict(
-                classifier="EfficientNet-Lite0, " + INITS[init],
-                epochs=ep,
-                test_accuracy=acc,
-                n_pairs=k,
-                p0_mean=float(r_c.p0.mean()),
-                rms_start_clumpy=float(rms_distance(src, tgt).mean()),
-                rms_to_clumpy=float(dc["rms"].mean()),
-                ssim_to_clumpy=float(dc["ssim"].mean()),
-                rms_start_star=float(rms_distance(src, r_s.xt).mean()),
-                rms_to_star=float(ds["rms"].mean()),
-                hull_mean=float(np.mean([h["mean"] for h in hull])),
-                hull_frac_above=float(np.mean([h["frac_above"] for h in hull])),
-                width_q05_r002=float(np.mean([w[0.02][0] for w in width])),
-                width_q05_r005=float(np.mean([w[0.05][0] for w in width])),
-                seconds=time.perf_counter() - t,
-            )
-        )
-        results[init] = dict(model=m, clumpy=r_c, star=r_s, hull=hull)
-    return dict(
-        rows=rows,
-        results=results,
-        settings=dict(n_train=n_train, n_test=n_test, epochs=epochs, iters=iters, eta=eta, pthresh=pthresh, seed=seed),
-    )
+        src, r_c, r_s = smooth_walks(m, xte, yte, star, n_pairs, eta, iters, pthresh, seed, progress)
+        name = "EfficientNet-Lite0, " + INITS[init]
+        rows.append(blind_spot_row(m, name, ep, acc, src, r_c, r_s, pthresh, time.perf_counter() - t))
+        results[init] = dict(model=m, clumpy=r_c, star=r_s)
+    return dict(rows=rows, results=results, settings=settings)
+
+# %% ../../nbs/blindspots/32_galaxies.ipynb #0d335086
+def galaxy_command(settings: dict, path) -> str:
+    "The command that reruns `galaxy_experiment` with `settings` and writes its results to `path`."
+    args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    return (f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
+            f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'")
+
+
+def write_galaxy_results(exp: dict, path) -> dict:
+    "Write the rows of `galaxy_experiment`'s result `exp` to JSON file `path` (atomically); return what was written."
+    s = exp["settings"]
+    out = dict(command=galaxy_command(s, path), seed=s["seed"], clumpnb_version=__version__, simulated=True,
+               settings=s, rows=[asdict(r) for r in exp["rows"]])
+    with atomic_write(path, "w") as f:
+        json.dump(jsonable(out), f, indent=1)
+    return out
+
+
+def read_galaxy_results(path) -> list:
+    "The `GalaxyBlindSpots` rows of results file `path`; a missing or malformed field is a `DataError` naming it."
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(path, "file", f"not a readable results file ({e})") from None
+    for key in ("command", "seed", "clumpnb_version", "settings", "rows"):
+        if key not in d:
+            raise DataError(path, key, "missing: write the file with write_galaxy_results")
+    names = [f.name for f in fields(GalaxyBlindSpots)]
+    for i, row in enumerate(d["rows"]):
+        missing = [k for k in names if k not in row]
+        if missing:
+            raise DataError(path, f"rows[{i}]", f"lacks {', '.join(missing)}")
+    return [GalaxyBlindSpots(**{k: row[k] for k in names}) for row in d["rows"]]

@@ -16,7 +16,8 @@ from ..core import ClumpnbError
 from ..nets.encoders import HALF, Classifier, InputAdapter, load_effnet
 
 # %% auto #0
-__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'level_set_traversal', 'reference_lst']
+__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'source_gradient', 'perpendicular',
+           'start_images', 'Walk', 'lst_step', 'source_classes', 'level_set_traversal', 'reference_lst']
 
 # %% ../../nbs/blindspots/30_lst.ipynb #04393305
 def imagenet_efficientnet_lite0() -> Classifier:
@@ -103,26 +104,77 @@ def _check(model, x0, xt, eta, iters):
         )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #4db974b5
-def level_set_traversal(
-    model: nn.Module,
-    x0: torch.Tensor,
-    xt: torch.Tensor,
-    source=None,
-    eta: float = 0.01,
-    iters: int = 400,
-    pthresh: float = 0.2,
-    adv_step: float = 2e-3,
-    true_classes=None,
-    log_every: int = 20,
-    seed: int = 0,
-    channels_last: bool = True,
-    progress: bool = False,
-) -> LSTResult:
-    """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1] ->
-    logits).
-    `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the classes that
-    count as
-    correct, to report misclassified sources. `adv_step=0` disables the confidence-restoring term."""
+def source_gradient(model, x: torch.Tensor, s: torch.Tensor) -> tuple:
+    "(source confidence (B,), input gradient (B, C, H, W) of the summed source cross-entropy) at images `x`."
+    xc = x.detach().requires_grad_(True)
+    logits = model(xc)
+    loss = F.cross_entropy(logits, s, reduction="sum")
+    grad = torch.autograd.grad(loss, xc, allow_unused=True)[0] if loss.requires_grad else None
+    if grad is None:
+        grad = torch.zeros_like(xc)  # the output does not depend on the input
+    return logits.detach().softmax(-1).gather(1, s[:, None])[:, 0], grad
+
+
+def perpendicular(d: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    "`d` minus its component along `grad`, per sample; a zero gradient leaves `d` as it is."
+    gf, df = grad.flatten(1), d.flatten(1)
+    gg = (gf * gf).sum(1)
+    coef = torch.where(gg > 0, (gf * df).sum(1) / gg.clamp_min(1e-30), torch.zeros_like(gg))
+    return d - coef.view(-1, 1, 1, 1) * grad
+
+
+def start_images(x0: torch.Tensor, seed: int, fmt=torch.contiguous_format) -> torch.Tensor:
+    "The walk's start: `x0` plus uniform noise in +-2/255 (the paper's), drawn on the CPU from `seed`."
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255
+    return (x0 + noise.to(x0.device)).clamp(0, 1).contiguous(memory_format=fmt)
+
+# %% ../../nbs/blindspots/30_lst.ipynb #4b6a4a25
+@dataclass
+class Walk:
+    "The state of a batched traversal between iterations (tensors on the model's device)."
+
+    x: torch.Tensor  # (B, C, H, W) current images
+    grad: torch.Tensor  # (B, C, H, W) input gradient of the source cross-entropy at x
+    p: torch.Tensor  # (B,) source confidence at x
+    adv: torch.Tensor  # (B, C, H, W) accumulated confidence-restoring term
+    accepted: torch.Tensor  # (B,) accepted steps
+    min_p: torch.Tensor  # (B,) lowest confidence of any accepted image
+
+
+def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: float, fmt) -> Walk:
+    "One LST iteration for every sample of walk `w` towards `xt` (source classes `s`, start confidences `p0`)."
+    d = perpendicular(xt - w.x, w.grad)
+    adv = w.adv
+    if adv_step > 0:
+        adv = (adv + adv_step / 2 * w.grad.sign()).clamp(-adv_step, adv_step)
+    cand = (w.x + eta * (d - adv)).clamp(0, 1)
+    p_c, g_c = source_gradient(model, cand, s)  # one forward + backward: acceptance and the next gradient
+    ok = (p0 - p_c) < pthresh
+    m = ok.view(-1, 1, 1, 1)
+    return Walk(x=torch.where(m, cand, w.x).contiguous(memory_format=fmt), grad=torch.where(m, g_c, w.grad),
+                p=torch.where(ok, p_c, w.p), adv=adv, accepted=w.accepted + ok.long(),
+                min_p=torch.minimum(w.min_p, torch.where(ok, p_c, w.min_p)))
+
+# %% ../../nbs/blindspots/30_lst.ipynb #85640cc6
+def source_classes(model, x0, source=None, true_classes=None) -> tuple:
+    "(source class per sample, its confidence p0 at `x0`, whether the model's top class is not a true class)."
+    with torch.no_grad():
+        p_x0 = model(x0).softmax(-1)
+    top = p_x0.argmax(-1)
+    s = top if source is None else torch.as_tensor(source, device=x0.device).long().expand(len(x0))
+    top = top.cpu()
+    mis = [bool(true_classes is not None and int(top[i]) not in tuple(true_classes[i])) for i in range(len(x0))]
+    return s, p_x0.gather(1, s[:, None])[:, 0], torch.tensor(mis)
+
+
+def level_set_traversal(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, source=None, eta: float = 0.01,
+                        iters: int = 400, pthresh: float = 0.2, adv_step: float = 2e-3, true_classes=None,
+                        log_every: int = 20, seed: int = 0, channels_last: bool = True,
+                        progress: bool = False) -> LSTResult:
+    """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
+    to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
+    classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term."""
     from tqdm.auto import tqdm
 
     _check(model, x0, xt, eta, iters)
@@ -131,81 +183,26 @@ def level_set_traversal(
     x0, xt = x0.to(dev).contiguous(memory_format=fmt), xt.to(dev).contiguous(memory_format=fmt)
     req = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(False)  # only the input gradient is needed
     try:
         model.eval()
-        with torch.no_grad():
-            p_x0 = model(x0).softmax(-1)
-        s = p_x0.argmax(-1) if source is None else torch.as_tensor(source, device=dev).long().expand(len(x0))
-        p0 = p_x0.gather(1, s[:, None])[:, 0]
-        top = p_x0.argmax(-1).cpu()
-        mis = torch.tensor(
-            [bool(true_classes is not None and int(top[i]) not in tuple(true_classes[i])) for i in range(len(x0))]
-        )
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        x = (
-            (x0 + (torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255).to(dev))
-            .clamp(0, 1)
-            .contiguous(memory_format=fmt)
-        )
-
-        def fwd_bwd(xc):
-            xc = xc.detach().requires_grad_(True)
-            logits = model(xc)
-            loss = F.cross_entropy(logits, s, reduction="sum")
-            grad = torch.autograd.grad(loss, xc, allow_unused=True)[0] if loss.requires_grad else None
-            if grad is None:
-                grad = torch.zeros_like(xc)  # the output does not depend on the input
-            return logits.detach().softmax(-1).gather(1, s[:, None])[:, 0], grad
-
-        p_x, grad = fwd_bwd(x)
-        adv = torch.zeros_like(x)
-        accepted = torch.zeros(len(x0), dtype=torch.long, device=dev)
-        minp = p_x.clone()
+        s, p0, mis = source_classes(model, x0, source, true_classes)
+        x = start_images(x0, seed, fmt)
+        p_x, grad = source_gradient(model, x, s)
+        w = Walk(x, grad, p_x, torch.zeros_like(x), torch.zeros(len(x0), dtype=torch.long, device=dev), p_x.clone())
         steps, p_path, rms_path, snaps = [0], [p_x.cpu()], [rms_distance(x, xt).cpu()], [x.detach().cpu().half()]
         for it in tqdm(range(1, iters + 1), desc="LST", disable=not progress):
-            d = xt - x
-            gf, df = grad.flatten(1), d.flatten(1)
-            gg = (gf * gf).sum(1)
-            coef = torch.where(
-                gg > 0, (gf * df).sum(1) / gg.clamp_min(1e-30), torch.zeros_like(gg)
-            )  # zero gradient: no projection
-            d = d - coef.view(-1, 1, 1, 1) * grad
-            if adv_step > 0:
-                adv = (adv + adv_step / 2 * grad.sign()).clamp(-adv_step, adv_step)
-            cand = (x + eta * (d - adv)).clamp(0, 1)
-            p_c, g_c = fwd_bwd(cand)  # one forward + backward: acceptance and next gradient
-            ok = (p0 - p_c) < pthresh
-            m = ok.view(-1, 1, 1, 1)
-            x = torch.where(m, cand, x).contiguous(memory_format=fmt)
-            grad = torch.where(m, g_c, grad)
-            p_x = torch.where(ok, p_c, p_x)
-            accepted += ok.long()
-            minp = torch.minimum(minp, torch.where(ok, p_c, minp))
+            w = lst_step(model, w, xt, s, p0, eta, pthresh, adv_step, fmt)
             if it % log_every == 0 or it == iters:
                 steps.append(it)
-                p_path.append(p_x.cpu())
-                rms_path.append(rms_distance(x, xt).cpu())
-                snaps.append(x.detach().cpu().half())
+                p_path.append(w.p.cpu())
+                rms_path.append(rms_distance(w.x, xt).cpu())
+                snaps.append(w.x.detach().cpu().half())
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
-    return LSTResult(
-        x0.cpu(),
-        xt.cpu(),
-        x.detach().cpu().contiguous(),
-        s.cpu(),
-        p0.cpu(),
-        p_x.cpu(),
-        mis,
-        steps,
-        p_path,
-        rms_path,
-        snaps,
-        accepted.cpu(),
-        minp.cpu(),
-        pthresh,
-    )
+    return LSTResult(x0.cpu(), xt.cpu(), w.x.detach().cpu().contiguous(), s.cpu(), p0.cpu(), w.p.cpu(), mis, steps,
+                     p_path, rms_path, snaps, w.accepted.cpu(), w.min_p.cpu(), pthresh)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #ab9bcc07
 def reference_lst(
