@@ -31,8 +31,8 @@ from ..nets.training import fit_classifier, pick_device, save_checkpoint
 
 # %% auto #0
 __all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'read_results', 'write_results',
-           'run_key', 'clumpy_encoder', 'run_one', 'compare', 'images_needed', 'summarise', 'plot_efficiency', 'table',
-           'plot_side_by_side', 'plan', 'compare_cli']
+           'run_key', 'clumpy_encoder', 'variant_weights', 'run_config', 'run_one', 'prepare_grid', 'compare',
+           'images_needed', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side', 'plan', 'compare_cli']
 
 # %% ../../nbs/comparison/21_compare.ipynb #3f114fa9
 WEIGHTS = ("random", "imagenet", "zoobot", "galaxy", "galaxy-clumpy")
@@ -254,85 +254,81 @@ def clumpy_encoder(encoder, arch: str, data, n: int, seed: int, out: Path, epoch
     return path
 
 
-def run_one(
-    p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, device: str = "auto", progress: bool = False
-) -> dict:
-    """Train and evaluate one run of grid `p`; returns its results row. `encoders` maps an architecture to its galaxy
-    encoder."""
+def variant_weights(p: Preset, v: Variant, n: int, seed: int, run: Path, encoders: dict, device: str = "auto"):
+    "The detector's `weights` for variant `v`: None, 'imagenet', 'zoobot', or the path of a galaxy encoder."
+    if v.weights == "random":
+        return None
+    if v.weights not in ("galaxy", "galaxy-clumpy"):
+        return v.weights
+    if v.backbone not in encoders:
+        raise ClumpnbError(f"variant {v.name!r} needs a galaxy encoder for {v.backbone}")
+    weights = str(encoders[v.backbone])
+    if v.weights == "galaxy-clumpy":
+        run.mkdir(parents=True, exist_ok=True)
+        data = run.parent.parent / "data" / "train"
+        weights = str(clumpy_encoder(weights, v.backbone, data, n, seed, run, p.clumpy_epochs, device))
+    return weights
+
+
+def run_config(p: Preset, v: Variant, n: int, seed: int, out: Path, weights, device: str = "auto") -> TrainConfig:
+    "The training configuration of one run: every run of a grid sees `p.budget` training images."
+    det = DetectorConfig(**{**p.detector, "backbone": v.backbone, "weights": weights,
+                            "trainable_layers": v.trainable_layers, "size": p.train_survey.get("size", 128)})
+    return TrainConfig(data=str(out / "data" / "train"), out=str(out / "runs" / run_key(v, n, seed)), detector=det,
+                       epochs=math.ceil(p.budget / n), batch_size=p.batch_size, lr=p.lr, seed=seed, split_seed=seed,
+                       n_train=n, val_max=p.val_max, val_every=p.val_every, device=device, workers=p.workers)
+
+
+def run_one(p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, device: str = "auto",
+            progress: bool = False) -> dict:
+    "Train and evaluate one run of grid `p`; returns its results row. `encoders`: architecture -> galaxy encoder."
     out = Path(out)
     run = out / "runs" / run_key(v, n, seed)
-    data, test = out / "data" / "train", out / "data" / "test"
-    weights = v.weights
-    if weights in ("galaxy", "galaxy-clumpy"):
-        if v.backbone not in encoders:
-            raise ClumpnbError(f"variant {v.name!r} needs a galaxy encoder for {v.backbone}")
-        weights = str(encoders[v.backbone])
-        if v.weights == "galaxy-clumpy":
-            run.mkdir(parents=True, exist_ok=True)
-            weights = str(clumpy_encoder(weights, v.backbone, data, n, seed, run, p.clumpy_epochs, device))
-    elif weights == "random":
-        weights = None
-    epochs = math.ceil(p.budget / n)
-    det = DetectorConfig(
-        **{
-            **p.detector,
-            "backbone": v.backbone,
-            "weights": weights,
-            "trainable_layers": v.trainable_layers,
-            "size": p.train_survey.get("size", 128),
-        }
-    )
-    cfg = TrainConfig(
-        data=str(data),
-        out=str(run),
-        detector=det,
-        epochs=epochs,
-        batch_size=p.batch_size,
-        lr=p.lr,
-        seed=seed,
-        split_seed=seed,
-        n_train=n,
-        val_max=p.val_max,
-        val_every=p.val_every,
-        device=device,
-        workers=p.workers,
-    )
+    weights = variant_weights(p, v, n, seed, run, encoders, device)
+    cfg = run_config(p, v, n, seed, out, weights, device)
     t0 = time.perf_counter()
     hist = train(cfg, resume=True, progress=progress)
     secs = sum(h["seconds"] for h in hist) if hist else time.perf_counter() - t0
-    r = evaluate_run(run, test, n_boot=0)
+    r = evaluate_run(run, out / "data" / "test", n_boot=0)
     t, c = r["truth"], r.get("consensus", {})
-    row = dict(
-        grid=p.digest(),
-        preset=p.name,
-        variant=v.name,
-        backbone=v.backbone,
-        weights=v.weights,
-        trainable_layers="" if v.trainable_layers is None else v.trainable_layers,
-        n_train=n,
-        seed=seed,
-        epochs=epochs,
-        images_seen=epochs * min(n, len(ClumpDataset(data, "train", "consensus", False, seed, limit=n))),
-        train_seconds=round(secs, 1),
-        threshold=r["threshold"],
-        completeness_ge8=t["completeness_ge8"],
-        completeness_3to8=t["completeness_3to8"],
-        purity=t["purity"],
-        f1_ge8=t["f1_ge8"],
-        ap50=t["coco"]["AP50"],
-        purity_vs_consensus=c.get("purity", float("nan")),
-        n_test=r["n_galaxies"],
-        simulated=True,
-    )
-    (run / "checkpoint.pt").unlink(
-        missing_ok=True
-    )  # model.pt holds the weights; the optimiser state is no longer needed
+    n_images = len(ClumpDataset(cfg.data, "train", "consensus", False, seed, limit=n))
+    row = dict(grid=p.digest(), preset=p.name, variant=v.name, backbone=v.backbone, weights=v.weights,
+               trainable_layers="" if v.trainable_layers is None else v.trainable_layers, n_train=n, seed=seed,
+               epochs=cfg.epochs, images_seen=cfg.epochs * min(n, n_images), train_seconds=round(secs, 1),
+               threshold=r["threshold"], completeness_ge8=t["completeness_ge8"],
+               completeness_3to8=t["completeness_3to8"], purity=t["purity"], f1_ge8=t["f1_ge8"],
+               ap50=t["coco"]["AP50"], purity_vs_consensus=c.get("purity", float("nan")), n_test=r["n_galaxies"],
+               simulated=True)
+    (run / "checkpoint.pt").unlink(missing_ok=True)  # model.pt holds the weights; the optimiser state is not needed
     return {k: (float("nan") if v_ is None else v_) for k, v_ in row.items()}
 
 # %% ../../nbs/comparison/21_compare.ipynb #1d07a82d
+def prepare_grid(p: Preset, out: Path, variants: list, device: str = "auto", progress: bool = True) -> dict:
+    "Claim folder `out` for grid `p`, make its two surveys and pretrain the galaxy encoders; returns the encoders."
+    gj = out / "grid.json"
+    held = json.loads(gj.read_text()).get("digest") if gj.exists() else p.digest()
+    if held != p.digest():
+        msg = f"this folder holds grid {held}, not {p.digest()} (preset {p.name!r}): choose another --out"
+        raise DataError(gj, "digest", msg)
+    with atomic_write(gj, "w") as f:
+        json.dump(dict(digest=p.digest(), preset=p.to_dict()), f, indent=1)
+    for which, s in (("train", p.train_survey), ("test", p.test_survey)):
+        if s["seed"] >= 1000:
+            raise ClumpnbError(f"detection survey seeds must be < 1000 (pretraining uses 1000 up), not {s['seed']}")
+        d = out / "data" / which
+        if not (d / "survey.json").exists():
+            cfg = SimConfig(size=s.get("size", 128))
+            write_survey(d, s["n"], s["seed"], cfg, workers=s.get("workers", 2), progress=progress)
+    encoders = {}
+    for arch in sorted({v.backbone for v in variants if v.weights in ("galaxy", "galaxy-clumpy")}):
+        pc = PretrainConfig(**{**p.pretrain, "arch": arch, "out": str(out / "pretrain" / arch), "device": device})
+        pretrain(pc, resume=True, progress=progress)
+        encoders[arch] = out / "pretrain" / arch / "encoder.pt"
+    return encoders
+
+
 def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True, only: list = None) -> list:
-    """Run (or finish) grid `preset` into folder `out`; returns the rows of `out/results.csv`. `only`: variant names to
-    run."""
+    "Run (or finish) grid `preset` into folder `out`; returns the rows of `out/results.csv`. `only`: variant names."
     from tqdm.auto import tqdm
 
     p = get_preset(preset)
@@ -342,39 +338,12 @@ def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     res = out / "results.csv"
     rows = read_results(res, p.digest())
-    gj = out / "grid.json"
-    if gj.exists() and json.loads(gj.read_text()).get("digest") != p.digest():
-        raise DataError(
-            gj,
-            "digest",
-            f"this folder holds grid {json.loads(gj.read_text()).get('digest')}, not {p.digest()} "
-            f"(preset {p.name!r}): choose another --out",
-        )
-    with atomic_write(gj, "w") as f:
-        json.dump(dict(digest=p.digest(), preset=p.to_dict()), f, indent=1)
-    for which, s in (("train", p.train_survey), ("test", p.test_survey)):
-        if s["seed"] >= 1000:
-            raise ClumpnbError(f"detection survey seeds must be < 1000 (pretraining uses 1000 up), not {s['seed']}")
-        d = out / "data" / which
-        if not (d / "survey.json").exists():
-            write_survey(
-                d, s["n"], s["seed"], SimConfig(size=s.get("size", 128)), workers=s.get("workers", 2), progress=progress
-            )
     variants = [v for v in p.variants if only is None or v.name in only]
-    encoders = {}
-    for arch in sorted({v.backbone for v in variants if v.weights in ("galaxy", "galaxy-clumpy")}):
-        pc = PretrainConfig(**{**p.pretrain, "arch": arch, "out": str(out / "pretrain" / arch), "device": device})
-        s = pretrain(pc, resume=True, progress=progress)
-        encoders[arch] = out / "pretrain" / arch / "encoder.pt"
+    encoders = prepare_grid(p, out, variants, device, progress)
     done = {(r["variant"], r["n_train"], r["seed"]) for r in rows}
     skipped = json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else {}
-    todo = [
-        (v, n, s)
-        for s in p.seeds
-        for n in p.sizes
-        for v in variants
-        if (v.name, n, s) not in done and v.name not in skipped
-    ]
+    todo = [(v, n, s) for s in p.seeds for n in p.sizes for v in variants
+            if (v.name, n, s) not in done and v.name not in skipped]
     bar = tqdm(todo, desc=f"compare {p.name}", unit="run", disable=not progress)
     for v, n, s in bar:
         bar.set_postfix_str(run_key(v, n, s))
@@ -390,10 +359,8 @@ def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True,
         rows.append(row)
         write_results(res, rows)
         if progress:
-            tqdm.write(
-                f"{run_key(v, n, s)}: completeness(>=8%) {row['completeness_ge8']:.3f} purity {row['purity']:.3f} "
-                f"AP50 {row['ap50']:.3f} ({row['train_seconds']:.0f} s)"
-            )
+            tqdm.write(f"{run_key(v, n, s)}: completeness(>=8%) {row['completeness_ge8']:.3f} "
+                       f"purity {row['purity']:.3f} AP50 {row['ap50']:.3f} ({row['train_seconds']:.0f} s)")
     return rows
 
 # %% ../../nbs/comparison/21_compare.ipynb #6857d81d

@@ -19,7 +19,7 @@ from ..core import ClumpnbError, atomic_write, jsonable, seed_everything
 from ..data.simulate import SimConfig, simulate
 from ..data.survey import asinh_stretch
 from ..nets.encoders import ARCHS, InputAdapter, make_encoder, replace_head
-from ..nets.training import fit_epoch, load_checkpoint, make_optimiser, pick_device, save_checkpoint
+from ..nets.training import fit_epoch, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 
 # %% auto #0
 __all__ = ['QUESTIONS', 'ASKED_OF', 'ANSWERS', 'SLICES', 'answer_probabilities', 'draw_votes', 'dirichlet_multinomial_nll',
@@ -239,10 +239,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True, d
     model = VoteModel(cfg.arch).to(dev)
     steps = math.ceil(len(xtr) / cfg.batch_size)
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps * cfg.epochs)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    restore(state, model, opt, sched)
     out.mkdir(parents=True, exist_ok=True)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()

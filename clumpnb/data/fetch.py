@@ -27,8 +27,9 @@ from ..core import ClumpnbError, DataError, atomic_write, jsonable
 from .survey import BANDS
 
 # %% auto #0
-__all__ = ['DR', 'SKYSERVER', 'SAS', 'FetchError', 'decode_objid', 'frame_url', 'read_targets', 'Client', 'locate', 'cut_frame',
-           'write_fetched', 'fetch', 'LocalSDSS']
+__all__ = ['DR', 'SKYSERVER', 'SAS', 'FetchError', 'decode_objid', 'frame_url', 'target_table', 'target_objids',
+           'target_positions', 'read_targets', 'Client', 'locate', 'cut_frame', 'write_fetched', 'fetch_one', 'fetch',
+           'LocalSDSS']
 
 # %% ../../nbs/data/07_fetch.ipynb #517ecaad
 DR = 17
@@ -52,14 +53,8 @@ def frame_url(band: str, run: int, camcol: int, field: int, rerun: int = 301, ba
     return f"{base}/{rerun}/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
 
 # %% ../../nbs/data/07_fetch.ipynb #20b2a96a
-def read_targets(path) -> Table:
-    "Targets as a table with name, ra, dec (degrees) and objid (0 when unknown); DataError naming the row and field."
-    from astropy.coordinates import SkyCoord
-    import astropy.units as u
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file", "target list does not exist")
+def target_table(path: Path) -> tuple:
+    "(table, lower-case column name -> column name) of target list `path`; the Clump Scout MRT becomes one per galaxy."
     try:
         if path.suffix == ".ecsv":
             t = Table.read(path, format="ascii.ecsv")
@@ -71,59 +66,73 @@ def read_targets(path) -> Table:
         raise DataError(path, "file", f"not a readable table ({type(e).__name__}: {e})") from None
     cols = {c.lower(): c for c in t.colnames}
     if "sdss" in cols and "gradeg" in cols:  # the Clump Scout catalogue: one target per galaxy
-        t = Table(
-            {
-                "name": [str(s) for s in t[cols["sdss"]]],
-                "objid": t[cols["sdss"]],
-                "ra": t[cols["gradeg"]],
-                "dec": t[cols["gdedeg"]],
-            }
-        )
+        ids = t[cols["sdss"]]
+        t = Table({"name": [str(s) for s in ids], "objid": ids, "ra": t[cols["gradeg"]], "dec": t[cols["gdedeg"]]})
         _, first = np.unique(np.asarray(t["objid"]), return_index=True)
         t = t[np.sort(first)]
         cols = {c: c for c in t.colnames}
     if not ({"ra", "dec"} <= set(cols) or "objid" in cols):
         raise DataError(path, "ra/dec", f"needs columns ra and dec, or objid (found {t.colnames})")
-    out = Table()
+    return t, cols
+
+
+def target_objids(t: Table, cols: dict, path: Path) -> np.ndarray:
+    "SDSS objIDs of the targets, 0 where unknown (located by position); DataError naming a row that is no objID."
+    objid = np.zeros(len(t), np.int64)
+    if "objid" not in cols:
+        return objid
+    for i, v in enumerate(t[cols["objid"]]):
+        if np.ma.is_masked(v) or str(v).strip() in ("", "0"):
+            continue  # unknown: located by ra, dec
+        try:
+            objid[i] = int(v)
+            decode_objid(objid[i])
+        except (ValueError, TypeError):
+            raise DataError(path, "objid", f"row {i + 1}: {v!r} is not an SDSS objID") from None
+    return objid
+
+
+def target_positions(t: Table, cols: dict, path: Path) -> tuple:
+    "(ra, dec) in degrees, NaN where the list has none; sexagesimal strings are read by astropy's SkyCoord."
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+
+    ra, dec = np.full(len(t), np.nan), np.full(len(t), np.nan)
+    if not {"ra", "dec"} <= set(cols):
+        return ra, dec
+    for i, (a, d) in enumerate(zip(t[cols["ra"]], t[cols["dec"]])):
+        try:
+            if isinstance(a, str) and not re.fullmatch(r"\s*[-+]?[\d.]+\s*", a):
+                c = SkyCoord(a, d)
+            else:
+                c = SkyCoord(float(a) * u.deg, float(d) * u.deg)
+        except Exception:
+            msg = (f"row {i + 1}: ({str(a)!r}, {str(d)!r}) is not a sky position "
+                   "(degrees, or e.g. '12h30m49s' '+12d23m28s')")
+            raise DataError(path, "ra/dec", msg) from None
+        ra[i], dec[i] = c.ra.deg, c.dec.deg
+    return ra, dec
+
+
+def read_targets(path) -> Table:
+    "Targets as a table with name, ra, dec (degrees) and objid (0 when unknown); DataError naming the row and field."
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "target list does not exist")
+    t, cols = target_table(path)
     n = len(t)
-    out["name"] = (
-        [str(v) for v in t[cols["name"]]]
-        if "name" in cols
-        else [str(t[cols["objid"]][i]) if "objid" in cols else f"target{i:05d}" for i in range(n)]
-    )
-    objid = np.zeros(n, np.int64)
-    if "objid" in cols:
-        for i, v in enumerate(t[cols["objid"]]):
-            if np.ma.is_masked(v) or str(v).strip() in ("", "0"):
-                continue  # unknown: located by ra, dec
-            try:
-                objid[i] = int(v)
-                decode_objid(objid[i])
-            except (ValueError, TypeError):
-                raise DataError(path, "objid", f"row {i + 1}: {v!r} is not an SDSS objID") from None
-    out["objid"] = objid
-    ra, dec = np.full(n, np.nan), np.full(n, np.nan)
-    if {"ra", "dec"} <= set(cols):
-        for i, (a, d) in enumerate(zip(t[cols["ra"]], t[cols["dec"]])):
-            try:
-                if isinstance(a, str) and not re.fullmatch(r"\s*[-+]?[\d.]+\s*", a):
-                    c = SkyCoord(a, d)
-                else:
-                    c = SkyCoord(float(a) * u.deg, float(d) * u.deg)
-            except Exception:
-                raise DataError(
-                    path,
-                    "ra/dec",
-                    f"row {i + 1}: ({str(a)!r}, {str(d)!r}) is not a sky position "
-                    "(degrees, or e.g. '12h30m49s' '+12d23m28s')",
-                ) from None
-            ra[i], dec[i] = c.ra.deg, c.dec.deg
-    if np.any((objid == 0) & np.isnan(ra)):
-        raise DataError(
-            path,
-            "objid",
-            f"row {int(np.flatnonzero((objid == 0) & np.isnan(ra))[0]) + 1} has neither an objid nor ra, dec",
-        )
+    out = Table()
+    if "name" in cols:
+        out["name"] = [str(v) for v in t[cols["name"]]]
+    elif "objid" in cols:
+        out["name"] = [str(v) for v in t[cols["objid"]]]
+    else:
+        out["name"] = [f"target{i:05d}" for i in range(n)]
+    out["objid"] = objid = target_objids(t, cols, path)
+    ra, dec = target_positions(t, cols, path)
+    lost = np.flatnonzero((objid == 0) & np.isnan(ra))
+    if len(lost):
+        raise DataError(path, "objid", f"row {int(lost[0]) + 1} has neither an objid nor ra, dec")
     out["ra"], out["dec"] = ra, dec
     if len(set(out["name"])) < n:
         raise DataError(path, "name", "names must be unique (they name the cutout files)")
@@ -270,11 +279,40 @@ def write_fetched(path: Path, planes: list, headers: list, name: str, meta: dict
         fits.HDUList(hdus).writeto(f)
 
 # %% ../../nbs/data/07_fetch.ipynb #088442de
+def fetch_one(row, out: Path, size: int, client: Client, jpeg: bool = True) -> str | None:
+    "Fetch one target's cutout (and JPEG) into `out`; returns why it was skipped, or None when it was fetched."
+    name = row["name"]
+    loc = decode_objid(row["objid"]) if row["objid"] else locate(client, row["ra"], row["dec"])
+    if loc is None:
+        return f"({row['ra']:.5f}, {row['dec']:.5f}) is outside the SDSS imaging footprint (no object within 6\")"
+    ra, dec = float(row["ra"]), float(row["dec"])
+    frames = []
+    for b in BANDS:
+        f = out / "frames" / f"frame-{b}-{loc['run']:06d}-{loc['camcol']}-{loc['field']:04d}.fits.bz2"
+        url = frame_url(b, loc["run"], loc["camcol"], loc["field"], loc["rerun"], client.sas)
+        client.download(url, f, _check_bz2_fits)
+        frames.append(f)
+    if np.isnan(ra):  # an objid without a position: the frame's centre is no use; ask for the object
+        tt = client.sql(f"SELECT ra, dec FROM PhotoObj WHERE objID = {int(row['objid'])}")
+        if not len(tt):
+            return f"objID {row['objid']} not found"
+        ra, dec = float(tt["ra"][0]), float(tt["dec"][0])
+    dest = out / "cutouts" / f"{name}.fits"
+    if not dest.exists():
+        try:
+            cuts = [cut_frame(f, ra, dec, size) for f in frames]
+        except DataError as e:
+            return str(e)
+        meta = dict(objid=int(row["objid"]), ra=ra, dec=dec, **loc)
+        write_fetched(dest, [c[0] for c in cuts], [c[1] for c in cuts], name, meta)
+    if jpeg:
+        client.download(client.jpeg_url(ra, dec, size), out / "previews" / f"{name}.jpg", _check_jpeg)
+    return None
+
+
 def fetch(targets, out, size: int = 128, client: Client = None, jpeg: bool = True, progress: bool = True) -> dict:
-    (
-        "Fetch cutouts for `targets` (a table from `read_targets`, or its path) into `out`; "
-        "returns the report also written to `out/fetch.json`."
-    )
+    """Fetch cutouts for `targets` (a table from `read_targets`, or its path) into `out`; returns the report also
+    written to `out/fetch.json`."""
     from tqdm.auto import tqdm
 
     t = read_targets(targets) if not isinstance(targets, Table) else targets
@@ -284,52 +322,19 @@ def fetch(targets, out, size: int = 128, client: Client = None, jpeg: bool = Tru
     rep_path = out / "fetch.json"
     report = json.loads(rep_path.read_text()) if rep_path.exists() else {"skipped": {}, "done": []}
     n_new = 0
-    bar = tqdm(t, desc="fetch", unit="gal", disable=not progress)
     try:
-        for row in bar:
+        for row in tqdm(t, desc="fetch", unit="gal", disable=not progress):
             name = row["name"]
             dest = out / "cutouts" / f"{name}.fits"
             if dest.exists() and (not jpeg or (out / "previews" / f"{name}.jpg").exists()):
                 continue
             if name in report["skipped"]:
                 continue  # reported before; delete fetch.json to try again
-            loc = decode_objid(row["objid"]) if row["objid"] else locate(client, row["ra"], row["dec"])
-            if loc is None:
-                report["skipped"][name] = (
-                    f"({row['ra']:.5f}, {row['dec']:.5f}) is outside the SDSS imaging footprint (no object within 6\")"
-                )
-                warnings.warn(f"{name}: {report['skipped'][name]}; skipped")
+            why = fetch_one(row, out, size, client, jpeg)
+            if why is not None:
+                report["skipped"][name] = why
+                warnings.warn(f"{name}: {why}; skipped")
                 continue
-            ra, dec = float(row["ra"]), float(row["dec"])
-            frames = []
-            for b in BANDS:
-                f = out / "frames" / f"frame-{b}-{loc['run']:06d}-{loc['camcol']}-{loc['field']:04d}.fits.bz2"
-                client.download(
-                    frame_url(b, loc["run"], loc["camcol"], loc["field"], loc["rerun"], client.sas), f, _check_bz2_fits
-                )
-                frames.append(f)
-            if np.isnan(ra):  # an objid without a position: the frame's centre is no use; ask for the object
-                tt = client.sql(f"SELECT ra, dec FROM PhotoObj WHERE objID = {int(row['objid'])}")
-                if not len(tt):
-                    report["skipped"][name] = f"objID {row['objid']} not found"
-                    continue
-                ra, dec = float(tt["ra"][0]), float(tt["dec"][0])
-            if not dest.exists():
-                try:
-                    cuts = [cut_frame(f, ra, dec, size) for f in frames]
-                except DataError as e:
-                    report["skipped"][name] = str(e)
-                    warnings.warn(f"{name}: {e}; skipped")
-                    continue
-                write_fetched(
-                    dest,
-                    [c[0] for c in cuts],
-                    [c[1] for c in cuts],
-                    name,
-                    dict(objid=int(row["objid"]), ra=ra, dec=dec, **loc),
-                )
-            if jpeg:
-                client.download(client.jpeg_url(ra, dec, size), out / "previews" / f"{name}.jpg", _check_jpeg)
             report["done"].append(name)
             n_new += 1
     except FetchError as e:
@@ -337,12 +342,8 @@ def fetch(targets, out, size: int = 128, client: Client = None, jpeg: bool = Tru
         _write_report(rep_path, report)
         raise
     report.pop("error", None)
-    report.update(
-        n_targets=len(t),
-        n_cutouts=len(list((out / "cutouts").glob("*.fits"))),
-        n_new=n_new,
-        n_skipped=len(report["skipped"]),
-    )
+    n_cutouts = len(list((out / "cutouts").glob("*.fits")))
+    report.update(n_targets=len(t), n_cutouts=n_cutouts, n_new=n_new, n_skipped=len(report["skipped"]))
     _write_report(rep_path, report)
     return report
 

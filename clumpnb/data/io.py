@@ -21,9 +21,10 @@ from ..core import ClumpnbError, DataError, atomic_write
 from .survey import BANDS, SDSS
 
 # %% auto #0
-__all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout', 'write_cutout', 'read_cutout', 'read_rgb',
-           'write_rgb', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows', 'write_clumpscout', 'clump_box',
-           'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels', 'write_survey', 'scan_cutouts']
+__all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout', 'write_cutout', 'read_band_files', 'read_mef',
+           'read_cutout', 'read_rgb', 'write_rgb', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
+           'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
+           'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -118,6 +119,43 @@ def _finite(image, path, nonfinite):
     return np.where(bad, 0, image).astype(np.float32)
 
 # %% ../../nbs/data/04_io.ipynb #47c07fb9
+def read_band_files(paths) -> tuple:
+    "((3, H, W) image, WCS) from three single-band FITS files in g, r, i order."
+    if len(paths) != 3:
+        raise DataError(paths[0] if paths else "<none>", "bands", f"expected 3 files (g, r, i), got {len(paths)}")
+    planes, wcs = [], None
+    for p in paths:
+        with _open(p) as hl:
+            hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
+            if hdu is None:
+                raise DataError(p, "NAXIS", "no 2-D image in this file")
+            planes.append(np.asarray(hdu.data, np.float32))
+            wcs = wcs or _celestial_wcs(hdu.header, p)
+            if planes[-1].shape != planes[0].shape:
+                msg = f"shape {planes[-1].shape} differs from the g band's {planes[0].shape}"
+                raise DataError(p, "NAXIS1/NAXIS2", msg)
+    return np.stack(planes), wcs
+
+
+def read_mef(hl, path) -> tuple:
+    "((3, H, W) image, WCS) from an open FITS file: G, R, I extensions (any case, as astropy looks them up) or a cube."
+    names = [h.name.upper() for h in hl]
+    if all(b.upper() in names for b in BANDS):
+        planes = [np.asarray(hl[b.upper()].data, np.float32) for b in BANDS]
+        for b, p in zip(BANDS, planes):
+            if p.ndim != 2 or p.shape != planes[0].shape:
+                msg = f"band {b} has shape {p.shape}, expected {planes[0].shape}"
+                raise DataError(path, f"{b.upper()}.NAXIS", msg)
+        return np.stack(planes), _celestial_wcs(hl["G"].header, path, "G.CTYPE1")
+    hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
+    if hdu is None:
+        raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
+    if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
+        msg = f"expected 3 bands (g, r, i) as G/R/I extensions or a (3, H, W) cube, got data of shape {hdu.data.shape}"
+        raise DataError(path, "NAXIS3", msg)
+    return np.asarray(hdu.data, np.float32), _celestial_wcs(hdu.header, path)
+
+
 def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True) -> Cutout:
     """Read a g r i cutout in nanomaggies with its WCS. `path` is one multi-extension FITS file (extensions
     G, R, I), one file holding a (3, H, W) cube, or a list of three single-band files in g, r, i order.
@@ -127,50 +165,14 @@ def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True) 
         raise ValueError(f"nonfinite must be 'mask' or 'reject', not {nonfinite!r}")
     meta, clumps, cont = {}, None, None
     if isinstance(path, (list, tuple)):
-        if len(path) != 3:
-            raise DataError(path[0] if path else "<none>", "bands", f"expected 3 files (g, r, i), got {len(path)}")
-        planes, wcs = [], None
-        for p in path:
-            with _open(p) as hl:
-                hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) == 2), None)
-                if hdu is None:
-                    raise DataError(p, "NAXIS", "no 2-D image in this file")
-                planes.append(np.asarray(hdu.data, np.float32))
-                wcs = wcs or _celestial_wcs(hdu.header, p)
-                if planes[-1].shape != planes[0].shape:
-                    raise DataError(
-                        p, "NAXIS1/NAXIS2", f"shape {planes[-1].shape} differs from the g band's {planes[0].shape}"
-                    )
-        image, src = np.stack(planes), str(path[0])
+        (image, wcs), src = read_band_files(path), str(path[0])
     else:
         src = str(path)
         with _open(path) as hl, _reading(path):
-            names = [h.name for h in hl]
-            meta = {
-                k: v
-                for k, v in hl[0].header.items()
-                if k not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "")
-            }
-            if all(b.upper() in names for b in BANDS):
-                planes = [np.asarray(hl[b.upper()].data, np.float32) for b in BANDS]
-                for b, p in zip(BANDS, planes):
-                    if p.ndim != 2 or p.shape != planes[0].shape:
-                        raise DataError(
-                            path, f"{b.upper()}.NAXIS", f"band {b} has shape {p.shape}, expected {planes[0].shape}"
-                        )
-                image, wcs = np.stack(planes), _celestial_wcs(hl["G"].header, path, "G.CTYPE1")
-            else:
-                hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
-                if hdu is None:
-                    raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
-                if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
-                    raise DataError(
-                        path,
-                        "NAXIS3",
-                        "expected 3 bands (g, r, i) as G/R/I extensions or a (3, H, W) cube, "
-                        f"got data of shape {hdu.data.shape}",
-                    )
-                image, wcs = np.asarray(hdu.data, np.float32), _celestial_wcs(hdu.header, path)
+            skip = ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "")
+            meta = {k: v for k, v in hl[0].header.items() if k not in skip}
+            image, wcs = read_mef(hl, path)
+            names = [h.name.upper() for h in hl]
             if tables and "CLUMPS" in names:
                 clumps = Table(hl["CLUMPS"].data)
             if tables and "CONTAM" in names:

@@ -14,12 +14,21 @@ import numpy as np
 from astropy.table import Table
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from .io import read_clumpscout, read_cutout, clump_pixels, coco_dict, write_coco, write_rgb
+from clumpnb.data.io import (
+    clump_pixels,
+    coco_dict,
+    labels_path,
+    read_clumpscout,
+    read_cutout,
+    write_coco,
+    write_rgb,
+)
 from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'build_dataset', 'selection_table']
+__all__ = ['CUTS', 'find_cutout', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'build_dataset', 'check_dataset_inputs',
+           'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -31,33 +40,52 @@ def _ratio(rows, band: str):
         return np.where(g > 0, c / g, np.nan)
 
 
-def build_dataset(
-    catalog,
-    cutouts,
-    out,
-    min_ratio: float = 0.03,
-    ratio_band: str = "u",
-    centre_frac: float = 0.02,
-    edge_frac: float = 0.05,
-    copy: bool = True,
-    progress: bool = True,
-) -> dict:
-    (
-        "Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`; "
-        "returns the selection report."
-    )
+def find_cutout(cutouts: Path, sid: int) -> Path | None:
+    "The cutout of galaxy `sid` in folder `cutouts` (`<SDSS id>.fits` or `.fits.gz`, as `clumpnb fetch` writes)."
+    return next((p for p in (cutouts / f"{sid}.fits", cutouts / f"{sid}.fits.gz") if p.exists()), None)
+
+
+def galaxy_pixels(f: Path, c, rows) -> tuple:
+    "(galaxy centre x, y, clump pixel table) of catalogue `rows` in cutout `c` read from `f`; DataError if off it."
+    H, W = c.image.shape[1:]
+    gx, gy = c.wcs.wcs_world2pix([float(rows["GRAdeg"][0])], [float(rows["GDEdeg"][0])], 0)
+    if not (0 <= gx[0] < W and 0 <= gy[0] < H):
+        msg = f"the galaxy centre falls at pixel ({gx[0]:.1f}, {gy[0]:.1f}), outside the ({H}, {W}) cutout"
+        raise DataError(f, "WCS", msg)
+    return gx[0], gy[0], clump_pixels(rows, c.wcs, (H, W), path=f)  # the io chapter's join refuses clumps off it
+
+
+def paper_cuts(x, y, centre, shape, ratios, min_ratio: float, centre_frac: float, edge_frac: float) -> dict:
+    "Boolean masks of the clumps each of the paper's cuts removes, in order: central (bulge), edge, faint."
+    H, W = shape
+    edge = (x < edge_frac * W) | (y < edge_frac * H) | (x > (1 - edge_frac) * W - 1) | (y > (1 - edge_frac) * H - 1)
+    return {"central (bulge)": np.hypot(x - centre[0], y - centre[1]) < centre_frac * max(H, W), "edge": edge,
+            "faint": ~(np.nan_to_num(ratios, nan=-1) >= min_ratio)}
+
+
+def add_cutout(f: Path, c, out: Path, name: str, copy: bool = True):
+    "Copy (or link) cutout `f` into dataset `out` and write its colour preview, unless already there."
+    dest = out / "cutouts" / f.name
+    if not dest.exists():
+        if copy:
+            shutil.copyfile(f, dest)
+        else:
+            dest.symlink_to(f.resolve())
+    p = out / "previews" / f"{name}.png"
+    if not p.exists():
+        write_rgb(to_rgb(c.image), p)
+
+# %% ../../nbs/data/08_real.ipynb #875bfb5d
+def build_dataset(catalog, cutouts, out, min_ratio: float = 0.03, ratio_band: str = "u", centre_frac: float = 0.02,
+                  edge_frac: float = 0.05, copy: bool = True, progress: bool = True) -> dict:
+    """Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`;
+    returns the selection report."""
     from tqdm.auto import tqdm
 
     cat = read_clumpscout(catalog) if not isinstance(catalog, Table) else catalog
     src = str(catalog) if not isinstance(catalog, Table) else "<catalog>"
     cutouts, out = Path(cutouts), Path(out)
-    if not cutouts.is_dir():
-        raise DataError(cutouts, "folder", "cutout folder does not exist")
-    if ratio_band not in "ugriz" or len(ratio_band) != 1:
-        raise ClumpnbError(f"ratio_band must be one of u g r i z, not {ratio_band!r}")
-    if ratio_band == "u" and len(cat) and not np.any(np.asarray(cat["uGFlux"], float) > 0):
-        ratio_band = "g"
-        warnings.warn(f"{src}: no u-band galaxy fluxes; flux ratios use the g band")
+    ratio_band = check_dataset_inputs(cat, src, cutouts, ratio_band)
     ids = list(dict.fromkeys(int(s) for s in cat["SDSS"]))
     counts = {k: [0, 0] for k in CUTS}  # [galaxies, clumps] removed at each cut (catalogue: present)
     counts["catalogue"] = [len(ids), len(cat)]
@@ -67,95 +95,61 @@ def build_dataset(
     sdss = np.asarray(cat["SDSS"]).astype(np.int64)
     for sid in tqdm(ids, desc="build-dataset", unit="gal", disable=not progress):
         rows = cat[sdss == sid]
-        f = next((p for p in (cutouts / f"{sid}.fits", cutouts / f"{sid}.fits.gz") if p.exists()), None)
-        if f is None:
-            counts["no cutout"][0] += 1
-            counts["no cutout"][1] += len(rows)
-            continue
+        f, step = find_cutout(cutouts, sid), "no cutout"
         try:
+            if f is None:
+                raise FileNotFoundError
             c = read_cutout(f, tables=False)
-        except DataError as e:
-            reasons[str(sid)] = str(e)
-            warnings.warn(f"skipped: {e}")
-            counts["no cutout"][0] += 1
-            counts["no cutout"][1] += len(rows)
+            step = "WCS does not cover"
+            gx, gy, px = galaxy_pixels(f, c, rows)
+        except (FileNotFoundError, DataError) as e:
+            if f is not None:
+                reasons[str(sid)] = str(e)
+                warnings.warn(f"skipped: {e}")
+            counts[step][0] += 1
+            counts[step][1] += len(rows)
             continue
-        H, W = c.image.shape[1:]
-        gx, gy = c.wcs.wcs_world2pix([float(rows["GRAdeg"][0])], [float(rows["GDEdeg"][0])], 0)
-        try:
-            if not (0 <= gx[0] < W and 0 <= gy[0] < H):
-                raise DataError(
-                    f,
-                    "WCS",
-                    f"the galaxy centre falls at pixel ({gx[0]:.1f}, {gy[0]:.1f}), outside the ({H}, {W}) cutout",
-                )
-            px = clump_pixels(rows, c.wcs, (H, W), path=f)  # the io chapter's join: refuses clumps off the image
-        except DataError as e:
-            reasons[str(sid)] = str(e)
-            warnings.warn(f"skipped: {e}")
-            counts["WCS does not cover"][0] += 1
-            counts["WCS does not cover"][1] += len(rows)
-            continue
-        x, y = np.asarray(px["x"], float), np.asarray(px["y"], float)
+        x, y, ratios = np.asarray(px["x"], float), np.asarray(px["y"], float), _ratio(rows, ratio_band)
         keep = np.ones(len(rows), bool)
-        for cut, bad in (
-            ("central (bulge)", np.hypot(x - gx[0], y - gy[0]) < centre_frac * max(H, W)),
-            (
-                "edge",
-                (x < edge_frac * W)
-                | (y < edge_frac * H)
-                | (x > (1 - edge_frac) * W - 1)
-                | (y > (1 - edge_frac) * H - 1),
-            ),
-            ("faint", ~(np.nan_to_num(_ratio(rows, ratio_band), nan=-1) >= min_ratio)),
-        ):
+        cuts = paper_cuts(x, y, (gx, gy), c.image.shape[1:], ratios, min_ratio, centre_frac, edge_frac)
+        for cut, bad in cuts.items():
             counts[cut][1] += int((keep & bad).sum())
             keep &= ~bad
-        name = str(sid)
-        dest = out / "cutouts" / f.name
-        if not dest.exists():
-            if copy:
-                shutil.copyfile(f, dest)
-            else:
-                dest.symlink_to(f.resolve())
-        p = out / "previews" / f"{name}.png"
-        if not p.exists():
-            write_rgb(to_rgb(c.image), p)
+        add_cutout(f, c, out, str(sid), copy)
         iid = len(images) + 1
+        H, W = c.image.shape[1:]
+        name = str(sid)
         images.append({"id": iid, "file_name": f"cutouts/{f.name}", "width": int(W), "height": int(H), "name": name})
-        for k in np.flatnonzero(keep):
-            anns.append(
-                {
-                    "image_id": iid,
-                    "x": float(x[k]),
-                    "y": float(y[k]),
-                    "cls": int(px["cls"][k]),
-                    "flux_ratio": float(_ratio(rows[k : k + 1], ratio_band)[0]),
-                    "clump_index": int(rows["Index"][k]),
-                }
-            )
+        anns += [{"image_id": iid, "x": float(x[k]), "y": float(y[k]), "cls": int(px["cls"][k]),
+                  "flux_ratio": float(ratios[k]), "clump_index": int(rows["Index"][k])} for k in np.flatnonzero(keep)]
+    settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band,
+                    centre_frac=centre_frac, edge_frac=edge_frac)
+    return write_dataset(out, images, anns, counts, reasons, settings)
+
+# %% ../../nbs/data/08_real.ipynb #1b9270a5
+def check_dataset_inputs(cat, src: str, cutouts: Path, ratio_band: str) -> str:
+    "Refuse a missing cutout folder or an unknown band; returns the band flux ratios use (g when u is absent)."
+    if not cutouts.is_dir():
+        raise DataError(cutouts, "folder", "cutout folder does not exist")
+    if ratio_band not in "ugriz" or len(ratio_band) != 1:
+        raise ClumpnbError(f"ratio_band must be one of u g r i z, not {ratio_band!r}")
+    if ratio_band == "u" and len(cat) and not np.any(np.asarray(cat["uGFlux"], float) > 0):
+        warnings.warn(f"{src}: no u-band galaxy fluxes; flux ratios use the g band")
+        return "g"
+    return ratio_band
+
+
+def write_dataset(out: Path, images: list, anns: list, counts: dict, reasons: dict, settings: dict) -> dict:
+    "Write the consensus labels and `survey.json` of a built dataset; returns the selection report."
     if not images:
-        raise ClumpnbError(
-            f"no galaxy of {src} has a usable cutout in {cutouts} "
-            "(expected files named <SDSS id>.fits, as `clumpnb fetch` writes)"
-        )
-    write_coco(coco_dict(images, anns), out / "annotations_consensus.json")
+        raise ClumpnbError(f"no galaxy of {settings['catalog']} has a usable cutout in {settings['cutouts']} "
+                           "(expected files named <SDSS id>.fits, as `clumpnb fetch` writes)")
+    write_coco(coco_dict(images, anns), labels_path(out, "consensus"))
     splits = {s: sum(split_of(im["name"]) == s for im in images) for s in ("train", "val", "test")}
-    kept = [len(images), len(anns)]
-    report = dict(
-        catalog=src,
-        cutouts=str(cutouts),
-        min_ratio=min_ratio,
-        ratio_band=ratio_band,
-        centre_frac=centre_frac,
-        edge_frac=edge_frac,
-        removed={k: dict(galaxies=v[0], clumps=v[1]) for k, v in counts.items() if k != "catalogue"},
-        catalogue=dict(galaxies=counts["catalogue"][0], clumps=counts["catalogue"][1]),
-        kept=dict(galaxies=kept[0], clumps=kept[1]),
-        splits=splits,
-        skipped=reasons,
-        simulated=False,
-    )
+    report = dict(**settings,
+                  removed={k: dict(galaxies=v[0], clumps=v[1]) for k, v in counts.items() if k != "catalogue"},
+                  catalogue=dict(galaxies=counts["catalogue"][0], clumps=counts["catalogue"][1]),
+                  kept=dict(galaxies=len(images), clumps=len(anns)), splits=splits, skipped=reasons, simulated=False)
     with atomic_write(out / "survey.json", "w") as fh:
         json.dump(jsonable(dict(source="clumpscout", **report)), fh, indent=1)
     return report

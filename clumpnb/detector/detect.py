@@ -33,7 +33,8 @@ from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
 __all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'run_threshold', 'evaluate_run', 'CatalogRow', 'flag_column',
-           'input_files', 'load_cutout', 'catalog_rows', 'catalog_table', 'detect']
+           'input_files', 'load_cutout', 'catalog_rows', 'catalog_table', 'catalog_format', 'detect_batch',
+           'merge_parts', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -191,20 +192,8 @@ def catalog_table(rows: list) -> Table:
     return Table(rows=[[r[c] for c in COLUMNS] for r in rows], names=COLUMNS, dtype=DTYPES)
 
 # %% ../../nbs/detector/14_detect.ipynb #96b712bc
-def detect(
-    run,
-    paths,
-    out,
-    batch_size: int = 16,
-    threshold: float = None,
-    post: PostConfig = PostConfig(),
-    progress: bool = True,
-    device: str = "auto",
-) -> dict:
-    "Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary."
-    from tqdm.auto import tqdm
-
-    out = Path(out)
+def catalog_format(out: Path) -> str:
+    "The astropy format that catalogue path `out` names by its suffix; refuses what cannot be written."
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise ClumpnbError(f"cannot write {out}: the catalogue suffix must be one of {sorted(FORMATS)}")
@@ -215,6 +204,53 @@ def detect(
             import pyarrow  # noqa: F401
         except ImportError:
             raise ClumpnbError("writing Parquet needs pyarrow: pip install 'clumpnb[parquet]'") from None
+    return fmt
+
+
+def detect_batch(model, files: list, size: int, threshold: float, post: PostConfig, device) -> Table:
+    "Catalogue rows of the cutouts `files`, with the files covered and those skipped (with why) in its `meta`."
+    found, ims, extra, skipped = [], [], [], []
+    for f in files:
+        try:
+            x, wcs, raw = load_cutout(f, size)
+        except DataError as e:
+            warnings.warn(f"skipped: {e}")
+            skipped.append(str(e))
+            continue
+        found.append(f)
+        ims.append(x)
+        extra.append((wcs, raw))
+    rows = []
+    for f, x, (wcs, raw), p in zip(found, ims, extra, predict(model, ims, len(ims), device) if ims else []):
+        k, _ = postprocess(p, x, post)
+        keep = k["score"] >= threshold
+        rows += catalog_rows(f, {key: v[keep] for key, v in k.items()}, wcs, raw)
+    t = catalog_table(rows)
+    t.meta.update(files=[str(f) for f in files], skipped=skipped)
+    return t
+
+
+def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, n_inputs: int) -> dict:
+    "Assemble the catalogue `out` from the part files in `parts`; returns the counts."
+    tabs = [Table.read(p, format="ascii.ecsv") for p in sorted(parts.glob("part-*.ecsv"))]
+    skipped = [s for t in tabs for s in t.meta.get("skipped", [])]
+    cat = vstack([catalog_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent")
+    cat.meta = dict(run=str(run), threshold=threshold, n_inputs=n_inputs, skipped=skipped)
+    cat.sort(["file", "clump_id"])
+    if fmt == "fits":  # FITS header keywords: 8 characters, short values
+        cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": n_inputs, "NSKIPPED": len(skipped)}
+    with atomic_path(out) as tmp:
+        cat.write(tmp, format=fmt)
+    return dict(n_clumps=len(cat), n_skipped=len(skipped), skipped=skipped)
+
+# %% ../../nbs/detector/14_detect.ipynb #15a01ba1
+def detect(run, paths, out, batch_size: int = 16, threshold: float = None, post: PostConfig = PostConfig(),
+           progress: bool = True, device: str = "auto") -> dict:
+    "Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary."
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    fmt = catalog_format(out)
     files = input_files(paths)
     if not files:
         raise ClumpnbError("no input cutouts: give FITS/PNG files or folders that hold them")
@@ -229,42 +265,17 @@ def detect(
     for p in sorted(parts.glob("part-*.ecsv")):
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("files", []))
     mine = [f for i, f in enumerate(files) if i % world == rank and str(f) not in done]
-    bar = tqdm(total=len(mine), desc=f"detect [{rank}]" if world > 1 else "detect", unit="img", disable=not progress)
     n_existing = len(list(parts.glob(f"part-r{rank:03d}-*.ecsv")))
-    for b, i in enumerate(range(0, len(mine), batch_size)):
-        batch, ims, wcss, skipped = [], [], [], []
-        for f in mine[i : i + batch_size]:
-            try:
-                x, w, raw = load_cutout(f, cfg.detector.size)
-                batch.append(f)
-                ims.append(x)
-                wcss.append((w, raw))
-            except DataError as e:
-                warnings.warn(f"skipped: {e}")
-                skipped.append(str(e))
-        rows = []
-        for f, x, w, p in zip(batch, ims, wcss, predict(model, ims, batch_size, device) if ims else []):
-            k, _ = postprocess(p, x, post)
-            keep = k["score"] >= threshold
-            rows += catalog_rows(f, {key: v[keep] for key, v in k.items()}, w[0], w[1])
-        t = catalog_table(rows)
-        t.meta.update(files=[str(f) for f in mine[i : i + batch_size]], skipped=skipped)
-        with atomic_write(parts / f"part-r{rank:03d}-{n_existing + b:06d}.ecsv", "w") as fh:
-            t.write(fh, format="ascii.ecsv")
-        bar.update(len(mine[i : i + batch_size]))
-    bar.close()
+    desc = f"detect [{rank}]" if world > 1 else "detect"
+    with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
+        for b, i in enumerate(range(0, len(mine), batch_size)):
+            t = detect_batch(model, mine[i:i + batch_size], cfg.detector.size, threshold, post, device)
+            with atomic_write(parts / f"part-r{rank:03d}-{n_existing + b:06d}.ecsv", "w") as fh:
+                t.write(fh, format="ascii.ecsv")
+            bar.update(len(t.meta["files"]))
     if world > 1:
         torch.distributed.barrier()
     summary = dict(catalog=str(out), n_inputs=len(files), rank=rank, world=world, threshold=threshold)
     if rank == 0:
-        tabs = [Table.read(p, format="ascii.ecsv") for p in sorted(parts.glob("part-*.ecsv"))]
-        skipped = [s for t in tabs for s in t.meta.get("skipped", [])]
-        cat = vstack([catalog_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent")
-        cat.meta = dict(run=str(run), threshold=threshold, n_inputs=len(files), skipped=skipped)
-        cat.sort(["file", "clump_id"])
-        if fmt == "fits":
-            cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": len(files), "NSKIPPED": len(skipped)}
-        with atomic_path(out) as tmp:
-            cat.write(tmp, format=fmt)
-        summary.update(n_clumps=len(cat), n_skipped=len(skipped), skipped=skipped)
+        summary.update(merge_parts(parts, out, fmt, run, threshold, len(files)))
     return summary

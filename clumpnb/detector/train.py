@@ -17,7 +17,7 @@ import torch
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
 from ..data.dataset import ClumpDataset, collate
 from ..data.io import best_labels
-from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, save_checkpoint
+from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 from .model import DetectorConfig, build_detector
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
@@ -230,12 +230,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_s
     steps = math.ceil(len(ds) / world / cfg.batch_size) * cfg.epochs
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+    restore(state, model, opt, sched, scaler)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

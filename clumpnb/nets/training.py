@@ -17,7 +17,7 @@ from ..data.dataset import dihedral
 
 # %% auto #0
 __all__ = ['RESUME_FREE', 'DEVICES', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier', 'save_checkpoint',
-           'load_checkpoint', 'pick_device', 'ddp_setup']
+           'restore', 'load_checkpoint', 'pick_device', 'ddp_setup']
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,18 @@ def save_checkpoint(path, **state):
     "Write `state` (tensors, optimiser states, plain values) to `path` atomically."
     with atomic_write(path) as f:
         torch.save(state, f)
+
+
+def restore(state: dict | None, model, opt, sched=None, scaler=None):
+    "Load a checkpoint's `model`, `optimizer`, `scheduler` (and `scaler`) states, when there is a checkpoint."
+    if not state:
+        return
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
 
 
 def load_checkpoint(path, config: dict, resume: bool, normalise=None, free=RESUME_FREE) -> dict | None:
