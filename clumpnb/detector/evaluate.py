@@ -57,18 +57,20 @@ class PostConfig:
     fwhm_px: float = float(SDSS.psf_fwhm_px[1])
 
 
-def segmentation(x: torch.Tensor, cfg: PostConfig = PostConfig()) -> np.ndarray:
-    """Boolean (H, W) mask of the galaxy from an asinh-stretched (3, H, W) image: above `mask_sigma` sky sigma in r,
-    connected to the centre, grown by one FWHM."""
+def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
+    """The paper's mask: a boolean (H, W) map of the galaxy from an asinh-stretched (3, H, W) image, above
+    `mask_sigma` sky sigma in r, connected to `centre` (x, y; default the image centre), grown by one FWHM. The
+    detector's post-processing and the clump photometry both use it."""
     from clumpnb.data.survey import asinh_stretch
 
     r = ndimage.gaussian_filter(np.asarray(x[1], float), 1.0)
-    thr = asinh_stretch(np.full((3, 1, 1), cfg.mask_sigma * SDSS.sky_sigma[1] / np.sqrt(4 * np.pi), np.float32))[
-        1, 0, 0
-    ]  # noise after the 1-px smoothing
+    noise = cfg.mask_sigma * SDSS.sky_sigma[1] / np.sqrt(4 * np.pi)  # sky sigma after the 1-px smoothing
+    thr = asinh_stretch(np.full((3, 1, 1), noise, np.float32))[1, 0, 0]
     lab, _ = ndimage.label(r > thr)
     H, W = r.shape
-    c = lab[H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2]
+    cx, cy = ((W - 1) / 2, (H - 1) / 2) if centre is None else centre
+    x0, y0 = max(int(round(cx - 1.5)), 0), max(int(round(cy - 1.5)), 0)
+    c = lab[y0:y0 + 4, x0:x0 + 4]  # the 4 x 4 pixels around the centre
     keep = np.isin(lab, np.unique(c[c > 0]))
     return ndimage.binary_dilation(keep, iterations=int(round(cfg.fwhm_px)))
 

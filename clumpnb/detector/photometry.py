@@ -13,8 +13,9 @@ import numpy as np
 from astropy.table import Table
 
 from ..core import ClumpnbError
-from ..data.survey import SDSS, BANDS
+from ..data.survey import SDSS, BANDS, asinh_stretch
 from ..data.simulate import psf_image
+from .evaluate import PostConfig, segmentation
 
 # %% auto #0
 __all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'host_segment', 'host_fluxes', 'clump_photometry']
@@ -27,8 +28,6 @@ class PhotConfig:
     aperture: float = 0.5
     annulus: tuple = (1.0, 1.5)
     mask_others: float = 1.0  # pixels within this many FWHM of another clump are left out of a clump's annulus
-    seg_nsigma: float = 1.0  # segmentation threshold above the sky, in sky sigmas
-    seg_npixels: int = 10
     fwhm_px: tuple = tuple(float(f) for f in SDSS.psf_fwhm_px)  # g r i PSF FWHM in pixels
     flag_band: str = "g"  # band of the 3% / 8% flags
 
@@ -43,28 +42,15 @@ def aperture_correction(fwhm: float, radius: float) -> float:
     return float(aperture_photometry(p, CircularAperture((30, 30), radius))["aperture_sum"][0])
 
 # %% ../../nbs/detector/15_photometry.ipynb #4a2074ee
-def host_segment(image: np.ndarray, centre, cfg: PhotConfig = PhotConfig()):
-    """(segmentation image, host label) from the r band of a (3, H, W) nanomaggy `image`; label 0 when nothing is under
-    `centre`."""
-    from astropy.convolution import convolve
-    from astropy.stats import sigma_clipped_stats
-    from photutils.segmentation import detect_sources, make_2dgaussian_kernel
+def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig()):
+    """(segmentation image, host label) of a (3, H, W) nanomaggy `image`: the paper's mask (`segmentation`, the
+    one the detector's post-processing uses) around `centre` as segment 1; label 0 when there is no host there."""
+    from photutils.segmentation import SegmentationImage
 
-    r = image[1]
-    _, _, std = sigma_clipped_stats(r)
-    k = make_2dgaussian_kernel(cfg.fwhm_px[1], size=2 * int(cfg.fwhm_px[1]) + 1)
-    seg = detect_sources(
-        convolve(r, k), cfg.seg_nsigma * std, cfg.seg_npixels
-    )  # positional: photutils 2 calls it npixels, 3 n_pixels
-    if seg is None:
-        return np.zeros(r.shape, int), 0
-    y, x = int(round(centre[1])), int(round(centre[0]))
-    lab = int(seg.data[y, x]) if 0 <= y < r.shape[0] and 0 <= x < r.shape[1] else 0
-    if lab == 0:  # centre on a gap of the map: take the largest segment within 5 pixels
-        yy, xx = np.mgrid[: r.shape[0], : r.shape[1]]
-        near = seg.data[(np.hypot(xx - centre[0], yy - centre[1]) <= 5) & (seg.data > 0)]
-        lab = int(np.bincount(near).argmax()) if len(near) else 0
-    return seg, lab
+    mask = segmentation(asinh_stretch(np.asarray(image, np.float32)), post, centre)
+    if not mask.any():
+        return np.zeros(mask.shape, int), 0
+    return SegmentationImage(mask.astype(int)), 1
 
 
 def host_fluxes(image: np.ndarray, seg, label: int) -> np.ndarray:
@@ -121,7 +107,7 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
         raise ClumpnbError(f"photometry needs a (3, H, W) g r i image, not {image.shape}")
     x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
     centre = ((image.shape[2] - 1) / 2, (image.shape[1] - 1) / 2) if centre is None else centre
-    seg, lab = host_segment(image, centre, cfg)
+    seg, lab = host_segment(image, centre)
     host = host_fluxes(image, seg, lab)
     cols = {c: np.full(len(x), np.nan) for c in PHOT_COLUMNS}
     if len(x):
