@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'atomic_write', 'atomic_path', 'jsonable', 'match_centres',
-           'MatchCounts', 'match_counts']
+__all__ = ['DEVICES', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'atomic_write', 'atomic_path', 'jsonable',
+           'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -43,6 +43,9 @@ def seed_everything(seed: int):
     import torch
 
     torch.manual_seed(seed)
+
+
+DEVICES = ("auto", "cpu", "cuda")  # --device everywhere; auto: a CUDA GPU when torch sees one, else the CPU
 
 # %% ../nbs/00_core.ipynb #fbd37b42
 @contextlib.contextmanager

@@ -21,11 +21,15 @@ def test_help_lists_commands():
     out = clumpnb("--help").stdout
     for cmd in ("simulate", "demo", "bench", "docs", "readme"): assert cmd in out
     assert "--out" in clumpnb("simulate", "--help").stdout
+    from clumpnb.demo import DEMO_SIZES
+    assert f"{DEMO_SIZES['quick'].epochs} epochs" in clumpnb("demo", "--help").stdout   # help built from the sizes used
+    r = clumpnb("lst", "--source", "moon", "--out", "x", check=False)
+    assert r.returncode == 2 and "invalid choice: 'moon'" in r.stderr and "chelsea" in r.stderr
 
 
 def test_simulate_writes_survey_and_resumes(tmp_path):
     out = tmp_path / "s"
-    clumpnb("simulate", "--n", 12, "--seed", 3, "--size", 96, "--workers", 2, "--out", out)
+    clumpnb("simulate", "--n", 12, "--seed", 3, "--cutout-size", 96, "--workers", 2, "--out", out)
     files = sorted((out / "cutouts").glob("*.fits"))
     assert len(files) == 12 and len(list((out / "previews").glob("*.png"))) == 12
     clumps = Table.read(out / "clumps.ecsv")
@@ -36,14 +40,14 @@ def test_simulate_writes_survey_and_resumes(tmp_path):
     # a killed run: one cutout lost, a stray temporary file left; the rerun restores exactly the same file
     before = files[5].read_bytes(); files[5].unlink()
     (out / "cutouts" / ".x.fits.part").write_bytes(b"half")
-    clumpnb("simulate", "--n", 12, "--seed", 3, "--size", 96, "--workers", 1, "--out", out)
-    assert files[5].read_bytes() == before
+    s = json.loads(clumpnb("simulate", "--n", 12, "--seed", 3, "--size", 96, "--workers", 1, "--out", out, "--json").stdout)
+    assert files[5].read_bytes() == before and s["n_clumps"] == len(clumps)   # --size: the old spelling of --cutout-size
     assert len(ClumpDataset(out, labels="consensus")) == 12
 
 
 def test_simulate_bad_arguments(tmp_path):
     r = clumpnb("simulate", "--n", 0, "--out", tmp_path, check=False)
-    assert r.returncode == 2 and "--n must be >= 1" in r.stderr
+    assert r.returncode == 2 and "--n: must be >= 1" in r.stderr
 
 
 def test_bench_simulate_json():
@@ -82,7 +86,7 @@ def test_compare_tiny_grid_and_bad_preset(tmp_path):
     assert len(rows) == 7 and rows[0].startswith("grid,preset,variant")
     assert (tmp_path / "g" / "efficiency.png").stat().st_size > 0
     r = clumpnb("compare", "--preset", "huge", "--out", tmp_path / "h", check=False)
-    assert r.returncode == 2 and "no preset named 'huge'" in r.stderr
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr and "tiny" in r.stderr
     r = clumpnb("compare", "--preset", "cpu", "--out", tmp_path / "g", check=False)
     assert r.returncode == 2 and "not mixed" in r.stderr
 

@@ -57,10 +57,13 @@ def evaluate_run(
     n_boot: int = 1000,
     limit: int = None,
     progress: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Metrics of run `run` on survey folder `data` (split `split`, default all of a different survey, `test` of its
     own)."""
     model, cfg = load_run(run)
+    device = pick_device(device)
+    model.to(device)
     same = Path(data).resolve() == Path(cfg.data).resolve()
     split = split or ("test" if same else None)
     threshold = run_threshold(run) if threshold is None else threshold
@@ -68,7 +71,7 @@ def evaluate_run(
     if len(ds) == 0:
         raise ClumpnbError(f"no galaxies to evaluate in {data} (split {split})")
     images = [ds[i][0] for i in range(len(ds))]
-    raw = predict(model, images)
+    raw = predict(model, images, device=device)
     kept, removed = [], {}
     for p, im in zip(raw, images):
         k, r = postprocess(p, im, post)

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core import ClumpnbError, DataError, atomic_write, seed_everything
+from ..core import DEVICES, ClumpnbError, DataError, atomic_write, seed_everything
 from ..data.dataset import dihedral
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'DEVICES', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier', 'save_checkpoint',
-           'restore', 'load_checkpoint', 'pick_device', 'ddp_setup']
+__all__ = ['RESUME_FREE', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier', 'save_checkpoint', 'restore',
+           'load_checkpoint', 'pick_device', 'ddp_setup']
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
@@ -142,9 +142,6 @@ def load_checkpoint(path, config: dict, resume: bool, normalise=None, free=RESUM
     return state
 
 # %% ../../nbs/nets/09b_training.ipynb #98d466f4
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def pick_device(device: str = "auto", rank: int = 0) -> torch.device:
     "The torch device for `device` ('auto', 'cpu' or 'cuda'); under torchrun each process takes its LOCAL_RANK GPU."
     if device not in DEVICES:
