@@ -11,7 +11,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -97,21 +97,6 @@ PRESETS = {
         pretrain=dict(n=3000, seed=1000, crop=64, epochs=12, batch_size=32, lr=2e-3),
         detector=_DET,
     ),
-    "cpu-small": Preset(
-        "cpu-small",
-        variants=[
-            Variant("random-r18", "resnet18", "random"),
-            Variant("galaxy-r18", "resnet18", "galaxy"),
-            Variant("imagenet-lite0", "efficientnet_lite0", "imagenet"),
-        ],
-        sizes=[10, 20],
-        seeds=[0, 1, 2],
-        budget=960,
-        train_survey=dict(n=480, seed=0),
-        test_survey=dict(n=200, seed=1),
-        pretrain=dict(n=3000, seed=1000, crop=64, epochs=12, batch_size=32, lr=2e-3),
-        detector=_DET,
-    ),
     "gpu": Preset(
         "gpu",
         variants=[
@@ -155,6 +140,8 @@ PRESETS = {
         clumpy_epochs=1,
     ),
 }
+# cpu-small extends the cpu grid below its smallest size, everything else the same
+PRESETS["cpu-small"] = replace(PRESETS["cpu"], name="cpu-small", sizes=[10, 20])
 
 
 def get_preset(name) -> Preset:
