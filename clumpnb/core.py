@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICES', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'atomic_write', 'atomic_path', 'jsonable',
-           'match_centres', 'MatchCounts', 'match_counts']
+__all__ = ['DEVICES', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'current_umask', 'atomic_write', 'atomic_path',
+           'jsonable', 'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -48,6 +48,13 @@ def seed_everything(seed: int):
 DEVICES = ("auto", "cpu", "cuda")  # --device everywhere; auto: a CUDA GPU when torch sees one, else the CPU
 
 # %% ../nbs/00_core.ipynb #fbd37b42
+def current_umask() -> int:
+    "The process's file-creation mask (read by setting it and putting it back)."
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     "Open a temporary file next to `path`; rename it to `path` only if the block finishes."
@@ -57,6 +64,7 @@ def atomic_write(path, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files: give the user's usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
