@@ -63,8 +63,8 @@ def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
 
 
 def build_detector(cfg: DetectorConfig = DetectorConfig()) -> FasterRCNN:
-    """A torchvision `FasterRCNN` built from `cfg`. Input: list of (3, H, W) float tensors, asinh-stretched g r i in [0,
-    1]."""
+    """A torchvision `FasterRCNN` built from `cfg`.
+    Input: a list of (3, H, W) float tensors, asinh-stretched g r i in [0, 1]."""
     if cfg.num_classes < 2:
         raise ClumpnbError("num_classes counts the background: use 3 for clump + odd clump")
     bb = make_backbone(cfg.backbone, cfg.weights, cfg.trainable_layers, cfg.fpn_channels, cfg.levels)

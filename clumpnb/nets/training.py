@@ -21,8 +21,7 @@ __all__ = ['RESUME_FREE', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
-    """One random rotation by a multiple of 90 degrees, after a random left-right flip, applied to batch `x` (B, C, H,
-    W)."""
+    "A random element of the dihedral group (90-degree rotations, flips) applied to the whole batch `x` (B, C, H, W)."
     k = int(torch.randint(4, ()))
     flip = bool(torch.rand(()) < 0.5)
     return dihedral(x, None, k, flip)[0]
@@ -42,8 +41,7 @@ def fit_epoch(
     device="cpu",
     bar=None,
 ) -> float:
-    """One epoch over (`x`, `y`) in random order; returns the mean loss. `y` may be any per-sample target `loss_fn`
-    takes."""
+    "One epoch over (`x`, `y`) in random order; returns the mean loss. `y`: any per-sample target `loss_fn` takes."
     torch.manual_seed(seed * 100003 + epoch)
     perm, total = torch.randperm(len(x)), 0.0
     model.train()
