@@ -6,17 +6,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 # %% auto #0
 __all__ = ['DEVICES', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'current_umask', 'atomic_write', 'atomic_path',
-           'jsonable', 'match_centres', 'MatchCounts', 'match_counts']
+           'jsonable', 'load_results', 'records', 'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -97,6 +98,31 @@ def jsonable(o):
     if isinstance(o, float) and not np.isfinite(o):
         return None
     return o
+
+# %% ../nbs/00_core.ipynb #929b85a5
+def load_results(path, required=("command", "seed", "clumpnb_version")) -> dict:
+    "The JSON results file `path` as a dict; `DataError` naming the file, or the first `required` key it lacks."
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(path, "file", f"not a readable results file ({type(e).__name__}: {e})") from None
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise DataError(path, missing[0], "missing: rerun the command that writes this file")
+    return d
+
+
+def records(cls, rows: list, path, field: str) -> list:
+    "`rows` (dicts read from results file `path`) as `cls` records; `DataError` naming `field[i]` if one lacks any."
+    names = [f.name for f in fields(cls)]
+    out = []
+    for i, row in enumerate(rows):
+        lacking = [k for k in names if k not in row]
+        if lacking:
+            raise DataError(path, f"{field}[{i}]", f"lacks {', '.join(lacking)}")
+        out.append(cls(**{k: row[k] for k in names}))
+    return out
 
 # %% ../nbs/00_core.ipynb #a875c2d0
 def match_centres(pred_xy, true_xy, radius: float, scores=None):

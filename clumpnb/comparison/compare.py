@@ -11,7 +11,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, asdict, field, replace
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,9 +30,10 @@ from ..nets.encoders import make_classifier
 from ..nets.training import fit_classifier, pick_device, save_checkpoint
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'read_results', 'write_results',
-           'run_key', 'clumpy_encoder', 'variant_weights', 'run_config', 'run_one', 'prepare_grid', 'compare',
-           'images_needed', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side', 'plan', 'compare_cli']
+__all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'GridRow', 'read_results',
+           'write_results', 'run_key', 'clumpy_encoder', 'variant_weights', 'run_config', 'run_one', 'prepare_grid',
+           'compare', 'images_needed', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side', 'plan',
+           'compare_cli']
 
 # %% ../../nbs/comparison/21_compare.ipynb #3f114fa9
 WEIGHTS = ("random", "imagenet", "zoobot", "galaxy", "galaxy-clumpy")
@@ -152,39 +153,35 @@ def get_preset(name) -> Preset:
     return PRESETS[name]
 
 # %% ../../nbs/comparison/21_compare.ipynb #4ec49256
-COLUMNS = (
-    "grid",
-    "preset",
-    "variant",
-    "backbone",
-    "weights",
-    "trainable_layers",
-    "n_train",
-    "seed",
-    "epochs",
-    "images_seen",
-    "train_seconds",
-    "threshold",
-    "completeness_ge8",
-    "completeness_3to8",
-    "purity",
-    "f1_ge8",
-    "ap50",
-    "purity_vs_consensus",
-    "n_test",
-    "simulated",
-)
-FLOATS = (
-    "train_seconds",
-    "threshold",
-    "completeness_ge8",
-    "completeness_3to8",
-    "purity",
-    "f1_ge8",
-    "ap50",
-    "purity_vs_consensus",
-)
-INTS = ("n_train", "seed", "epochs", "images_seen", "n_test")
+@dataclass
+class GridRow:
+    "One finished run of a comparison grid: a row of `results.csv`, in column order."
+
+    grid: str  # the grid's digest
+    preset: str
+    variant: str
+    backbone: str
+    weights: str
+    trainable_layers: str  # empty: the default for the weights
+    n_train: int
+    seed: int
+    epochs: int
+    images_seen: int
+    train_seconds: float
+    threshold: float
+    completeness_ge8: float
+    completeness_3to8: float
+    purity: float
+    f1_ge8: float
+    ap50: float
+    purity_vs_consensus: float
+    n_test: int
+    simulated: bool
+
+
+COLUMNS = tuple(f.name for f in fields(GridRow))
+FLOATS = tuple(f.name for f in fields(GridRow) if f.type == "float")
+INTS = tuple(f.name for f in fields(GridRow) if f.type == "int")
 
 
 def read_results(path, digest: str = None) -> list:
@@ -279,13 +276,14 @@ def run_one(p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, devic
     r = evaluate_run(run, out / "data" / "test", n_boot=0)
     t, c = r["truth"], r.get("consensus", {})
     n_images = len(ClumpDataset(cfg.data, "train", "consensus", False, seed, limit=n))
-    row = dict(grid=p.digest(), preset=p.name, variant=v.name, backbone=v.backbone, weights=v.weights,
+    row = GridRow(grid=p.digest(), preset=p.name, variant=v.name, backbone=v.backbone, weights=v.weights,
                trainable_layers="" if v.trainable_layers is None else v.trainable_layers, n_train=n, seed=seed,
                epochs=cfg.epochs, images_seen=cfg.epochs * min(n, n_images), train_seconds=round(secs, 1),
                threshold=r["threshold"], completeness_ge8=t["completeness_ge8"],
                completeness_3to8=t["completeness_3to8"], purity=t["purity"], f1_ge8=t["f1_ge8"],
                ap50=t["coco"]["AP50"], purity_vs_consensus=c.get("purity", float("nan")), n_test=r["n_galaxies"],
                simulated=True)
+    row = asdict(row)
     (run / "checkpoint.pt").unlink(missing_ok=True)  # model.pt holds the weights; the optimiser state is not needed
     return {k: (float("nan") if v_ is None else v_) for k, v_ in row.items()}
 
