@@ -130,12 +130,7 @@ def bench_lst(pairs: int = 6, iters: int = 10, size: int = 224, repeats: int = 3
     "Seconds per iteration per image pair for clumpnb's LST and the reference-style loop, same model, batch and run."
     import itertools
     import torch
-    from clumpnb.blindspots.lst import (
-        imagenet_efficientnet_lite0,
-        photo,
-        level_set_traversal,
-        reference_lst,
-    )
+    from clumpnb.blindspots.lst import imagenet_efficientnet_lite0, photo, level_set_traversal, reference_lst
 
     names = ["chelsea", "coffee", "camera", "stereo_motorcycle", "rocket"]
     pr = list(itertools.permutations(names, 2))[:pairs]

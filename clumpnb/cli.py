@@ -20,7 +20,7 @@ from .demo import DEMO_SIZES, run_demo
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'LST_MODEL_NAMES',
            'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'url', 'survey_folder', 'command', 'add_out', 'add_json',
            'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
-           'key_lines', 'parser', 'main']
+           'settings', 'lst_line', 'key_lines', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -154,6 +154,19 @@ def emit(a, result, describe):
         print_json(result)
     else:
         print(describe(result))
+
+
+def settings(a, names) -> dict:
+    "The parsed arguments `names` of `a` as keyword arguments (flags named as the library's settings)."
+    return {k: getattr(a, k) for k in names}
+
+
+def lst_line(m: dict) -> str:
+    "One traversal's distances and confidences, for a person."
+    return (
+        f"RMS distance to target {m['rms_start']:.3f} -> {m['rms']:.4f}, "
+        f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f}"
+    )
 
 
 def key_lines(result: dict) -> str:
@@ -329,19 +342,8 @@ def _train(a):
     from clumpnb.detector.train import TrainConfig, train
 
     det = DetectorConfig(backbone=a.backbone, weights=a.weights, trainable_layers=a.trainable_layers)
-    cfg = TrainConfig(
-        data=str(a.data),
-        out=str(a.out),
-        labels=a.labels,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        n_train=a.n,
-        seed=a.seed,
-        device=a.device,
-        workers=a.workers,
-        detector=det,
-    )
+    same = ("labels", "epochs", "batch_size", "lr", "seed", "device", "workers")  # flags named as the settings
+    cfg = TrainConfig(data=str(a.data), out=str(a.out), n_train=a.n, detector=det, **settings(a, same))
     history = train(cfg, resume=a.resume, progress=not a.json)
     if a.json:
         print_json([{k: v for k, v in epoch.items() if k != "val_curve"} for epoch in history])
@@ -496,27 +498,12 @@ def _vote_errors(s: dict) -> str:
 def _pretrain(a):
     from clumpnb.comparison.pretrain import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(
-        arch=a.arch,
-        out=str(a.out),
-        n=a.n,
-        seed=a.seed,
-        crop=a.crop,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        workers=a.workers,
-        device=a.device,
+    same = ("arch", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device")
+    s = pretrain(PretrainConfig(out=str(a.out), **settings(a, same)), resume=a.resume, progress=not a.json)
+    say = (
+        f"{a.arch} pretrained on {{}} simulated galaxies: validation vote-fraction error {{}} -> {a.out / 'encoder.pt'}"
     )
-    s = pretrain(cfg, resume=a.resume, progress=not a.json)
-    emit(
-        a,
-        s,
-        lambda s: (
-            f"{a.arch} pretrained on {s['n_train']} simulated galaxies: validation vote-fraction error "
-            f"{_vote_errors(s)} -> {a.out / 'encoder.pt'}"
-        ),
-    )
+    emit(a, s, lambda s: say.format(s["n_train"], _vote_errors(s)))
 
 
 def _add_pretrain(sub):
@@ -633,27 +620,9 @@ def _add_demo(sub):
 def _lst(a):
     from clumpnb.blindspots.run import run_lst
 
-    m = run_lst(
-        a.out,
-        source=a.source,
-        target=a.target,
-        model=a.model,
-        iters=a.iters,
-        eta=a.eta,
-        pthresh=a.pthresh,
-        adv_step=a.adv_step,
-        image_size=a.image_size,
-        seed=a.seed,
-        progress=not a.json,
-    )
-    emit(
-        a,
-        m,
-        lambda m: (
-            f"{a.source} -> {a.target}: RMS distance to target {m['rms_start']:.3f} -> {m['rms']:.4f}, "
-            f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f}; {a.out / 'lst.png'}"
-        ),
-    )
+    same = ("source", "target", "model", "iters", "eta", "pthresh", "adv_step", "image_size", "seed")
+    m = run_lst(a.out, progress=not a.json, **settings(a, same))
+    emit(a, m, lambda m: f"{a.source} -> {a.target}: {lst_line(m)}; {a.out / 'lst.png'}")
 
 
 def _add_lst(sub):

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import __version__
-from ..core import ClumpnbError, DataError, atomic_write, jsonable
+from ..core import ClumpnbError, atomic_write, jsonable, load_results, records
 from ..data.simulate import simulate, SimConfig, psf_image, colour_fluxes
 from ..data.survey import SDSS, asinh_stretch
 from ..nets.encoders import Classifier, make_classifier
@@ -24,7 +24,8 @@ from .geometry import distances, triangle_confidence, path_width
 
 # %% auto #0
 __all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'GalaxyBlindSpots', 'smooth_walks',
-           'blind_spot_row', 'galaxy_experiment', 'galaxy_command', 'write_galaxy_results', 'read_galaxy_results']
+           'blind_spot_row', 'galaxy_experiment', 'galaxy_command', 'write_galaxy_results', 'GalaxyResults',
+           'read_galaxy_results']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
 def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
@@ -92,11 +93,12 @@ class GalaxyBlindSpots:
     seconds: float
 
 
-def smooth_walks(m, xte, yte, star, n_pairs: int, eta: float, iters: int, pthresh: float, seed: int,
-                 progress: bool) -> tuple:
+def smooth_walks(
+    m, xte, yte, star, n_pairs: int, eta: float, iters: int, pthresh: float, seed: int, progress: bool
+) -> tuple:
     "(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies."
     with torch.no_grad():
-        pred = torch.cat([m(xte[i:i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
+        pred = torch.cat([m(xte[i : i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
     src, tgt = xte[(yte == 0) & (pred == 0)][:n_pairs], xte[yte == 1][:n_pairs]
     k = min(len(src), len(tgt))
     if k == 0:
@@ -108,29 +110,61 @@ def smooth_walks(m, xte, yte, star, n_pairs: int, eta: float, iters: int, pthres
     return src, r_c, r_s
 
 
-def blind_spot_row(m, name: str, epochs: int, acc: float, src, r_c, r_s, pthresh: float,
-                   seconds: float) -> GalaxyBlindSpots:
+def blind_spot_row(
+    m, name: str, epochs: int, acc: float, src, r_c, r_s, pthresh: float, seconds: float
+) -> GalaxyBlindSpots:
     "The measurements of one classifier's walks: distances reached, triangle hull and path width."
     k = len(src)
     hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
     width = [path_width(m, r_c.x[i], r_c.x[i] - src[i], 0, radii=(0.02, 0.05)) for i in range(k)]
     dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
     return GalaxyBlindSpots(
-        name, epochs, acc, k, float(r_c.p0.mean()), float(rms_distance(src, r_c.xt).mean()),
-        float(dc["rms"].mean()), float(dc["ssim"].mean()), float(rms_distance(src, r_s.xt).mean()),
-        float(ds["rms"].mean()), float(np.mean([h["mean"] for h in hull])),
-        float(np.mean([h["frac_above"] for h in hull])), float(np.mean([w[0.02][0] for w in width])),
-        float(np.mean([w[0.05][0] for w in width])), seconds)
+        name,
+        epochs,
+        acc,
+        k,
+        float(r_c.p0.mean()),
+        float(rms_distance(src, r_c.xt).mean()),
+        float(dc["rms"].mean()),
+        float(dc["ssim"].mean()),
+        float(rms_distance(src, r_s.xt).mean()),
+        float(ds["rms"].mean()),
+        float(np.mean([h["mean"] for h in hull])),
+        float(np.mean([h["frac_above"] for h in hull])),
+        float(np.mean([w[0.02][0] for w in width])),
+        float(np.mean([w[0.05][0] for w in width])),
+        seconds,
+    )
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #3e67008b
-def galaxy_experiment(n_train: int = 1500, n_test: int = 300, epochs: int = 3, n_pairs: int = 6, iters: int = 200,
-                      eta: float = 0.01, pthresh: float = 0.2, seed: int = 0, progress: bool = True,
-                      scratch_epochs: int = 10, scratch_lr: float = 3e-3) -> dict:
+def galaxy_experiment(
+    n_train: int = 1500,
+    n_test: int = 300,
+    epochs: int = 3,
+    n_pairs: int = 6,
+    iters: int = 200,
+    eta: float = 0.01,
+    pthresh: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+    scratch_epochs: int = 10,
+    scratch_lr: float = 3e-3,
+) -> dict:
     """Train both classifiers on survey `seed`, then run LST on held-out survey `seed`+1; returns one
     `GalaxyBlindSpots` row per classifier (`rows`), the walks (`results`) and the `settings`. The from-scratch network
     gets `scratch_epochs` at `scratch_lr`: with the ImageNet network's 3 epochs at 1e-3 it stayed at chance."""
-    settings = dict(n_train=n_train, n_test=n_test, epochs=epochs, n_pairs=n_pairs, iters=iters, eta=eta,
-                    pthresh=pthresh, seed=seed, scratch_epochs=scratch_epochs, scratch_lr=scratch_lr)
+    settings = dict(
+        n_train=n_train,
+        n_test=n_test,
+        epochs=epochs,
+        n_pairs=n_pairs,
+        iters=iters,
+        eta=eta,
+        pthresh=pthresh,
+        seed=seed,
+        scratch_epochs=scratch_epochs,
+        scratch_lr=scratch_lr,
+    )
     xtr, ytr = clumpy_set(n_train, seed)
     xte, yte = clumpy_set(n_test, seed + 1)
     star = star_image(seed=seed)
@@ -150,33 +184,41 @@ def galaxy_experiment(n_train: int = 1500, n_test: int = 300, epochs: int = 3, n
 def galaxy_command(settings: dict, path) -> str:
     "The command that reruns `galaxy_experiment` with `settings` and writes its results to `path`."
     args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-    return (f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
-            f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'")
+    return (
+        f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
+        f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'"
+    )
 
 
 def write_galaxy_results(exp: dict, path) -> dict:
     "Write the rows of `galaxy_experiment`'s result `exp` to JSON file `path` (atomically); return what was written."
     s = exp["settings"]
-    out = dict(command=galaxy_command(s, path), seed=s["seed"], clumpnb_version=__version__, simulated=True,
-               settings=s, rows=[asdict(r) for r in exp["rows"]])
+    out = dict(
+        command=galaxy_command(s, path),
+        seed=s["seed"],
+        clumpnb_version=__version__,
+        simulated=True,
+        settings=s,
+        rows=[asdict(r) for r in exp["rows"]],
+    )
     with atomic_write(path, "w") as f:
         json.dump(jsonable(out), f, indent=1)
     return out
 
 
-def read_galaxy_results(path) -> list:
-    "The `GalaxyBlindSpots` rows of results file `path`; a missing or malformed field is a `DataError` naming it."
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, "file", f"not a readable results file ({e})") from None
-    for key in ("command", "seed", "clumpnb_version", "settings", "rows"):
-        if key not in d:
-            raise DataError(path, key, "missing: write the file with write_galaxy_results")
-    names = [f.name for f in fields(GalaxyBlindSpots)]
-    for i, row in enumerate(d["rows"]):
-        missing = [k for k in names if k not in row]
-        if missing:
-            raise DataError(path, f"rows[{i}]", f"lacks {', '.join(missing)}")
-    return [GalaxyBlindSpots(**{k: row[k] for k in names}) for row in d["rows"]]
+@dataclass
+class GalaxyResults:
+    "A results file of `galaxy_experiment`: what ran it, and one row per classifier."
+
+    command: str
+    seed: int
+    clumpnb_version: str
+    settings: dict
+    rows: list  # of GalaxyBlindSpots
+
+
+def read_galaxy_results(path) -> GalaxyResults:
+    "Results file `path` as `write_galaxy_results` wrote it; a missing or malformed field is a `DataError` naming it."
+    d = load_results(path, ("command", "seed", "clumpnb_version", "settings", "rows"))
+    rows = records(GalaxyBlindSpots, d["rows"], path, "rows")
+    return GalaxyResults(d["command"], d["seed"], d["clumpnb_version"], d["settings"], rows)

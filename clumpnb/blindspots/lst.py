@@ -152,9 +152,14 @@ def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: fl
     p_c, g_c = source_gradient(model, cand, s)  # one forward + backward: acceptance and the next gradient
     ok = (p0 - p_c) < pthresh
     m = ok.view(-1, 1, 1, 1)
-    return Walk(x=torch.where(m, cand, w.x).contiguous(memory_format=fmt), grad=torch.where(m, g_c, w.grad),
-                p=torch.where(ok, p_c, w.p), adv=adv, accepted=w.accepted + ok.long(),
-                min_p=torch.minimum(w.min_p, torch.where(ok, p_c, w.min_p)))
+    return Walk(
+        x=torch.where(m, cand, w.x).contiguous(memory_format=fmt),
+        grad=torch.where(m, g_c, w.grad),
+        p=torch.where(ok, p_c, w.p),
+        adv=adv,
+        accepted=w.accepted + ok.long(),
+        min_p=torch.minimum(w.min_p, torch.where(ok, p_c, w.min_p)),
+    )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #85640cc6
 def source_classes(model, x0, source=None, true_classes=None) -> tuple:
@@ -168,10 +173,21 @@ def source_classes(model, x0, source=None, true_classes=None) -> tuple:
     return s, p_x0.gather(1, s[:, None])[:, 0], torch.tensor(mis)
 
 
-def level_set_traversal(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, source=None, eta: float = 0.01,
-                        iters: int = 400, pthresh: float = 0.2, adv_step: float = 2e-3, true_classes=None,
-                        log_every: int = 20, seed: int = 0, channels_last: bool = True,
-                        progress: bool = False) -> LSTResult:
+def level_set_traversal(
+    model: nn.Module,
+    x0: torch.Tensor,
+    xt: torch.Tensor,
+    source=None,
+    eta: float = 0.01,
+    iters: int = 400,
+    pthresh: float = 0.2,
+    adv_step: float = 2e-3,
+    true_classes=None,
+    log_every: int = 20,
+    seed: int = 0,
+    channels_last: bool = True,
+    progress: bool = False,
+) -> LSTResult:
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
     to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
     classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term."""
@@ -201,8 +217,22 @@ def level_set_traversal(model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, so
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
-    return LSTResult(x0.cpu(), xt.cpu(), w.x.detach().cpu().contiguous(), s.cpu(), p0.cpu(), w.p.cpu(), mis, steps,
-                     p_path, rms_path, snaps, w.accepted.cpu(), w.min_p.cpu(), pthresh)
+    return LSTResult(
+        x0.cpu(),
+        xt.cpu(),
+        w.x.detach().cpu().contiguous(),
+        s.cpu(),
+        p0.cpu(),
+        w.p.cpu(),
+        mis,
+        steps,
+        p_path,
+        rms_path,
+        snaps,
+        w.accepted.cpu(),
+        w.min_p.cpu(),
+        pthresh,
+    )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #ab9bcc07
 def reference_lst(

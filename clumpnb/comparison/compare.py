@@ -256,15 +256,35 @@ def variant_weights(p: Preset, v: Variant, n: int, seed: int, run: Path, encoder
 
 def run_config(p: Preset, v: Variant, n: int, seed: int, out: Path, weights, device: str = "auto") -> TrainConfig:
     "The training configuration of one run: every run of a grid sees `p.budget` training images."
-    det = DetectorConfig(**{**p.detector, "backbone": v.backbone, "weights": weights,
-                            "trainable_layers": v.trainable_layers, "size": p.train_survey.get("size", 128)})
-    return TrainConfig(data=str(out / "data" / "train"), out=str(out / "runs" / run_key(v, n, seed)), detector=det,
-                       epochs=math.ceil(p.budget / n), batch_size=p.batch_size, lr=p.lr, seed=seed, split_seed=seed,
-                       n_train=n, val_max=p.val_max, val_every=p.val_every, device=device, workers=p.workers)
+    det = DetectorConfig(
+        **{
+            **p.detector,
+            "backbone": v.backbone,
+            "weights": weights,
+            "trainable_layers": v.trainable_layers,
+            "size": p.train_survey.get("size", 128),
+        }
+    )
+    return TrainConfig(
+        data=str(out / "data" / "train"),
+        out=str(out / "runs" / run_key(v, n, seed)),
+        detector=det,
+        epochs=math.ceil(p.budget / n),
+        batch_size=p.batch_size,
+        lr=p.lr,
+        seed=seed,
+        split_seed=seed,
+        n_train=n,
+        val_max=p.val_max,
+        val_every=p.val_every,
+        device=device,
+        workers=p.workers,
+    )
 
 
-def run_one(p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, device: str = "auto",
-            progress: bool = False) -> dict:
+def run_one(
+    p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, device: str = "auto", progress: bool = False
+) -> dict:
     "Train and evaluate one run of grid `p`; returns its results row. `encoders`: architecture -> galaxy encoder."
     out = Path(out)
     run = out / "runs" / run_key(v, n, seed)
@@ -276,13 +296,28 @@ def run_one(p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, devic
     r = evaluate_run(run, out / "data" / "test", n_boot=0)
     t, c = r["truth"], r.get("consensus", {})
     n_images = len(ClumpDataset(cfg.data, "train", "consensus", False, seed, limit=n))
-    row = GridRow(grid=p.digest(), preset=p.name, variant=v.name, backbone=v.backbone, weights=v.weights,
-               trainable_layers="" if v.trainable_layers is None else v.trainable_layers, n_train=n, seed=seed,
-               epochs=cfg.epochs, images_seen=cfg.epochs * min(n, n_images), train_seconds=round(secs, 1),
-               threshold=r["threshold"], completeness_ge8=t["completeness_ge8"],
-               completeness_3to8=t["completeness_3to8"], purity=t["purity"], f1_ge8=t["f1_ge8"],
-               ap50=t["coco"]["AP50"], purity_vs_consensus=c.get("purity", float("nan")), n_test=r["n_galaxies"],
-               simulated=True)
+    row = GridRow(
+        grid=p.digest(),
+        preset=p.name,
+        variant=v.name,
+        backbone=v.backbone,
+        weights=v.weights,
+        trainable_layers="" if v.trainable_layers is None else v.trainable_layers,
+        n_train=n,
+        seed=seed,
+        epochs=cfg.epochs,
+        images_seen=cfg.epochs * min(n, n_images),
+        train_seconds=round(secs, 1),
+        threshold=r["threshold"],
+        completeness_ge8=t["completeness_ge8"],
+        completeness_3to8=t["completeness_3to8"],
+        purity=t["purity"],
+        f1_ge8=t["f1_ge8"],
+        ap50=t["coco"]["AP50"],
+        purity_vs_consensus=c.get("purity", float("nan")),
+        n_test=r["n_galaxies"],
+        simulated=True,
+    )
     row = asdict(row)
     (run / "checkpoint.pt").unlink(missing_ok=True)  # model.pt holds the weights; the optimiser state is not needed
     return {k: (float("nan") if v_ is None else v_) for k, v_ in row.items()}
@@ -327,8 +362,13 @@ def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True,
     encoders = prepare_grid(p, out, variants, device, progress)
     done = {(r["variant"], r["n_train"], r["seed"]) for r in rows}
     skipped = json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else {}
-    todo = [(v, n, s) for s in p.seeds for n in p.sizes for v in variants
-            if (v.name, n, s) not in done and v.name not in skipped]
+    todo = [
+        (v, n, s)
+        for s in p.seeds
+        for n in p.sizes
+        for v in variants
+        if (v.name, n, s) not in done and v.name not in skipped
+    ]
     bar = tqdm(todo, desc=f"compare {p.name}", unit="run", disable=not progress)
     for v, n, s in bar:
         bar.set_postfix_str(run_key(v, n, s))
@@ -344,8 +384,10 @@ def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True,
         rows.append(row)
         write_results(res, rows)
         if progress:
-            tqdm.write(f"{run_key(v, n, s)}: completeness(>=8%) {row['completeness_ge8']:.3f} "
-                       f"purity {row['purity']:.3f} AP50 {row['ap50']:.3f} ({row['train_seconds']:.0f} s)")
+            tqdm.write(
+                f"{run_key(v, n, s)}: completeness(>=8%) {row['completeness_ge8']:.3f} "
+                f"purity {row['purity']:.3f} AP50 {row['ap50']:.3f} ({row['train_seconds']:.0f} s)"
+            )
     return rows
 
 # %% ../../nbs/comparison/21_compare.ipynb #6857d81d

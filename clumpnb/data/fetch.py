@@ -107,8 +107,10 @@ def target_positions(t: Table, cols: dict, path: Path) -> tuple:
             else:
                 c = SkyCoord(float(a) * u.deg, float(d) * u.deg)
         except Exception:
-            msg = (f"row {i + 1}: ({str(a)!r}, {str(d)!r}) is not a sky position "
-                   "(degrees, or e.g. '12h30m49s' '+12d23m28s')")
+            msg = (
+                f"row {i + 1}: ({str(a)!r}, {str(d)!r}) is not a sky position "
+                "(degrees, or e.g. '12h30m49s' '+12d23m28s')"
+            )
             raise DataError(path, "ra/dec", msg) from None
         ra[i], dec[i] = c.ra.deg, c.dec.deg
     return ra, dec
@@ -231,10 +233,8 @@ def _check_jpeg(body: bytes):
 
 # %% ../../nbs/data/07_fetch.ipynb #823082d0
 def locate(client: Client, ra: float, dec: float, radius_arcmin: float = 0.1):
-    (
-        "run, rerun, camcol, field of the frame holding the photometric object nearest (`ra`, `dec`), "
-        "or None outside the footprint."
-    )
+    """run, rerun, camcol, field of the frame holding the photometric object nearest (`ra`, `dec`), or None outside the
+    footprint."""
     t = client.sql(
         "SELECT TOP 1 p.run, p.rerun, p.camcol, p.field FROM PhotoObj AS p "
         f"JOIN dbo.fGetNearbyObjEq({ra:.6f}, {dec:.6f}, {radius_arcmin}) AS n "
@@ -246,10 +246,8 @@ def locate(client: Client, ra: float, dec: float, radius_arcmin: float = 0.1):
 
 
 def cut_frame(path: Path, ra: float, dec: float, size: int):
-    (
-        "(image, header) of a `size`-pixel cutout centred on (`ra`, `dec`) from a calibrated frame; "
-        "NaN beyond the frame edge."
-    )
+    """(image, header) of a `size`-pixel cutout centred on (`ra`, `dec`) from a calibrated frame; NaN beyond the frame
+    edge."""
     from astropy.nddata import Cutout2D
     from astropy.coordinates import SkyCoord
     import astropy.units as u
@@ -358,10 +356,8 @@ class LocalSDSS:
     "A stand-in for SkyServer and the SAS on 127.0.0.1, serving simulated galaxies (for tests and offline demos)."
 
     def __init__(self, galaxies: dict, frame_size: int = 192, dec_limit: float = 70.0, fail: dict = None):
-        (
-            "`galaxies`: objid -> simulated `Galaxy`; positions with dec > `dec_limit` are outside the footprint; "
-            "`fail`: path part -> ['503', 'truncate', ...]."
-        )
+        """`galaxies`: objid -> simulated `Galaxy`; positions with dec > `dec_limit` are outside the footprint; `fail`:
+        path part -> ['503', 'truncate', ...]."""
         import http.server
         import threading
 

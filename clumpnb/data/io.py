@@ -241,10 +241,8 @@ def read_clumpscout(path) -> Table:
 
 
 def clump_pixels(catalog: Table, wcs: WCS, shape, sdss_id=None, path="<catalog>") -> Table:
-    (
-        "Pixel x, y (0-based) of the catalogue's clumps (of galaxy `sdss_id`, if given) "
-        "in a cutout with `wcs` and `shape` (H, W)."
-    )
+    """Pixel x, y (0-based) of the catalogue's clumps (of galaxy `sdss_id`, if given) in a cutout with `wcs` and `shape`
+    (H, W)."""
     rows = catalog if sdss_id is None else catalog[np.asarray(catalog["SDSS"]) == sdss_id]
     x, y = (
         wcs.wcs_world2pix(np.asarray(rows["CRAdeg"], float), np.asarray(rows["CDEdeg"], float), 0)
@@ -412,10 +410,8 @@ def _write_files(g, out: Path):
 def write_survey(
     out, n: int, seed: int = 0, cfg=None, volunteers: int = 10, workers: int = 1, progress: bool = True, start: int = 0
 ) -> dict:
-    (
-        "Simulate galaxies `start..start+n-1` of survey `seed` into folder `out` (format above). "
-        "Returns the survey summary."
-    )
+    """Simulate galaxies `start..start+n-1` of survey `seed` into folder `out` (format above). Returns the survey
+    summary."""
     from clumpnb.data.simulate import SimConfig, simulate
     from clumpnb.data.volunteers import crowd_survey, aggregate
     from astropy.table import vstack
@@ -466,10 +462,8 @@ def write_survey(
 
 # %% ../../nbs/data/04_io.ipynb #a7515788
 def scan_cutouts(paths, nonfinite: str = "mask", shape=None, skipped: list = None):
-    (
-        "Yield `Cutout`s from FITS files (a folder or a list of paths); "
-        "bad files are warned about, appended to `skipped` and passed over."
-    )
+    """Yield `Cutout`s from FITS files (a folder or a list of paths); bad files are warned about, appended to `skipped`
+    and passed over."""
     if isinstance(paths, (str, Path)) and Path(paths).is_dir():
         paths = sorted(Path(paths).glob("*.fits")) + sorted(Path(paths).glob("*.fits.gz"))
     for p in paths:

@@ -14,21 +14,13 @@ import numpy as np
 from astropy.table import Table
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from clumpnb.data.io import (
-    clump_pixels,
-    coco_dict,
-    labels_path,
-    read_clumpscout,
-    read_cutout,
-    write_coco,
-    write_rgb,
-)
+from .io import clump_pixels, coco_dict, labels_path, read_clumpscout, read_cutout, write_coco, write_rgb
 from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'find_cutout', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'build_dataset', 'check_dataset_inputs',
-           'write_dataset', 'selection_table']
+__all__ = ['CUTS', 'find_cutout', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'kept_clumps', 'build_dataset',
+           'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -59,8 +51,11 @@ def paper_cuts(x, y, centre, shape, ratios, min_ratio: float, centre_frac: float
     "Boolean masks of the clumps each of the paper's cuts removes, in order: central (bulge), edge, faint."
     H, W = shape
     edge = (x < edge_frac * W) | (y < edge_frac * H) | (x > (1 - edge_frac) * W - 1) | (y > (1 - edge_frac) * H - 1)
-    return {"central (bulge)": np.hypot(x - centre[0], y - centre[1]) < centre_frac * max(H, W), "edge": edge,
-            "faint": ~(np.nan_to_num(ratios, nan=-1) >= min_ratio)}
+    return {
+        "central (bulge)": np.hypot(x - centre[0], y - centre[1]) < centre_frac * max(H, W),
+        "edge": edge,
+        "faint": ~(np.nan_to_num(ratios, nan=-1) >= min_ratio),
+    }
 
 
 def add_cutout(f: Path, c, out: Path, name: str, copy: bool = True):
@@ -75,9 +70,33 @@ def add_cutout(f: Path, c, out: Path, name: str, copy: bool = True):
     if not p.exists():
         write_rgb(to_rgb(c.image), p)
 
+# %% ../../nbs/data/08_real.ipynb #e2843177
+def kept_clumps(rows, px, centre, shape, cuts: tuple, counts: dict) -> list:
+    """Annotations of the clumps of one galaxy's catalogue `rows` (at pixel positions `px`) that survive the paper's
+    cuts; `cuts` = (ratio band, minimum ratio, centre fraction, edge fraction). Tallies what each cut removes in
+    `counts`."""
+    band, min_ratio, centre_frac, edge_frac = cuts
+    x, y, ratios = np.asarray(px["x"], float), np.asarray(px["y"], float), _ratio(rows, band)
+    keep = np.ones(len(rows), bool)
+    for cut, bad in paper_cuts(x, y, centre, shape, ratios, min_ratio, centre_frac, edge_frac).items():
+        counts[cut][1] += int((keep & bad).sum())
+        keep &= ~bad
+    keys = ("x", "y", "cls", "flux_ratio", "clump_index")
+    cols = (x, y, np.asarray(px["cls"], int), ratios, np.asarray(rows["Index"], int))
+    return [{k: v[i].item() for k, v in zip(keys, cols)} for i in np.flatnonzero(keep)]
+
 # %% ../../nbs/data/08_real.ipynb #875bfb5d
-def build_dataset(catalog, cutouts, out, min_ratio: float = 0.03, ratio_band: str = "u", centre_frac: float = 0.02,
-                  edge_frac: float = 0.05, copy: bool = True, progress: bool = True) -> dict:
+def build_dataset(
+    catalog,
+    cutouts,
+    out,
+    min_ratio: float = 0.03,
+    ratio_band: str = "u",
+    centre_frac: float = 0.02,
+    edge_frac: float = 0.05,
+    copy: bool = True,
+    progress: bool = True,
+) -> dict:
     """Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`;
     returns the selection report."""
     from tqdm.auto import tqdm
@@ -109,21 +128,23 @@ def build_dataset(catalog, cutouts, out, min_ratio: float = 0.03, ratio_band: st
             counts[step][0] += 1
             counts[step][1] += len(rows)
             continue
-        x, y, ratios = np.asarray(px["x"], float), np.asarray(px["y"], float), _ratio(rows, ratio_band)
-        keep = np.ones(len(rows), bool)
-        cuts = paper_cuts(x, y, (gx, gy), c.image.shape[1:], ratios, min_ratio, centre_frac, edge_frac)
-        for cut, bad in cuts.items():
-            counts[cut][1] += int((keep & bad).sum())
-            keep &= ~bad
+        cuts = (ratio_band, min_ratio, centre_frac, edge_frac)
+        anns_g = kept_clumps(rows, px, (gx, gy), c.image.shape[1:], cuts, counts)
         add_cutout(f, c, out, str(sid), copy)
         iid = len(images) + 1
         H, W = c.image.shape[1:]
-        name = str(sid)
-        images.append({"id": iid, "file_name": f"cutouts/{f.name}", "width": int(W), "height": int(H), "name": name})
-        anns += [{"image_id": iid, "x": float(x[k]), "y": float(y[k]), "cls": int(px["cls"][k]),
-                  "flux_ratio": float(ratios[k]), "clump_index": int(rows["Index"][k])} for k in np.flatnonzero(keep)]
-    settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band,
-                    centre_frac=centre_frac, edge_frac=edge_frac)
+        images.append(
+            {"id": iid, "file_name": f"cutouts/{f.name}", "width": int(W), "height": int(H), "name": str(sid)}
+        )
+        anns += [dict(image_id=iid, **a) for a in anns_g]
+    settings = dict(
+        catalog=src,
+        cutouts=str(cutouts),
+        min_ratio=min_ratio,
+        ratio_band=ratio_band,
+        centre_frac=centre_frac,
+        edge_frac=edge_frac,
+    )
     return write_dataset(out, images, anns, counts, reasons, settings)
 
 # %% ../../nbs/data/08_real.ipynb #1b9270a5
@@ -142,14 +163,21 @@ def check_dataset_inputs(cat, src: str, cutouts: Path, ratio_band: str) -> str:
 def write_dataset(out: Path, images: list, anns: list, counts: dict, reasons: dict, settings: dict) -> dict:
     "Write the consensus labels and `survey.json` of a built dataset; returns the selection report."
     if not images:
-        raise ClumpnbError(f"no galaxy of {settings['catalog']} has a usable cutout in {settings['cutouts']} "
-                           "(expected files named <SDSS id>.fits, as `clumpnb fetch` writes)")
+        raise ClumpnbError(
+            f"no galaxy of {settings['catalog']} has a usable cutout in {settings['cutouts']} "
+            "(expected files named <SDSS id>.fits, as `clumpnb fetch` writes)"
+        )
     write_coco(coco_dict(images, anns), labels_path(out, "consensus"))
     splits = {s: sum(split_of(im["name"]) == s for im in images) for s in ("train", "val", "test")}
-    report = dict(**settings,
-                  removed={k: dict(galaxies=v[0], clumps=v[1]) for k, v in counts.items() if k != "catalogue"},
-                  catalogue=dict(galaxies=counts["catalogue"][0], clumps=counts["catalogue"][1]),
-                  kept=dict(galaxies=len(images), clumps=len(anns)), splits=splits, skipped=reasons, simulated=False)
+    report = dict(
+        **settings,
+        removed={k: dict(galaxies=v[0], clumps=v[1]) for k, v in counts.items() if k != "catalogue"},
+        catalogue=dict(galaxies=counts["catalogue"][0], clumps=counts["catalogue"][1]),
+        kept=dict(galaxies=len(images), clumps=len(anns)),
+        splits=splits,
+        skipped=reasons,
+        simulated=False,
+    )
     with atomic_write(out / "survey.json", "w") as fh:
         json.dump(jsonable(dict(source="clumpscout", **report)), fh, indent=1)
     return report

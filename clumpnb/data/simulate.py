@@ -300,10 +300,8 @@ CLUMP_COLUMNS = ("x", "y", "ra", "dec", "flux_g", "flux_r", "flux_i", "frac_g", 
 
 @dataclass
 class Galaxy:
-    (
-        "One simulated cutout: `image` (3, H, W) float32 g r i nanomaggies, "
-        "`header` with WCS, `clumps`, `contaminants`, `meta`."
-    )
+    """One simulated cutout: `image` (3, H, W) float32 g r i nanomaggies, `header` with WCS, `clumps`, `contaminants`,
+    `meta`."""
 
     image: np.ndarray
     header: fits.Header

@@ -20,10 +20,8 @@ MARK = dict(clump="cyan", odd="orange", star="red", galaxy="yellow", label="lime
 def show_galaxy(
     ax, image, clumps=None, contaminants=None, labels=None, band: str = "rgb", title: str = None, r: float = 4.0
 ):
-    (
-        "Draw a (3, H, W) g r i nanomaggy `image` on `ax` with optional truth `clumps`, `contaminants` "
-        "and `labels` (tables with x, y)."
-    )
+    """Draw a (3, H, W) g r i nanomaggy `image` on `ax` with optional truth `clumps`, `contaminants` and `labels`
+    (tables with x, y)."""
     if band == "rgb":
         ax.imshow(to_rgb(image), origin="lower")
     else:

@@ -238,10 +238,8 @@ def crowd_survey(galaxies, per_image: int = 10, seed: int = 0, vcfg: VolunteerCo
 def consensus_quality(
     galaxies, found: Table, score: str, radius: float = SDSS.psf_fwhm_px[1], bins=((0.03, 0.08), (0.08, 1.0))
 ) -> dict:
-    (
-        "Completeness per flux-ratio bin (g band) and purity of `found` (a Table with image, x, y, `score`) "
-        "against the truth."
-    )
+    """Completeness per flux-ratio bin (g band) and purity of `found` (a Table with image, x, y, `score`) against the
+    truth."""
     by = {}
     for r in found:
         by.setdefault(r["image"], []).append((r["x"], r["y"], r[score]))

@@ -247,8 +247,16 @@ def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, n_input
     return dict(n_clumps=len(cat), n_skipped=len(skipped), skipped=skipped)
 
 # %% ../../nbs/detector/14_detect.ipynb #15a01ba1
-def detect(run, paths, out, batch_size: int = 16, threshold: float = None, post: PostConfig = PostConfig(),
-           progress: bool = True, device: str = "auto") -> dict:
+def detect(
+    run,
+    paths,
+    out,
+    batch_size: int = 16,
+    threshold: float = None,
+    post: PostConfig = PostConfig(),
+    progress: bool = True,
+    device: str = "auto",
+) -> dict:
     "Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary."
     from tqdm.auto import tqdm
 
@@ -272,7 +280,7 @@ def detect(run, paths, out, batch_size: int = 16, threshold: float = None, post:
     desc = f"detect [{rank}]" if world > 1 else "detect"
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
         for b, i in enumerate(range(0, len(mine), batch_size)):
-            t = detect_batch(model, mine[i:i + batch_size], cfg.detector.size, threshold, post, device)
+            t = detect_batch(model, mine[i : i + batch_size], cfg.detector.size, threshold, post, device)
             with atomic_write(parts / f"part-r{rank:03d}-{n_existing + b:06d}.ecsv", "w") as fh:
                 t.write(fh, format="ascii.ecsv")
             bar.update(len(t.meta["files"]))

@@ -70,7 +70,7 @@ def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
     H, W = r.shape
     cx, cy = ((W - 1) / 2, (H - 1) / 2) if centre is None else centre
     x0, y0 = max(int(round(cx - 1.5)), 0), max(int(round(cy - 1.5)), 0)
-    c = lab[y0:y0 + 4, x0:x0 + 4]  # the 4 x 4 pixels around the centre
+    c = lab[y0 : y0 + 4, x0 : x0 + 4]  # the 4 x 4 pixels around the centre
     keep = np.isin(lab, np.unique(c[c > 0]))
     return ndimage.binary_dilation(keep, iterations=int(round(cfg.fwhm_px)))
 
