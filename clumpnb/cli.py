@@ -20,7 +20,7 @@ from .demo import DEMO_SIZES, run_demo
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'LST_MODEL_NAMES',
            'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'url', 'survey_folder', 'command', 'add_out', 'add_json',
            'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
-           'settings', 'lst_line', 'key_lines', 'parser', 'main']
+           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -156,6 +156,22 @@ def emit(a, result, describe):
         print(describe(result))
 
 
+def add_threshold(p):
+    "`--threshold`: the score a detection needs, as `evaluate` and `detect` both take it."
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help="score threshold (default: chosen on the run's validation set)",
+    )
+
+
+def option(p, flag: str, type, default, help: str, metavar: str = None):
+    "A flag that takes one value, its default shown in the help."
+    p.add_argument(flag, type=type, default=default, metavar=metavar, help=f"{help} (default %(default)s)")
+
+
 def settings(a, names) -> dict:
     "The parsed arguments `names` of `a` as keyword arguments (flags named as the library's settings)."
     return {k: getattr(a, k) for k in names}
@@ -204,16 +220,8 @@ def _add_simulate(sub):
     add_n(p, "number of galaxies (default %(default)s)", 256)
     add_cutout_size(p)
     add_seed(p, "survey seed: galaxy i of seed k is always the same")
-    p.add_argument(
-        "--start", type=at_least(0), default=0, metavar="I", help="index of the first galaxy (default %(default)s)"
-    )
-    p.add_argument(
-        "--volunteers",
-        type=at_least(0),
-        default=10,
-        metavar="N",
-        help="simulated volunteers per image; 0 for none (default %(default)s)",
-    )
+    option(p, "--start", at_least(0), 0, "index of the first galaxy", "I")
+    option(p, "--volunteers", at_least(0), 10, "simulated volunteers per image; 0 for none", "N")
     add_workers(p, "simulation processes")
     add_out(p, "survey folder")
     add_json(p, "the survey's summary")
@@ -441,13 +449,7 @@ def _add_evaluate(sub):
         metavar="SPLIT",
         help="%(choices)s (default: test of the training survey, all of another)",
     )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        metavar="SCORE",
-        help="score threshold (default: chosen on the run's validation set)",
-    )
+    add_threshold(p)
     add_device(p)
     add_json(p, "the metrics")
 
@@ -477,13 +479,7 @@ def _add_detect(sub):
     p.add_argument(
         "--batch-size", type=at_least(1), default=16, metavar="N", help="images per batch (default %(default)s)"
     )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        metavar="SCORE",
-        help="score threshold (default: chosen on the run's validation set)",
-    )
+    add_threshold(p)
     add_device(p)
     add_json(p, "the summary")
 
@@ -657,20 +653,10 @@ def _add_lst(sub):
         help="photograph to walk towards, as --source (default %(default)s)",
     )
     p.add_argument("--iters", type=at_least(1), default=400, metavar="N", help="iterations (default %(default)s)")
-    p.add_argument("--eta", type=float, default=0.01, help="step size (default %(default)s)")
-    p.add_argument(
-        "--pthresh", type=float, default=0.2, help="largest allowed drop of source confidence (default %(default)s)"
-    )
-    p.add_argument(
-        "--adv-step", type=float, default=2e-3, help="confidence-restoring term; 0 disables it (default %(default)s)"
-    )
-    p.add_argument(
-        "--image-size",
-        type=at_least(32),
-        default=224,
-        metavar="PX",
-        help="side in pixels the photographs are resized to (default %(default)s)",
-    )
+    option(p, "--eta", float, 0.01, "step size")
+    option(p, "--pthresh", float, 0.2, "largest allowed drop of source confidence")
+    option(p, "--adv-step", float, 2e-3, "confidence-restoring term; 0 disables it")
+    option(p, "--image-size", at_least(32), 224, "side in pixels the photographs are resized to", "PX")
     add_seed(p, "seed of the traversal's random steps")
     add_out(p, "output folder")
     add_json(p, "the metrics")

@@ -137,14 +137,8 @@ def build_dataset(
             {"id": iid, "file_name": f"cutouts/{f.name}", "width": int(W), "height": int(H), "name": str(sid)}
         )
         anns += [dict(image_id=iid, **a) for a in anns_g]
-    settings = dict(
-        catalog=src,
-        cutouts=str(cutouts),
-        min_ratio=min_ratio,
-        ratio_band=ratio_band,
-        centre_frac=centre_frac,
-        edge_frac=edge_frac,
-    )
+    settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band)
+    settings.update(centre_frac=centre_frac, edge_frac=edge_frac)
     return write_dataset(out, images, anns, counts, reasons, settings)
 
 # %% ../../nbs/data/08_real.ipynb #1b9270a5
