@@ -1,0 +1,120 @@
+"""The committed results files the results chapters print from: each must exist, parse, say which command and seed
+wrote it, and hold every field its chapter reads. A missing or malformed file fails here, not halfway through a page."""
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NBS = Path(__file__).resolve().parent.parent/"nbs"
+
+
+@dataclass
+class ResultsFile:
+    "A JSON results file and the fields (paths `a/b/0/c`) its chapter reads."
+    path: str        # relative to nbs/
+    fields: tuple    # paths that must be present
+
+
+TRUTH = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
+         "purity_ci95", "completeness_cls1", "completeness_cls2", "n_true_ge8", "n_true_3to8", "coco/AP50")
+CONSENSUS = ("purity", "completeness_cls1", "completeness_cls2", "coco/AP50")
+QUESTIONS = ("smooth-or-featured", "disk-edge-on", "bulge-size", "clumpy", "foreground-star", "companion")
+
+JSON_FILES = [
+    ResultsFile("detector/results/demo_seed0.json",
+                ("metrics/source", "metrics/data/n_train_survey", "metrics/data/n_heldout", "metrics/data/heldout_seed",
+                 "metrics/data/consensus_10_volunteers/purity",
+                 "metrics/data/consensus_10_volunteers/completeness_0.03-0.08",
+                 "metrics/data/consensus_10_volunteers/completeness_0.08-1",
+                 "metrics/detector/backbone", "metrics/detector/weights", "metrics/detector/epochs",
+                 "metrics/detector/n_train_galaxies", "metrics/detector/threshold", "metrics/detector/train_seconds",
+                 "metrics/detector/train_images_per_s", "metrics/detector/post_removed", "metrics/seconds/total")
+                + tuple(f"metrics/detector/heldout_vs_truth/{k}" for k in TRUTH)
+                + tuple(f"metrics/detector/heldout_vs_consensus/{k}" for k in CONSENSUS)),
+    ResultsFile("detector/results/data_efficiency.json",
+                ("runs/0/n_train", "runs/0/epochs", "runs/0/threshold", "runs/0/truth/completeness_ge8",
+                 "runs/0/truth/completeness_3to8", "runs/0/truth/purity")),
+    ResultsFile("detector/results/bench_detector.json",
+                tuple(f"bench/{k}" for k in ("size", "batch", "backbone", "threads", "device", "train_speedup",
+                                             "inference_speedup"))
+                + tuple(f"bench/{c}/{k}" for c in ("clumpnb", "torchvision_defaults")
+                        for k in ("train_images_per_s", "inference_images_per_s", "peak_rss_mb"))),
+    ResultsFile("blindspots/results/imagenet_lst.json",
+                ("settings/names", "settings/eta", "settings/iters", "settings/pthresh", "settings/adv_step",
+                 "settings/size", "settings/model", "seconds", "seconds_per_pair_iteration", "pairs/0/rms",
+                 "hulls/0/hull_mean")),
+    ResultsFile("comparison/pretrain_cpu.json",
+                ("arch", "n_train", "n_val", "config/seed", "config/crop", "config/epochs", "config/n", "config/arch",
+                 "history/0/seconds")
+                + tuple(f"{k}/val_{q}" for k in ("final", "history/0") for q in QUESTIONS)
+                + tuple(f"final/val_{q}_vs_truth" for q in QUESTIONS)),
+]
+
+
+def lookup(d, where:str):
+    "The value at a path (`a/b/0/c`) in nested dicts and lists; KeyError naming the path when absent."
+    for part in where.split("/"):
+        if isinstance(d, list):
+            if not part.isdigit() or int(part) >= len(d):
+                raise KeyError(where)
+            d = d[int(part)]
+        elif isinstance(d, dict) and part in d:
+            d = d[part]
+        else:
+            raise KeyError(where)
+    return d
+
+
+def provenance(path:Path) -> dict:
+    "The command and seed of a results file: inside it, or in provenance.json next to it (the comparison grids)."
+    d = json.loads(path.read_text()) if path.suffix == ".json" else {}
+    if "command" in d:
+        return d
+    prov = json.loads((path.parent/"provenance.json").read_text())
+    return next(f for f in prov["files"] if f["file"] == path.name)
+
+
+@pytest.mark.parametrize("rf", JSON_FILES, ids=[f.path for f in JSON_FILES])
+def test_json_results(rf):
+    path = NBS/rf.path
+    assert path.exists(), f"{path} is missing: the chapter prints from it"
+    d = json.loads(path.read_text())
+    p = provenance(path)
+    assert p["command"] and "seed" in p, f"{path}: no command or seed"
+    for field in rf.fields:
+        try:
+            lookup(d, field)
+        except KeyError:
+            pytest.fail(f"{path}: field {field!r} missing")
+    assert "/tmp/" not in path.read_text() and "/work/" not in path.read_text(), f"{path}: holds a machine path"
+
+
+def test_lst_summary_reads():
+    from clumpnb.blindspots.geometry import read_lst_summary
+    s = read_lst_summary(NBS/"blindspots/results/imagenet_lst.json")
+    assert len(s.pairs) == len(s.settings["names"])*(len(s.settings["names"]) - 1)
+    assert s.command.startswith("python -c") and s.clumpnb_version
+
+
+@pytest.mark.parametrize("name,preset", [("results_cpu.csv", "cpu"), ("results_cpu_small.csv", "cpu-small")])
+def test_comparison_grids(name, preset):
+    from clumpnb.comparison.compare import read_results, get_preset, COLUMNS
+    path = NBS/"comparison"/name
+    assert path.exists(), f"{path} is missing: the chapter prints from it"
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    assert set(COLUMNS) <= set(header), f"{path}: columns {sorted(set(COLUMNS) - set(header))} missing"
+    rows = read_results(path, get_preset(preset).digest())       # refuses rows of another grid
+    assert rows, f"{path}: no rows"
+    p = provenance(path)
+    assert p["command"].count("clumpnb compare") == 1 and f"--preset {preset} " in p["command"]
+    assert {r["seed"] for r in rows} == set(p["seed"]) and p["grid"] == get_preset(preset).digest()
+
+
+def test_galaxy_results_read():
+    from clumpnb.blindspots.galaxy import read_galaxy_results
+    r = read_galaxy_results(NBS/"blindspots/results/galaxies_seed0.json")
+    assert r.command.startswith("python -c") and r.seed == 0
+    assert [row.classifier.split(", ")[1] for row in r.rows] == ["trained from scratch on galaxies", "ImageNet-pretrained"]
