@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..core import DataError, atomic_write, jsonable, load_results, records
-from .lst import level_set_traversal, rms_distance, photo, PHOTOS, imagenet_efficientnet_lite0
+from .lst import imagenet_efficientnet_lite0, photo_traversal, rms_distance
 
 # %% auto #0
 __all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'path_width', 'pair_rows',
@@ -161,23 +161,10 @@ def imagenet_experiment(
 ) -> dict:
     "LST for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table and hulls."
     model = model or imagenet_efficientnet_lite0()
-    imgs = {n: photo(n, size) for n in names}
     pairs = [(a, b) for a, b in itertools.permutations(names, 2)]
-    x0 = torch.stack([imgs[a] for a, _ in pairs])
-    xt = torch.stack([imgs[b] for _, b in pairs])
+    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress)
     t = time.perf_counter()
-    r = level_set_traversal(
-        model,
-        x0,
-        xt,
-        eta=eta,
-        iters=iters,
-        pthresh=pthresh,
-        adv_step=adv_step,
-        seed=seed,
-        true_classes=[PHOTOS[a] for a, _ in pairs],
-        progress=progress,
-    )
+    r = photo_traversal(model, pairs, size, **walk)
     secs = time.perf_counter() - t
     settings = dict(
         names=list(names),

@@ -17,7 +17,8 @@ from ..nets.encoders import HALF, Classifier, InputAdapter, load_effnet
 
 # %% auto #0
 __all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'source_gradient', 'perpendicular',
-           'start_images', 'Walk', 'lst_step', 'source_classes', 'level_set_traversal', 'reference_lst']
+           'start_images', 'Walk', 'lst_step', 'source_classes', 'level_set_traversal', 'photo_traversal',
+           'reference_lst']
 
 # %% ../../nbs/blindspots/30_lst.ipynb #04393305
 def imagenet_efficientnet_lite0() -> Classifier:
@@ -233,6 +234,13 @@ def level_set_traversal(
         w.min_p.cpu(),
         pthresh,
     )
+
+# %% ../../nbs/blindspots/30_lst.ipynb #b8a5b909
+def photo_traversal(model, pairs: list, size: int = 224, **kw) -> LSTResult:
+    "LST for (source, target) pairs of scikit-image photographs named in `PHOTOS`; `kw` go to `level_set_traversal`."
+    x0 = torch.stack([photo(a, size) for a, _ in pairs])  # (B, 3, size, size) in [0, 1]
+    xt = torch.stack([photo(b, size) for _, b in pairs])
+    return level_set_traversal(model, x0, xt, true_classes=[PHOTOS[a] for a, _ in pairs], **kw)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #ab9bcc07
 def reference_lst(

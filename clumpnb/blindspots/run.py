@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..core import ClumpnbError, atomic_write, jsonable
-from .lst import PHOTOS, LSTResult, imagenet_efficientnet_lite0, level_set_traversal, photo
+from .lst import LSTResult, imagenet_efficientnet_lite0, photo_traversal
 from .geometry import distances, line_confidence, plot_lst_grid, plot_paths
 
 # %% auto #0
@@ -71,22 +71,10 @@ def run_lst(
     "Traverse from photograph `source` towards `target`; write `out/metrics.json`, `out/lst.png` and `out/path.png`."
     if model not in MODELS:
         raise ClumpnbError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
-    x0 = photo(source, image_size)[None]  # (1, 3, image_size, image_size) in [0, 1]
-    xt = photo(target, image_size)[None]
     net = MODELS[model].build()
+    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress)
     t = time.perf_counter()
-    r = level_set_traversal(
-        net,
-        x0,
-        xt,
-        eta=eta,
-        iters=iters,
-        pthresh=pthresh,
-        adv_step=adv_step,
-        seed=seed,
-        true_classes=[PHOTOS[source]],
-        progress=progress,
-    )
+    r = photo_traversal(net, [(source, target)], image_size, **walk)
     seconds = time.perf_counter() - t
     settings = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=image_size, seed=seed)
     command = f"clumpnb lst --source {source} --target {target} --iters {iters} --seed {seed}"
