@@ -126,49 +126,66 @@ def bench_detector(backbone: str = "resnet18", batch: int = 8, steps: int = 4, b
     )
 
 # %% ../nbs/91_bench.ipynb #3573f21f
-def bench_lst(pairs: int = 6, iters: int = 10, size: int = 224, repeats: int = 3) -> dict:
-    "Seconds per iteration per image pair for clumpnb's LST and the reference-style loop, same model, batch and run."
+def _lst_inputs(pairs: int, size: int) -> tuple:
     import itertools
     import torch
-    from clumpnb.blindspots.lst import imagenet_efficientnet_lite0, photo, level_set_traversal, reference_lst
+    from clumpnb.blindspots.lst import photo
 
     names = ["chelsea", "coffee", "camera", "stereo_motorcycle", "rocket"]
     pr = list(itertools.permutations(names, 2))[:pairs]
-    x0 = torch.stack([photo(a, size) for a, _ in pr])
-    xt = torch.stack([photo(b, size) for _, b in pr])
-    model = imagenet_efficientnet_lite0()
+    return torch.stack([photo(a, size) for a, _ in pr]), torch.stack([photo(b, size) for _, b in pr])
 
-    def timed(f):
-        f(2)
-        best = float("inf")
-        for _ in range(repeats):
+
+def _agreement(dec, ref_dec, x, ref_x) -> dict:
+    same = dec == ref_dec
+    diff = (~same).any(1).nonzero()
+    return dict(
+        decisions_agree=float(same.float().mean()),
+        first_differing_iteration=int(diff[0, 0]) + 1 if len(diff) else None,
+        max_abs_difference=float((x - ref_x).abs().max()),
+        accepted=dec.sum(0).tolist(),
+    )
+
+
+def bench_lst(pairs: int = 6, iters: int = 10, size: int = 224, repeats: int = 3, check_iters: int = 50) -> dict:
+    """Seconds per iteration per image pair: the reference loop, clumpnb's loop in float32 and in bfloat16, same
+    model, batch and process; and how often each clumpnb variant takes the reference's decisions."""
+    import torch
+    from clumpnb.blindspots.lst import imagenet_efficientnet_lite0, level_set_traversal, reference_lst
+
+    x0, xt = _lst_inputs(pairs, size)
+    model = imagenet_efficientnet_lite0()
+    runs = dict(
+        reference=lambda n: reference_lst(model, x0, xt, iters=n),
+        float32=lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9),
+        bfloat16=lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9, bf16=True),
+    )
+    best = {k: float("inf") for k in runs}
+    for f in runs.values():
+        f(2)  # warm-up
+    for _ in range(repeats):  # interleaved, so a slow spell of the machine hits every variant
+        for k, f in runs.items():
             t = time.perf_counter()
             f(iters)
-            best = min(best, time.perf_counter() - t)
-        return best / (iters * len(pr))
-
-    ours = timed(lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9))
-    ours_plain = timed(lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9, channels_last=False))
-    ref = timed(lambda n: reference_lst(model, x0, xt, iters=n))
-    # same decisions? Compared without the confidence-restoring term: its sign(g) of near-zero gradients flips with
-    # float rounding (batch composition changes the last bits), which makes two equally correct walks drift apart
-    # slowly.
-    ra = level_set_traversal(model, x0, xt, iters=iters, channels_last=False, adv_step=0)
-    b = reference_lst(model, x0, xt, iters=iters, adv_step=0)
-    a = ra.x
+            best[k] = min(best[k], (time.perf_counter() - t) / (iters * len(x0)))
+    ref_x, ref_dec = runs["reference"](check_iters)
+    agree = {}
+    for k in ("float32", "bfloat16"):
+        r = runs[k](check_iters)
+        agree[k] = _agreement(r.decisions, ref_dec, r.x, ref_x)
     return dict(
         benchmark="lst",
         model="EfficientNet-Lite0 ImageNet",
         size=size,
-        pairs=len(pr),
+        pairs=len(x0),
         iterations=iters,
-        s_per_pair_iteration=ours,
-        s_per_pair_iteration_default_layout=ours_plain,
-        s_per_pair_iteration_reference=ref,
-        speedup=ref / ours,
-        speedup_algorithm_only=ref / ours_plain,
-        max_abs_difference_vs_reference=float((a - b).abs().max()),
-        accepted_steps=ra.accepted.tolist(),
+        check_iterations=check_iters,
+        s_per_pair_iteration_reference=best["reference"],
+        s_per_pair_iteration=best["float32"],
+        s_per_pair_iteration_bf16=best["bfloat16"],
+        speedup=best["reference"] / best["float32"],
+        speedup_bf16=best["reference"] / best["bfloat16"],
+        agreement=agree,
         threads=torch.get_num_threads(),
         cpu_count=os.cpu_count(),
         machine=platform.machine(),

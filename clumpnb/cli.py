@@ -9,18 +9,19 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from . import __version__
-from .core import DEVICES, ClumpnbError, jsonable
+from .core import DEVICES, ClumpnbError, atomic_write, jsonable
 from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
-__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'LST_MODEL_NAMES',
-           'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'url', 'survey_folder', 'command', 'add_out', 'add_json',
-           'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
-           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'parser', 'main']
+__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'SHOWN_QUESTIONS', 'COMMANDS',
+           'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'add_out', 'add_json', 'add_device',
+           'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold',
+           'option', 'settings', 'lst_line', 'key_lines', 'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -45,19 +46,30 @@ ARCH_NAMES = Names("clumpnb.nets.encoders", "ARCHS")
 LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
-LST_MODEL_NAMES = Names("clumpnb.blindspots.run", "MODELS")
 
 # %% ../nbs/99_cli.ipynb #2e760a79
-def at_least(lo: int):
-    "An argparse `type`: an integer no smaller than `lo`."
+def at_least(lo: int, hi: int = None):
+    "An argparse `type`: an integer no smaller than `lo` (and no larger than `hi`)."
 
     def count(text: str) -> int:
         n = int(text)
-        if n < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo} (got {n})")
+        if n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"must be >= {lo}" + (f" and <= {hi}" if hi else "") + f" (got {n})")
         return n
 
     return count
+
+
+def in_range(lo: float, hi: float):
+    "An argparse `type`: a number in [`lo`, `hi`]."
+
+    def number(text: str) -> float:
+        x = float(text)
+        if not lo <= x <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}] (got {text})")
+        return x
+
+    return number
 
 
 def url(text: str) -> str:
@@ -111,7 +123,7 @@ def add_n(p, what: str, default: int = None, lo: int = 1):
 
 def add_seed(p, what: str, default: int = 0):
     "`--seed`: the seed of a survey or of a training run."
-    p.add_argument("--seed", type=int, default=default, metavar="K", help=f"{what} (default %(default)s)")
+    p.add_argument("--seed", type=at_least(0), default=default, metavar="K", help=f"{what} (default %(default)s)")
 
 
 def add_workers(p, what: str, default: int = None, lo: int = 1):
@@ -135,12 +147,12 @@ def add_cutout_size(p):
     "`--cutout-size` (hidden old spelling `--size`): the side of a survey cutout."
     p.add_argument(
         "--cutout-size",
-        type=at_least(16),
+        type=at_least(16, 2048),
         default=128,
         metavar="PX",
-        help='cutout side in pixels at 0.396"/px (default %(default)s)',
+        help='cutout side in pixels at 0.396"/px, 16 to 2048 (default %(default)s)',
     )
-    add_alias(p, "--size", "cutout_size", at_least(16))
+    add_alias(p, "--size", "cutout_size", at_least(16, 2048))
 
 # %% ../nbs/99_cli.ipynb #5611f93d
 def print_json(result):
@@ -160,7 +172,7 @@ def add_threshold(p):
     "`--threshold`: the score a detection needs, as `evaluate` and `detect` both take it."
     p.add_argument(
         "--threshold",
-        type=float,
+        type=in_range(0.0, 1.0),
         default=None,
         metavar="SCORE",
         help="score threshold (default: chosen on the run's validation set)",
@@ -180,8 +192,9 @@ def settings(a, names) -> dict:
 def lst_line(m: dict) -> str:
     "One traversal's distances and confidences, for a person."
     return (
-        f"RMS distance to target {m['rms_start']:.3f} -> {m['rms']:.4f}, "
-        f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f}"
+        f"{m['source']} -> {m['target']}: RMS distance to target {m['rms_start']:.3f} -> {m['rms']:.4f}, "
+        f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f} (lowest accepted {m['min_accepted_p']:.3f}, "
+        f"{m['accepted']} steps accepted; lowest on the straight line {m['line_min_p']:.3f})"
     )
 
 
@@ -291,13 +304,14 @@ def _add_fetch(sub):
 def _build_dataset(a):
     from clumpnb.data.real import build_dataset, selection_table
 
-    r = build_dataset(a.catalog, a.cutouts, a.out, a.min_ratio, a.ratio_band, progress=not a.json)
+    r = build_dataset(a.catalog, a.cutouts, a.out, a.min_ratio, a.ratio_band, progress=not a.json,
+                      match_radius=a.match_radius)  # fmt: skip
     emit(
         a,
         r,
         lambda r: (
             f"{selection_table(r)}\nkept {r['kept']['galaxies']} galaxies, {r['kept']['clumps']} clumps "
-            f"-> {a.out} (splits {r['splits']})"
+            f"-> {a.out} (splits {r['splits']}; cutouts matched by {r['matched_by']})"
         ),
     )
 
@@ -308,8 +322,9 @@ def _add_build_dataset(sub):
         "build-dataset",
         _build_dataset,
         "turn the Clump Scout catalogue and cutouts into a training set (the format clumpnb train reads)",
-        "Join the Clump Scout catalogue (Adams et al. 2022 MRT) to cutouts named <SDSS id>.fits through their "
-        "WCS, apply the paper's cuts (central marks dropped as bulges, clumps near the edge dropped, Unusual "
+        "Join the Clump Scout catalogue (Adams et al. 2022 MRT) to cutouts (matched by the SDSS objID anywhere in "
+        "the file name, or else by the sky position of the cutout's centre) through their WCS, apply the paper's cuts "
+        "(central marks dropped as bulges, clumps near the edge dropped, Unusual "
         "clumps as class 2, a flux-ratio threshold), print what each cut removes, and write DATASET (cutouts, "
         "previews, annotations_consensus.json, survey.json).",
     )
@@ -325,12 +340,14 @@ def _add_build_dataset(sub):
         required=True,
         type=Path,
         metavar="PATH",
-        help="folder of cutouts named <SDSS id>.fits (clumpnb fetch writes them)",
+        help="folder of FITS cutouts: <SDSS id>.fits as clumpnb fetch writes them, or any name holding the id, or "
+        "named by position",
     )
+    option(p, "--match-radius", in_range(0.0, 3600.0), 3.0, "arcsec within which a cutout's centre matches a galaxy")
     add_out(p, "dataset folder")
     p.add_argument(
         "--min-ratio",
-        type=float,
+        type=in_range(0.0, 1.0),
         default=0.03,
         metavar="RATIO",
         help="clump/galaxy flux ratio threshold (default %(default)s)",
@@ -457,7 +474,7 @@ def _add_evaluate(sub):
 def _detect(a):
     from clumpnb.detector.detect import detect
 
-    s = detect(a.run, a.paths, a.out, a.batch_size, a.threshold, progress=not a.json, device=a.device)
+    s = detect(a.run, a.paths, a.out, a.batch_size, a.threshold, progress=not a.json, device=a.device, strict=a.strict)
     if "n_clumps" in s:  # under torchrun only the first process writes the catalogue
         emit(
             a, s, lambda s: f"{s['n_clumps']} clumps from {s['n_inputs']} cutouts ({s['n_skipped']} skipped) -> {a.out}"
@@ -470,8 +487,9 @@ def _add_detect(sub):
         "detect",
         _detect,
         "detect clumps in FITS or PNG cutouts into a catalogue (CSV, FITS, Parquet)",
-        "Detect clumps with a trained run. Resumable: a rerun skips finished cutouts. Under torchrun each "
-        "process takes its share.",
+        "Detect clumps with a trained run. Resumable: a rerun skips finished cutouts and redoes changed ones; "
+        "other settings than the first run's are refused. Exits with status 2 when no input could be read. Under "
+        "torchrun each process takes its share.",
     )
     _add_run(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="cutout files or folders")
@@ -480,6 +498,7 @@ def _add_detect(sub):
         "--batch-size", type=at_least(1), default=16, metavar="N", help="images per batch (default %(default)s)"
     )
     add_threshold(p)
+    p.add_argument("--strict", action="store_true", help="exit with an error when any input is skipped")
     add_device(p)
     add_json(p, "the summary")
 
@@ -494,7 +513,7 @@ def _vote_errors(s: dict) -> str:
 def _pretrain(a):
     from clumpnb.comparison.pretrain import PretrainConfig, pretrain
 
-    same = ("arch", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device")
+    same = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device")
     s = pretrain(PretrainConfig(out=str(a.out), **settings(a, same)), resume=a.resume, progress=not a.json)
     say = (
         f"{a.arch} pretrained on {{}} simulated galaxies: validation vote-fraction error {{}} -> {a.out / 'encoder.pt'}"
@@ -520,6 +539,9 @@ def _add_pretrain(sub):
         metavar="NAME",
         help="%(choices)s (default %(default)s)",
     )
+    p.add_argument("--init", default="random", choices=("random", "imagenet"),
+                   help="starting weights: random, or the architecture's ImageNet weights "
+                   "(default %(default)s)")  # fmt: skip
     add_out(p, "output folder")
     add_n(p, "number of simulated galaxies, the last 10%% held out for validation (default %(default)s)", 3000, lo=10)
     add_seed(p, "pretraining survey seed, >= 1000", 1000)
@@ -616,9 +638,11 @@ def _add_demo(sub):
 def _lst(a):
     from clumpnb.blindspots.run import run_lst
 
-    same = ("source", "target", "model", "iters", "eta", "pthresh", "adv_step", "image_size", "seed")
-    m = run_lst(a.out, progress=not a.json, **settings(a, same))
-    emit(a, m, lambda m: f"{a.source} -> {a.target}: {lst_line(m)}; {a.out / 'lst.png'}")
+    same = ("model", "weights", "iters", "eta", "pthresh", "adv_step", "image_size", "seed", "batch_size", "precision")
+    widths = ("width_every", "width_dirs", "width_radii")
+    m = run_lst(a.out, a.source, a.target, progress=not a.json, **settings(a, same + widths))
+    files = ", ".join(f.name for f in sorted(a.out.glob("*.*")))
+    emit(a, m, lambda m: "\n".join([*map(lst_line, m["pairs"]), f"wrote {files} in {a.out}"]))
 
 
 def _add_lst(sub):
@@ -626,58 +650,71 @@ def _add_lst(sub):
         sub,
         "lst",
         _lst,
-        "Level Set Traversal from a source to a target image on an ImageNet model",
-        "Walk from --source towards --target while the model's source-class confidence stays within "
-        "--pthresh (Balasubramanian & Feizi 2023). Images are scikit-image photographs; writes DIR/lst.png, "
-        "DIR/path.png and DIR/metrics.json.",
+        "Level Set Traversal from source images towards target images on a classifier",
+        "Walk from each --source towards each --target while the model's source-class confidence stays within "
+        "--pthresh (Balasubramanian & Feizi 2023, as their code does it). Images are files (PNG, JPEG, TIFF, FITS), "
+        "folders of them, or scikit-image photographs by name; every source is walked towards every target. "
+        "Writes DIR/pairs.csv (one row per pair), DIR/metrics.json, DIR/lst.png, DIR/path.png and, where a source "
+        "has two targets, DIR/hulls.png.",
     )
-    p.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        choices=LST_MODEL_NAMES,
-        metavar="NAME",
-        help="ImageNet model whose weights load offline: %(choices)s (default %(default)s)",
-    )
-    p.add_argument(
-        "--source",
-        default="chelsea",
-        choices=PHOTO_NAMES,
-        metavar="PHOTO",
-        help="photograph to start from: %(choices)s (default %(default)s)",
-    )
-    p.add_argument(
-        "--target",
-        default="coffee",
-        choices=PHOTO_NAMES,
-        metavar="PHOTO",
-        help="photograph to walk towards, as --source (default %(default)s)",
-    )
+    p.add_argument("--model", default="efficientnet_lite0", metavar="NAME|FILE",
+                   help="an offline ImageNet model by name (an unknown name lists them), a torchvision classifier "
+                   "name with --weights, a TorchScript file taking RGB images in [0, 1], or a classifier file written "
+                   "by clumpnb (default %(default)s)")  # fmt: skip
+    p.add_argument("--weights", metavar="FILE", help="state dict for a torchvision --model; DEFAULT downloads it")
+    p.add_argument("--source", nargs="+", default=["chelsea"], metavar="IMAGE",
+                   help="images to start from: files, folders, or scikit-image photographs by name (an unknown name "
+                   "lists them) (default %(default)s)")  # fmt: skip
+    p.add_argument("--target", nargs="+", default=["coffee"], metavar="IMAGE",
+                   help="images to walk towards, as --source (default %(default)s)")  # fmt: skip
     p.add_argument("--iters", type=at_least(1), default=400, metavar="N", help="iterations (default %(default)s)")
-    option(p, "--eta", float, 0.01, "step size")
-    option(p, "--pthresh", float, 0.2, "largest allowed drop of source confidence")
-    option(p, "--adv-step", float, 2e-3, "confidence-restoring term; 0 disables it")
-    option(p, "--image-size", at_least(32), 224, "side in pixels the photographs are resized to", "PX")
+    option(p, "--eta", in_range(1e-6, 1.0), 0.01, "step size")
+    option(p, "--pthresh", in_range(0.0, 1.0), 0.2, "largest allowed drop of source confidence")
+    option(p, "--adv-step", in_range(0.0, 1.0), 2e-3, "confidence-restoring term; 0 disables it")
+    option(p, "--image-size", at_least(16), None, "image side in pixels; default: the model's (224 for ImageNet)", "PX")
+    option(p, "--batch-size", at_least(1), 8, "pairs walked together", "N")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="network arithmetic; auto: bfloat16 where the CPU computes it natively "
+                   "(default %(default)s)")  # fmt: skip
+    option(p, "--width-every", at_least(1), 100, "measure the path width every N iterations", "N")
+    option(p, "--width-dirs", at_least(0), 256, "random directions per width measurement; 0 skips widths", "N")
+    p.add_argument("--width-radii", type=in_range(0.0, 1e4), nargs="+", default=[10.0, 20.0, 30.0], metavar="L2",
+                   help="L2 radii of the width offsets (default %(default)s)")  # fmt: skip
     add_seed(p, "seed of the traversal's random steps")
     add_out(p, "output folder")
     add_json(p, "the metrics")
 
 # %% ../nbs/99_cli.ipynb #b939b702
+def emit_bench(a, result: dict):
+    "Print a benchmark's `result`; with `--save FILE` also write it, with the command and version, as a results file."
+    emit(a, result, key_lines)
+    if a.save:
+        command = shlex.join(["clumpnb", *sys.argv[1:]])
+        with atomic_write(a.save, "w") as f:
+            json.dump(jsonable(dict(command=command, seed=0, clumpnb_version=__version__, bench=result)), f, indent=1)
+
+
 def _bench_simulate(a):
     from clumpnb.bench import bench_simulate
 
-    emit(a, bench_simulate(n=a.n, workers=a.workers), key_lines)
+    emit_bench(a, bench_simulate(n=a.n, workers=a.workers))
 
 
 def _bench_detector(a):
     from clumpnb.bench import bench_detector
 
-    emit(a, bench_detector(a.backbone), key_lines)
+    emit_bench(a, bench_detector(a.backbone))
 
 
 def _bench_lst(a):
     from clumpnb.bench import bench_lst
 
-    emit(a, bench_lst(), key_lines)
+    emit_bench(a, bench_lst())
+
+
+def add_save(p):
+    "`--save FILE`: keep the measurements as a results file."
+    p.add_argument("--save", type=Path, metavar="FILE", help="also write the measurements, with this command, to FILE")
 
 
 def _add_bench(sub):
@@ -691,6 +728,7 @@ def _add_bench(sub):
     add_n(s, "number of galaxies (default %(default)s)", 256)
     add_workers(s, "survey-writing processes")
     add_json(s, "the measurements")
+    add_save(s)
     d = command(
         what,
         "detector",
@@ -705,8 +743,10 @@ def _add_bench(sub):
         help="%(choices)s (default %(default)s)",
     )
     add_json(d, "the measurements")
+    add_save(d)
     ls = command(what, "lst", _bench_lst, "seconds per LST iteration and image pair, against the reference loop")
     add_json(ls, "the measurements")
+    add_save(ls)
 
 # %% ../nbs/99_cli.ipynb #649b474a
 def _docs(a):

@@ -24,7 +24,35 @@ def test_help_lists_commands():
     from clumpnb.demo import DEMO_SIZES
     assert f"{DEMO_SIZES['quick'].epochs} epochs" in clumpnb("demo", "--help").stdout   # help built from the sizes used
     r = clumpnb("lst", "--source", "moon", "--out", "x", check=False)
-    assert r.returncode == 2 and "invalid choice: 'moon'" in r.stderr and "chelsea" in r.stderr
+    assert r.returncode == 2 and "'moon' is not an image file" in r.stderr and "chelsea" in r.stderr
+
+
+def test_lst_on_png_files_and_a_clumpnb_classifier(tmp_path):
+    "`clumpnb lst` on a user's own files: two PNGs on the ImageNet model, then a folder on a classifier file."
+    import numpy as np
+    from PIL import Image
+    from clumpnb.nets.encoders import make_classifier
+    from clumpnb.nets.training import save_classifier
+    rng = np.random.default_rng(0)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name, shape in (("cat.png", (90, 120, 3)), ("cup.PNG", (64, 64, 3))):   # other sizes, upper-case extension
+        Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(imgs / name)
+    args = ("--iters", 4, "--width-every", 2, "--width-dirs", 4, "--json", "--precision", "float32")
+    r = json.loads(clumpnb("lst", "--source", imgs / "cat.png", "--target", imgs / "cup.PNG", "coffee",
+                           "--image-size", 64, "--out", tmp_path / "a", *args).stdout)
+    assert [(p["source"], p["target"]) for p in r["pairs"]] == [("cat", "cup"), ("cat", "coffee")]
+    assert r["model"].startswith("EfficientNet-Lite0") and r["settings"]["size"] == 64
+    assert all(p["accepted"] <= 4 and 0 <= p["line_min_p"] <= 1 for p in r["pairs"]) and len(r["hulls"]) == 1
+    assert len((tmp_path / "a" / "pairs.csv").read_text().splitlines()) == 3
+    save_classifier(tmp_path / "clf.pt", make_classifier("resnet18", None, 2).eval(), "resnet18", ["smooth", "clumpy"],
+                    image_size=48, order="rgb")
+    r = json.loads(clumpnb("lst", "--source", imgs, "--target", imgs, "--model", tmp_path / "clf.pt",
+                           "--out", tmp_path / "b", *args).stdout)
+    assert len(r["pairs"]) == 2 and r["settings"]["size"] == 48 and "clumpy" in r["model"]
+    assert (tmp_path / "b" / "lst.png").stat().st_size > 0
+    bad = clumpnb("lst", "--model", imgs / "cat.png", "--out", tmp_path / "c", check=False)
+    assert bad.returncode == 2 and "cat.png" in bad.stderr and "not a readable classifier file" in bad.stderr
 
 
 def test_simulate_writes_survey_and_resumes(tmp_path):
@@ -130,12 +158,16 @@ def test_build_dataset_cli_counts_cuts_and_trains(tmp_path):
     (tmp_path / "cut").mkdir()
     rows = []
     for i, g in enumerate(simulate(6, seed=4)):
-        write_cutout(g, tmp_path / "cut" / f"{1237650000000000100 + i}.fits")
+        write_cutout(g, tmp_path / "cut" / f"cutout-{1237650000000000100 + i}.fits")   # named as other tools name them
         if len(g.clumps): rows.append(clumpscout_rows(g, 1237650000000000100 + i))
     write_clumpscout(vstack(rows), tmp_path / "cat_mrt.txt")
     r = clumpnb("build-dataset", "--catalog", tmp_path / "cat_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds")
-    assert "| − faint |" in r.stdout and "kept" in r.stdout
+    assert "| − faint |" in r.stdout and "kept" in r.stdout and f"matched by {{'objid': {len(rows)}}}" in r.stdout
     assert len(ClumpDataset(tmp_path / "ds", labels="consensus")) == len(rows)
+    from clumpnb.detector.evaluate import load_reference
+    ref = load_reference(tmp_path / "ds", "consensus")
+    fr = np.concatenate([r["frac"] for r in ref.values()])
+    assert len(fr) and np.isfinite(fr).all()     # the flux ratios evaluate bins by, under the name evaluate reads
     r = clumpnb("build-dataset", "--catalog", tmp_path / "nope_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds2", check=False)
     assert r.returncode == 2 and "nope_mrt.txt" in r.stderr and "does not exist" in r.stderr
     r = clumpnb("fetch", "--targets", tmp_path / "cat_mrt.txt", "--out", tmp_path / "f", "--skyserver", "http://127.0.0.1:9/x", "--retries", 0, check=False)

@@ -44,7 +44,17 @@ JSON_FILES = [
     ResultsFile("blindspots/results/imagenet_lst.json",
                 ("settings/names", "settings/eta", "settings/iters", "settings/pthresh", "settings/adv_step",
                  "settings/size", "settings/model", "seconds", "seconds_per_pair_iteration", "pairs/0/rms",
-                 "hulls/0/hull_mean")),
+                 "pairs/0/accepted", "pairs/0/p_target_final", "pairs/0/line_min_p", "hulls/0/hull_mean",
+                 "widths/0/q05", "widths/0/radii")),
+    ResultsFile("blindspots/results/bench_lst.json",
+                tuple(f"bench/{k}" for k in ("s_per_pair_iteration_reference", "s_per_pair_iteration",
+                                             "s_per_pair_iteration_bf16", "speedup", "speedup_bf16", "pairs", "size",
+                                             "check_iterations", "threads"))
+                + tuple(f"bench/agreement/{v}/{k}" for v in ("float32", "bfloat16")
+                        for k in ("decisions_agree", "max_abs_difference"))),
+    ResultsFile("blindspots/results/galaxy_encoder/pretrain.json",
+                ("arch", "n_train", "config/init", "config/seed", "config/epochs", "final/val_clumpy",
+                 "final/val_smooth-or-featured")),
     ResultsFile("comparison/pretrain_cpu.json",
                 ("arch", "n_train", "n_val", "config/seed", "config/crop", "config/epochs", "config/n", "config/arch",
                  "history/0/seconds")
@@ -116,5 +126,7 @@ def test_comparison_grids(name, preset):
 def test_galaxy_results_read():
     from clumpnb.blindspots.galaxy import read_galaxy_results
     r = read_galaxy_results(NBS/"blindspots/results/galaxies_seed0.json")
-    assert r.command.startswith("python -c") and r.seed == 0
-    assert [row.classifier.split(", ")[1] for row in r.rows] == ["trained from scratch on galaxies", "ImageNet-pretrained"]
+    assert r.command.startswith("clumpnb pretrain --arch efficientnet_lite0 --init imagenet") and r.seed == 0
+    assert "galaxy_experiment(encoder=" in r.command
+    seeds = r.settings["seeds"]
+    assert [(row.init, row.train_seed) for row in r.rows] == [(i, s) for i in ("imagenet", "galaxy") for s in seeds]

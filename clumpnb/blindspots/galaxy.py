@@ -20,12 +20,12 @@ from ..data.survey import SDSS, asinh_stretch
 from ..nets.encoders import Classifier, make_classifier
 from ..nets.training import fit_classifier
 from .lst import level_set_traversal, rms_distance
-from .geometry import distances, triangle_confidence, path_width
+from .geometry import distances, line_confidence, path_widths, triangle_confidence
 
 # %% auto #0
 __all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'GalaxyBlindSpots', 'smooth_walks',
-           'blind_spot_row', 'galaxy_experiment', 'galaxy_command', 'write_galaxy_results', 'GalaxyResults',
-           'read_galaxy_results']
+           'blind_spot_row', 'galaxy_experiment', 'pretrain_command', 'galaxy_command', 'write_galaxy_results',
+           'GalaxyResults', 'read_galaxy_results']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
 def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
@@ -54,14 +54,17 @@ def star_image(mag_r: float = 16.5, g_r: float = 0.8, crop: int = 96, seed: int 
     return torch.tensor(asinh_stretch(img))
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #bfbfdb61
-INITS = {"imagenet": "ImageNet-pretrained", "scratch": "trained from scratch on galaxies"}
+INITS = {"imagenet": "ImageNet weights", "galaxy": "ImageNet weights + galaxy-vote pretraining"}
 
 
-def galaxy_classifier(init: str = "imagenet") -> Classifier:
-    "EfficientNet-Lite0 clumpy-vs-smooth classifier, from 'imagenet' weights or 'scratch'."
+def galaxy_classifier(init: str = "imagenet", encoder=None) -> Classifier:
+    """EfficientNet-Lite0 clumpy-vs-smooth classifier from 'imagenet' weights, or from the 'galaxy' `encoder` file
+    (written by `clumpnb pretrain --arch efficientnet_lite0 --init imagenet`)."""
     if init not in INITS:
-        raise ClumpnbError(f"init must be 'imagenet' or 'scratch', not {init!r}")
-    return make_classifier("efficientnet_lite0", "imagenet" if init == "imagenet" else None, 2)
+        raise ClumpnbError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+    if init == "galaxy" and encoder is None:
+        raise ClumpnbError("init 'galaxy' needs the encoder file of `clumpnb pretrain --init imagenet`")
+    return make_classifier("efficientnet_lite0", "imagenet" if init == "imagenet" else encoder, 2)
 
 
 @torch.no_grad()
@@ -74,28 +77,32 @@ def accuracy(model, x, y) -> float:
 # %% ../../nbs/blindspots/32_galaxies.ipynb #b30a1505
 @dataclass
 class GalaxyBlindSpots:
-    "What the experiment measured for one classifier (means over its smooth sources)."
+    "What the experiment measured for one classifier and training seed (means over its smooth sources)."
 
     classifier: str
+    init: str  # a key of INITS
+    train_seed: int
     epochs: int
     test_accuracy: float
     n_pairs: int
     p0_mean: float  # smooth-class confidence of the sources
+    accepted_mean: float  # accepted steps of the walks to clumpy galaxies, of `iters`
+    min_accepted_p_mean: float  # lowest confidence on their accepted paths
+    p_final_mean: float  # smooth-class confidence at their ends
     rms_start_clumpy: float  # RMS distance source -> clumpy target
     rms_to_clumpy: float  # ... LST image -> clumpy target
     ssim_to_clumpy: float
+    line_min_p_clumpy: float  # lowest confidence on the straight line source -> LST image
     rms_start_star: float
     rms_to_star: float
     hull_mean: float  # mean confidence over the triangle (source, walk to clumpy, walk to star)
     hull_frac_above: float  # fraction of the triangle above p0 - pthresh
-    width_q05_r002: float  # 5% quantile of the confidence at random offsets of RMS 0.02 around the walk's end
-    width_q05_r005: float
+    width_q05_l2_5: float  # path width: 5% quantile of confidence at L2 offsets of 5, median along the path
+    width_q05_l2_10: float
     seconds: float
 
 
-def smooth_walks(
-    m, xte, yte, star, n_pairs: int, eta: float, iters: int, pthresh: float, seed: int, progress: bool
-) -> tuple:
+def smooth_walks(m, xte, yte, star, n_pairs: int, walk: dict) -> tuple:
     "(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies."
     with torch.no_grad():
         pred = torch.cat([m(xte[i : i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
@@ -104,90 +111,88 @@ def smooth_walks(
     if k == 0:
         raise ClumpnbError("the classifier found no smooth galaxy it classifies correctly")
     src, tgt = src[:k], tgt[:k]
-    kw = dict(source=0, eta=eta, iters=iters, pthresh=pthresh, seed=seed, progress=progress)
-    r_c = level_set_traversal(m, src, tgt, **kw)
-    r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), **kw)
+    r_c = level_set_traversal(m, src, tgt, source=0, **walk)
+    r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), source=0, **walk)
     return src, r_c, r_s
 
 
-def blind_spot_row(
-    m, name: str, epochs: int, acc: float, src, r_c, r_s, pthresh: float, seconds: float
-) -> GalaxyBlindSpots:
-    "The measurements of one classifier's walks: distances reached, triangle hull and path width."
+def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tuple, pthresh: float, seconds: float):
+    "The measurements of one classifier's walks `walks` = (sources, to clumpy, to star) as a `GalaxyBlindSpots`."
+    src, r_c, r_s = walks
     k = len(src)
     hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
-    width = [path_width(m, r_c.x[i], r_c.x[i] - src[i], 0, radii=(0.02, 0.05)) for i in range(k)]
+    line = [float(line_confidence(m, src[i], r_c.x[i], 0).min()) for i in range(k)]
+    every = r_c.steps[-1] // 2
+    widths = path_widths(m, r_c, every=every, radii=(5, 10), n=256)
+    wq = np.array([np.median(np.array(w["q05"]), axis=0) for w in widths])  # (pairs, radii)
     dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
     return GalaxyBlindSpots(
-        name,
-        epochs,
-        acc,
-        k,
-        float(r_c.p0.mean()),
-        float(rms_distance(src, r_c.xt).mean()),
-        float(dc["rms"].mean()),
-        float(dc["ssim"].mean()),
-        float(rms_distance(src, r_s.xt).mean()),
-        float(ds["rms"].mean()),
-        float(np.mean([h["mean"] for h in hull])),
-        float(np.mean([h["frac_above"] for h in hull])),
-        float(np.mean([w[0.02][0] for w in width])),
-        float(np.mean([w[0.05][0] for w in width])),
-        seconds,
-    )
+        f"EfficientNet-Lite0, {INITS[init]}", init, seed, epochs, acc, k,
+        float(r_c.p0.mean()), float(r_c.accepted.float().mean()), float(r_c.min_accepted_p.mean()),
+        float(r_c.p_final.mean()), float(rms_distance(src, r_c.xt).mean()), float(dc["rms"].mean()),
+        float(dc["ssim"].mean()), float(np.mean(line)), float(rms_distance(src, r_s.xt).mean()),
+        float(ds["rms"].mean()), float(np.mean([h["mean"] for h in hull])),
+        float(np.mean([h["frac_above"] for h in hull])), float(wq[:, 0].mean()), float(wq[:, 1].mean()), seconds,
+    )  # fmt: skip
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #3e67008b
 def galaxy_experiment(
+    encoder=None,
+    seeds=(0, 1, 2),
     n_train: int = 1500,
     n_test: int = 300,
     epochs: int = 3,
+    lr: float = 1e-3,
     n_pairs: int = 6,
     iters: int = 200,
     eta: float = 0.01,
     pthresh: float = 0.2,
-    seed: int = 0,
+    survey_seed: int = 0,
     progress: bool = True,
-    scratch_epochs: int = 10,
-    scratch_lr: float = 3e-3,
 ) -> dict:
-    """Train both classifiers on survey `seed`, then run LST on held-out survey `seed`+1; returns one
-    `GalaxyBlindSpots` row per classifier (`rows`), the walks (`results`) and the `settings`. The from-scratch network
-    gets `scratch_epochs` at `scratch_lr`: with the ImageNet network's 3 epochs at 1e-3 it stayed at chance."""
-    settings = dict(
-        n_train=n_train,
-        n_test=n_test,
-        epochs=epochs,
-        n_pairs=n_pairs,
-        iters=iters,
-        eta=eta,
-        pthresh=pthresh,
-        seed=seed,
-        scratch_epochs=scratch_epochs,
-        scratch_lr=scratch_lr,
-    )
-    xtr, ytr = clumpy_set(n_train, seed)
-    xte, yte = clumpy_set(n_test, seed + 1)
-    star = star_image(seed=seed)
+    """Fine-tune each classifier of `INITS` on survey `survey_seed` with each training seed of `seeds`, then run LST on
+    held-out survey `survey_seed`+1; returns one `GalaxyBlindSpots` row per classifier and seed (`rows`), the last
+    walks per classifier (`results`) and the `settings`. `encoder`: the 'galaxy' encoder file (without it, only
+    'imagenet' runs)."""
+    from tqdm.auto import tqdm
+
+    settings = dict(encoder=str(encoder) if encoder else None, seeds=list(seeds), n_train=n_train, n_test=n_test,
+                    epochs=epochs, lr=lr, n_pairs=n_pairs, iters=iters, eta=eta, pthresh=pthresh,
+                    survey_seed=survey_seed)  # fmt: skip
+    xtr, ytr = clumpy_set(n_train, survey_seed)
+    xte, yte = clumpy_set(n_test, survey_seed + 1)
+    star = star_image(seed=survey_seed)
+    inits = [i for i in INITS if i == "imagenet" or encoder is not None]
     rows, results = [], {}
-    for init in ("scratch", "imagenet"):
+    for init, seed in tqdm([(i, s) for i in inits for s in seeds], desc="classifiers", disable=not progress):
         t = time.perf_counter()
-        ep, lr = (epochs, 1e-3) if init == "imagenet" else (scratch_epochs, scratch_lr)
-        m = fit_classifier(galaxy_classifier(init), xtr, ytr, epochs=ep, lr=lr, seed=seed, progress=progress)
-        acc = accuracy(m, xte, yte)
-        src, r_c, r_s = smooth_walks(m, xte, yte, star, n_pairs, eta, iters, pthresh, seed, progress)
-        name = "EfficientNet-Lite0, " + INITS[init]
-        rows.append(blind_spot_row(m, name, ep, acc, src, r_c, r_s, pthresh, time.perf_counter() - t))
-        results[init] = dict(model=m, clumpy=r_c, star=r_s)
+        m = fit_classifier(galaxy_classifier(init, encoder), xtr, ytr, epochs=epochs, lr=lr, seed=seed, progress=False)
+        walks = smooth_walks(m, xte, yte, star, n_pairs, dict(eta=eta, iters=iters, pthresh=pthresh, seed=seed))
+        rows.append(
+            blind_spot_row(m, init, seed, epochs, accuracy(m, xte, yte), walks, pthresh, time.perf_counter() - t)
+        )
+        results[init] = dict(model=m, clumpy=walks[1], star=walks[2])
     return dict(rows=rows, results=results, settings=settings)
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #0d335086
+def pretrain_command(encoder) -> str | None:
+    "The `clumpnb pretrain` command that wrote the encoder file `encoder` (from the configuration it records)."
+    from clumpnb.comparison.pretrain import PretrainConfig
+
+    if encoder is None:
+        return None
+    return PretrainConfig(**torch.load(encoder, map_location="cpu", weights_only=True)["config"]).command()
+
+
 def galaxy_command(settings: dict, path) -> str:
-    "The command that reruns `galaxy_experiment` with `settings` and writes its results to `path`."
-    args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-    return (
+    "The commands that rerun `galaxy_experiment` with `settings` (after its pretraining) and write `path`."
+    args = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v!r}" for k, v in settings.items())
+    run = (
         f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
         f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'"
     )
+    pre = pretrain_command(settings.get("encoder"))
+    return f"{pre} && {run}" if pre else run
 
 
 def write_galaxy_results(exp: dict, path) -> dict:
@@ -195,7 +200,7 @@ def write_galaxy_results(exp: dict, path) -> dict:
     s = exp["settings"]
     out = dict(
         command=galaxy_command(s, path),
-        seed=s["seed"],
+        seed=s["survey_seed"],
         clumpnb_version=__version__,
         simulated=True,
         settings=s,

@@ -18,12 +18,22 @@ import torch
 
 from .. import __version__
 from ..core import DataError, atomic_write, jsonable, load_results, records
-from .lst import imagenet_efficientnet_lite0, photo_traversal, rms_distance
+from ..nets.encoders import fold_batchnorm
+from clumpnb.blindspots.lst import (
+    LSTResult,
+    imagenet_efficientnet_lite0,
+    perpendicular,
+    photo,
+    photo_traversal,
+    rms_distance,
+    source_gradient,
+)
 
 # %% auto #0
-__all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'path_width', 'pair_rows',
-           'hull_rows', 'imagenet_experiment', 'LSTPair', 'LSTHull', 'LSTSummary', 'lst_command', 'write_lst_summary',
-           'read_lst_summary', 'plot_lst_grid', 'plot_paths', 'plot_hulls', 'explore']
+__all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'path_width', 'walk_directions',
+           'path_widths', 'pair_rows', 'hull_rows', 'imagenet_experiment', 'LSTPair', 'LSTWidth', 'LSTHull',
+           'LSTSummary', 'lst_command', 'write_lst_summary', 'read_lst_summary', 'plot_lst_grid', 'plot_paths',
+           'plot_hulls', 'explore']
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #dd88feec
 def distances(x, xt) -> dict:
@@ -35,6 +45,8 @@ def distances(x, xt) -> dict:
     out = dict(
         rms=rms_distance(x, xt).numpy(), linf=(x - xt).abs().flatten(1).amax(1).float().numpy(), ssim=np.array(ssim)
     )
+    if x.shape[-1] < 32:
+        return out  # LPIPS's AlexNet needs images of at least 32 px
     try:
         import lpips  # optional; its weights must already be on disk
 
@@ -54,7 +66,9 @@ def confidence(model, x, cls, batch: int = 32) -> torch.Tensor:
     dev = next(model.parameters(), x).device
     cls = torch.as_tensor(cls).long().expand(len(x))
     for i in range(0, len(x), batch):
-        out.append(model(x[i : i + batch].to(dev)).softmax(-1).gather(1, cls[i : i + batch, None].to(dev))[:, 0].cpu())
+        xb = x[i : i + batch].to(dev)
+        xb = xb.contiguous(memory_format=torch.channels_last) if xb.ndim == 4 else xb  # faster convolutions on CPUs
+        out.append(model(xb).softmax(-1).gather(1, cls[i : i + batch, None].to(dev))[:, 0].cpu())
     return torch.cat(out)
 
 
@@ -99,10 +113,40 @@ def path_width(model, x, direction, cls, radii=(0.01, 0.02, 0.05), n: int = 16, 
         out[r] = (float(np.quantile(p, 0.05)), float(np.quantile(p, 0.95)))
     return out
 
+
+def walk_directions(model, xs, xt, cls) -> torch.Tensor:
+    "The LST step direction at images `xs` (N, C, H, W): towards `xt` minus the component along the `cls` gradient."
+    dev = next(model.parameters(), xs).device
+    cls = torch.as_tensor(cls).long().expand(len(xs)).to(dev)
+    _, g = source_gradient(model, xs.to(dev), cls)
+    return perpendicular(xt.to(dev) - xs.to(dev), g).cpu()
+
+
+def path_widths(model, r: LSTResult, every: int = 100, radii=(5, 10, 15, 20, 25, 30), n: int = 256, seed: int = 0):
+    """For each pair of traversal `r`, the path width along the path (the paper's `measure_width`): at every logged
+    step that is a multiple of `every` (and the last), the 5% and 95% quantiles of source confidence at `n` random
+    offsets orthogonal to the step direction, of L2 norm each of `radii`. One dict per pair."""
+    keep = [k for k, s in enumerate(r.steps) if s % every == 0 or s == r.steps[-1]]
+    out = []
+    for i in range(len(r.x)):
+        xs = torch.stack([r.snapshots[k][i].float() for k in keep])
+        dirs = walk_directions(model, xs, r.xt[i].expand_as(xs), r.source[i])
+        rms = [R / np.sqrt(xs[0].numel()) for R in radii]  # path_width takes RMS radii
+        w = [path_width(model, xs[j], dirs[j], r.source[i], radii=rms, n=n, seed=seed + j) for j in range(len(xs))]
+        q = np.array([[w_j[R] for R in rms] for w_j in w])  # (steps, radii, 2)
+        out.append(
+            dict(steps=[r.steps[k] for k in keep], radii=list(radii), q05=q[..., 0].tolist(), q95=q[..., 1].tolist())
+        )
+    return out
+
 # %% ../../nbs/blindspots/31_geometry.ipynb #45f87f31
 def pair_rows(model, r, pairs: list) -> list:
     "One dict per (source, target) pair of traversal `r`: confidences, acceptance, distances, straight-line minimum."
     d, d_start = distances(r.x, r.xt), distances(r.x0, r.xt)
+    with torch.no_grad():
+        dev = next(model.parameters(), r.x).device
+        pt, pf = (model(x.to(dev)).softmax(-1).cpu() for x in (r.xt, r.x))
+    t_cls = pt.argmax(-1)  # the target's class: the model's top class for the target image
     rows = []
     for i, (a, b) in enumerate(pairs):
         lc = line_confidence(model, r.x0[i], r.x[i], r.source[i])
@@ -111,15 +155,19 @@ def pair_rows(model, r, pairs: list) -> list:
                 source=a,
                 target=b,
                 source_class=int(r.source[i]),
+                target_class=int(t_cls[i]),
                 misclassified=bool(r.misclassified[i]),
                 p0=float(r.p0[i]),
                 p_final=float(r.p_final[i]),
                 min_accepted_p=float(r.min_accepted_p[i]),
                 accepted=int(r.accepted[i]),
+                p_target=float(pt[i, t_cls[i]]),
+                p_target_final=float(pf[i, t_cls[i]]),
                 rms_start=float(d_start["rms"][i]),
                 rms=float(d["rms"][i]),
                 linf=float(d["linf"][i]),
                 ssim=float(d["ssim"][i]),
+                lpips=float(d["lpips"][i]) if "lpips" in d else None,
                 line_min_p=float(lc.min()),
             )
         )
@@ -158,27 +206,29 @@ def imagenet_experiment(
     size: int = 224,
     progress: bool = True,
     seed: int = 0,
+    bf16: bool = False,
+    width_every: int = 200,
+    width_dirs: int = 256,
+    width_radii=(10, 20, 30),
 ) -> dict:
-    "LST for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table and hulls."
-    model = model or imagenet_efficientnet_lite0()
+    """LST for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table, hulls and
+    path widths (every `width_every` iterations, `width_dirs` directions at L2 `width_radii`; 0 directions: none)."""
+    model = fold_batchnorm(model or imagenet_efficientnet_lite0(), photo(names[0], size)[None])  # same function
     pairs = [(a, b) for a, b in itertools.permutations(names, 2)]
-    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress)
+    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress, bf16=bf16)
     t = time.perf_counter()
-    r = photo_traversal(model, pairs, size, **walk)
+    r = photo_traversal(model, pairs, size, log_every=min(width_every, iters), **walk)
     secs = time.perf_counter() - t
     settings = dict(
-        names=list(names),
-        eta=eta,
-        iters=iters,
-        pthresh=pthresh,
-        adv_step=adv_step,
-        size=size,
-        seed=seed,
+        names=list(names), eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=size, seed=seed, bf16=bf16,
+        width_every=width_every, width_dirs=width_dirs, width_radii=list(width_radii),
         model="EfficientNet-Lite0 ImageNet (PyPI weights)",
-    )
+    )  # fmt: skip
+    widths = path_widths(model, r, width_every, width_radii, width_dirs, seed) if width_dirs else []
     return dict(
         pairs=pair_rows(model, r, pairs),
         hulls=hull_rows(model, r, pairs, names),
+        widths=[dict(source=a, target=b, **w) for (a, b), w in zip(pairs, widths)],
         result=r,
         seconds=secs,
         seconds_per_pair_iteration=secs / (len(pairs) * iters),
@@ -193,16 +243,32 @@ class LSTPair:
     source: str  # photograph name (`PHOTOS`)
     target: str
     source_class: int  # ImageNet class the model gives the source
+    target_class: int  # ImageNet class the model gives the target
     misclassified: bool  # the source class differs from the photograph's true class
     p0: float  # source-class confidence of the source image
     p_final: float  # ... of the final LST image
     min_accepted_p: float  # lowest confidence along the accepted path
     accepted: int  # accepted steps, of `settings["iters"]`
+    p_target: float  # target-class confidence of the target image
+    p_target_final: float  # ... of the final LST image
     rms_start: float  # RMS distance source -> target
     rms: float  # RMS distance LST image -> target
     linf: float
     ssim: float
+    lpips: float | None  # None where the lpips package or its weights are not installed
     line_min_p: float  # lowest confidence on the straight segment source -> LST image
+
+
+@dataclass
+class LSTWidth:
+    "The path width of one pair along its path: source-confidence quantiles at random orthogonal offsets."
+
+    source: str
+    target: str
+    steps: list  # the iterations measured
+    radii: list  # L2 norms of the offsets
+    q05: list  # (steps, radii): 5% quantile of the source confidence over the random directions
+    q95: list  # (steps, radii): 95% quantile
 
 
 @dataclass
@@ -228,12 +294,14 @@ class LSTSummary:
     seconds_per_pair_iteration: float
     pairs: list  # of LSTPair
     hulls: list  # of LSTHull
+    widths: list  # of LSTWidth
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #c3d2e5b4
 def lst_command(settings: dict, path) -> str:
     "The Python command that reruns an experiment with `settings` and writes its summary to `path`."
     names = json.dumps(list(settings["names"]))  # double quotes: the command is single-quoted
-    args = ", ".join(f"{k}={settings[k]!r}" for k in ("eta", "iters", "pthresh", "adv_step", "size", "seed"))
+    keys = ("eta", "iters", "pthresh", "adv_step", "size", "seed", "bf16", "width_every", "width_dirs", "width_radii")
+    args = ", ".join(f"{k}={settings[k]!r}" for k in keys)
     return (
         f"python -c 'from clumpnb.blindspots.geometry import imagenet_experiment, write_lst_summary; "
         f"write_lst_summary(imagenet_experiment(names={names}, {args}), \"{Path(path).as_posix()}\")'"
@@ -246,10 +314,10 @@ def write_lst_summary(exp: dict, path) -> LSTSummary:
     hull_fields = [f.name for f in dataclasses.fields(LSTHull)]
     pairs = [LSTPair(**{k: row[k] for k in pair_fields}) for row in exp["pairs"]]
     hulls = [LSTHull(**{k: h[k] for k in hull_fields}) for h in exp["hulls"]]
+    widths = [LSTWidth(**w) for w in exp["widths"]]
     s = exp["settings"]
-    summary = LSTSummary(
-        lst_command(s, path), s["seed"], __version__, s, exp["seconds"], exp["seconds_per_pair_iteration"], pairs, hulls
-    )
+    secs = exp["seconds"], exp["seconds_per_pair_iteration"]
+    summary = LSTSummary(lst_command(s, path), s["seed"], __version__, s, *secs, pairs, hulls, widths)
     with atomic_write(path, "w") as f:
         json.dump(jsonable(dataclasses.asdict(summary)), f, indent=1)
     return summary
@@ -262,7 +330,8 @@ def read_lst_summary(path) -> LSTSummary:
         raise DataError(path, "pairs", "empty: expected one record per ordered pair")
     keys = ("command", "seed", "clumpnb_version", "settings", "seconds", "seconds_per_pair_iteration")
     pairs, hulls = records(LSTPair, d["pairs"], path, "pairs"), records(LSTHull, d["hulls"], path, "hulls")
-    return LSTSummary(**{k: d[k] for k in keys}, pairs=pairs, hulls=hulls)
+    widths = records(LSTWidth, d["widths"], path, "widths")
+    return LSTSummary(**{k: d[k] for k in keys}, pairs=pairs, hulls=hulls, widths=widths)
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #c5025070
 def plot_lst_grid(exp: dict, max_pairs: int = 8):
@@ -279,6 +348,7 @@ def plot_lst_grid(exp: dict, max_pairs: int = 8):
                 row["target"],
             ),
         ):
+            im = im.flip(0) if exp.get("order") == "gri" else im  # g, r, i cutouts shown as i, r, g = R, G, B
             ax.imshow(im.permute(1, 2, 0).float().clamp(0, 1).numpy())
             ax.set_title(title, fontsize=8)
             ax.axis("off")

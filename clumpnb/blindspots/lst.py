@@ -5,6 +5,7 @@
 # %% ../../nbs/blindspots/30_lst.ipynb #d45fe0d6
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import ClumpnbError
-from ..nets.encoders import HALF, Classifier, InputAdapter, load_effnet
+from ..nets.encoders import HALF, Classifier, InputAdapter, fold_batchnorm, load_effnet
 
 # %% auto #0
-__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'LSTResult', 'rms_distance', 'source_gradient', 'perpendicular',
-           'start_images', 'Walk', 'lst_step', 'source_classes', 'level_set_traversal', 'photo_traversal',
-           'reference_lst']
+__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'fit_image', 'native_bf16', 'LSTResult', 'rms_distance',
+           'source_gradient', 'perpendicular', 'restoring_term', 'start_images', 'Walk', 'lst_step', 'source_classes',
+           'frozen', 'level_set_traversal', 'photo_traversal', 'reference_lst']
 
 # %% ../../nbs/blindspots/30_lst.ipynb #04393305
 def imagenet_efficientnet_lite0() -> Classifier:
@@ -46,11 +47,31 @@ def photo(name: str, size: int = 224) -> torch.Tensor:
     im = np.asarray(im[0] if isinstance(im, tuple) else im)
     if im.ndim == 2:
         im = np.stack([im] * 3, -1)
-    x = torch.tensor(im[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1)[None]
+    return fit_image(torch.tensor(im[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1), size)
+
+
+def fit_image(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:
+    """Image `x` (C, H, W) as (C, size, size): its central square resized (antialiased) when `fit` is 'resize'; its
+    central `size` x `size` pixels when 'crop' (cutouts at a network's trained pixel scale)."""
     h, w = x.shape[-2:]
-    s = min(h, w)
+    s = min(h, w) if fit == "resize" else size
+    if s > min(h, w):
+        raise ClumpnbError(f"image is {h}x{w} pixels, smaller than the {size}x{size} the model takes")
     x = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    if s == size:
+        return x.float().contiguous()
+    return F.interpolate(x[None].float(), size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
+
+
+def native_bf16(device="cpu") -> bool:
+    "Whether `device` computes in bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX)."
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 # %% ../../nbs/blindspots/30_lst.ipynb #c664a22c
 @dataclass
@@ -70,6 +91,7 @@ class LSTResult:
     snapshots: list  # images at the logged iterations (CPU, float16), for the explorer
     accepted: torch.Tensor
     min_accepted_p: torch.Tensor  # per sample: accepted steps, lowest source confidence of any accepted image
+    decisions: torch.Tensor  # (iters, B) bool: which samples accepted their step at each iteration
     pthresh: float = 0.2
 
     @property
@@ -105,15 +127,18 @@ def _check(model, x0, xt, eta, iters):
         )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #4db974b5
-def source_gradient(model, x: torch.Tensor, s: torch.Tensor) -> tuple:
-    "(source confidence (B,), input gradient (B, C, H, W) of the summed source cross-entropy) at images `x`."
+def source_gradient(model, x: torch.Tensor, s: torch.Tensor, bf16: bool = False) -> tuple:
+    """(source confidence (B,), input gradient (B, C, H, W) of the summed source cross-entropy) at images `x`;
+    `bf16` runs the model under bfloat16 autocast."""
     xc = x.detach().requires_grad_(True)
-    logits = model(xc)
+    with torch.autocast(xc.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(xc)
+    logits = logits.float()
     loss = F.cross_entropy(logits, s, reduction="sum")
     grad = torch.autograd.grad(loss, xc, allow_unused=True)[0] if loss.requires_grad else None
     if grad is None:
         grad = torch.zeros_like(xc)  # the output does not depend on the input
-    return logits.detach().softmax(-1).gather(1, s[:, None])[:, 0], grad
+    return logits.detach().softmax(-1).gather(1, s[:, None])[:, 0], grad.float()
 
 
 def perpendicular(d: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -122,6 +147,11 @@ def perpendicular(d: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     gg = (gf * gf).sum(1)
     coef = torch.where(gg > 0, (gf * df).sum(1) / gg.clamp_min(1e-30), torch.zeros_like(gg))
     return d - coef.view(-1, 1, 1, 1) * grad
+
+
+def restoring_term(adv: torch.Tensor, grad: torch.Tensor, adv_step: float) -> torch.Tensor:
+    "The reference code's restoring term: `adv + adv_step/2 * grad` (raw gradient), clipped to +-`adv_step`."
+    return (adv + adv_step / 2 * grad).clamp(-adv_step, adv_step)
 
 
 def start_images(x0: torch.Tensor, seed: int, fmt=torch.contiguous_format) -> torch.Tensor:
@@ -141,16 +171,15 @@ class Walk:
     adv: torch.Tensor  # (B, C, H, W) accumulated confidence-restoring term
     accepted: torch.Tensor  # (B,) accepted steps
     min_p: torch.Tensor  # (B,) lowest confidence of any accepted image
+    ok: torch.Tensor  # (B,) bool: whether the last step was accepted
 
 
-def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: float, fmt) -> Walk:
-    "One LST iteration for every sample of walk `w` towards `xt` (source classes `s`, start confidences `p0`)."
+def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: float, fmt, bf16=False) -> Walk:
+    "One LST iteration for every sample of walk `w` towards `xt` (source classes `s`, source confidences `p0`)."
     d = perpendicular(xt - w.x, w.grad)
-    adv = w.adv
-    if adv_step > 0:
-        adv = (adv + adv_step / 2 * w.grad.sign()).clamp(-adv_step, adv_step)
-    cand = (w.x + eta * (d - adv)).clamp(0, 1)
-    p_c, g_c = source_gradient(model, cand, s)  # one forward + backward: acceptance and the next gradient
+    adv = restoring_term(w.adv, w.grad, adv_step) if adv_step > 0 else w.adv
+    cand = (w.x + eta * d - adv).clamp(0, 1)
+    p_c, g_c = source_gradient(model, cand, s, bf16)  # one forward + backward: acceptance and the next gradient
     ok = (p0 - p_c) < pthresh
     m = ok.view(-1, 1, 1, 1)
     return Walk(
@@ -160,6 +189,7 @@ def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: fl
         adv=adv,
         accepted=w.accepted + ok.long(),
         min_p=torch.minimum(w.min_p, torch.where(ok, p_c, w.min_p)),
+        ok=ok,
     )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #85640cc6
@@ -172,6 +202,19 @@ def source_classes(model, x0, source=None, true_classes=None) -> tuple:
     top = top.cpu()
     mis = [bool(true_classes is not None and int(top[i]) not in tuple(true_classes[i])) for i in range(len(x0))]
     return s, p_x0.gather(1, s[:, None])[:, 0], torch.tensor(mis)
+
+
+@contextmanager
+def frozen(model):
+    "Within the block `model` is in eval mode with its weights' gradients off (restored afterwards)."
+    req = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)  # only the input gradient is needed
+    try:
+        yield model.eval()
+    finally:
+        for p, r in zip(model.parameters(), req):
+            p.requires_grad_(r)
 
 
 def level_set_traversal(
@@ -187,53 +230,43 @@ def level_set_traversal(
     log_every: int = 20,
     seed: int = 0,
     channels_last: bool = True,
+    bf16: bool = False,
+    fold_bn: bool = True,
     progress: bool = False,
 ) -> LSTResult:
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
     to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
-    classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term."""
+    classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term.
+    `fold_bn` walks on a copy of the model with batch norms folded into convolutions (same function, faster)."""
     from tqdm.auto import tqdm
 
     _check(model, x0, xt, eta, iters)
     dev = next(model.parameters(), x0).device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x0, xt = x0.to(dev).contiguous(memory_format=fmt), xt.to(dev).contiguous(memory_format=fmt)
-    req = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)  # only the input gradient is needed
-    try:
-        model.eval()
+    model = fold_batchnorm(model, x0[:1]) if fold_bn else model
+    with frozen(model):
         s, p0, mis = source_classes(model, x0, source, true_classes)
         x = start_images(x0, seed, fmt)
-        p_x, grad = source_gradient(model, x, s)
-        w = Walk(x, grad, p_x, torch.zeros_like(x), torch.zeros(len(x0), dtype=torch.long, device=dev), p_x.clone())
-        steps, p_path, rms_path, snaps = [0], [p_x.cpu()], [rms_distance(x, xt).cpu()], [x.detach().cpu().half()]
-        for it in tqdm(range(1, iters + 1), desc="LST", disable=not progress):
-            w = lst_step(model, w, xt, s, p0, eta, pthresh, adv_step, fmt)
+        p_x, grad = source_gradient(model, x, s, bf16)
+        zero = torch.zeros(len(x0), dtype=torch.long, device=dev)
+        w = Walk(x, grad, p_x, torch.zeros_like(x), zero, p_x.clone(), zero.bool())
+        log, decisions = [_log(0, w, xt)], []
+        for it in tqdm(range(1, iters + 1), desc="LST", unit="step", disable=not progress):
+            w = lst_step(model, w, xt, s, p0, eta, pthresh, adv_step, fmt, bf16)
+            decisions.append(w.ok.cpu())
             if it % log_every == 0 or it == iters:
-                steps.append(it)
-                p_path.append(w.p.cpu())
-                rms_path.append(rms_distance(w.x, xt).cpu())
-                snaps.append(w.x.detach().cpu().half())
-    finally:
-        for p, r in zip(model.parameters(), req):
-            p.requires_grad_(r)
+                log.append(_log(it, w, xt))
+    steps, p_path, rms_path, snaps = (list(v) for v in zip(*log))
+    x_end = w.x.detach().cpu().contiguous()
     return LSTResult(
-        x0.cpu(),
-        xt.cpu(),
-        w.x.detach().cpu().contiguous(),
-        s.cpu(),
-        p0.cpu(),
-        w.p.cpu(),
-        mis,
-        steps,
-        p_path,
-        rms_path,
-        snaps,
-        w.accepted.cpu(),
-        w.min_p.cpu(),
-        pthresh,
-    )
+        x0.cpu(), xt.cpu(), x_end, s.cpu(), p0.cpu(), w.p.cpu(), mis, steps, p_path, rms_path, snaps,
+        w.accepted.cpu(), w.min_p.cpu(), torch.stack(decisions), pthresh,
+    )  # fmt: skip
+
+
+def _log(it: int, w: Walk, xt) -> tuple:
+    return it, w.p.cpu(), rms_distance(w.x, xt).cpu(), w.x.detach().cpu().half()
 
 # %% ../../nbs/blindspots/30_lst.ipynb #b8a5b909
 def photo_traversal(model, pairs: list, size: int = 224, **kw) -> LSTResult:
@@ -253,33 +286,27 @@ def reference_lst(
     pthresh: float = 0.2,
     adv_step: float = 2e-3,
     seed: int = 0,
-):
-    """A plain loop with the reference code's cost per iteration: forward + backward at x, then another forward at the
-    candidate."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-    with torch.no_grad():
-        px0 = model(x0).softmax(-1)
-    s = px0.argmax(-1) if source is None else torch.as_tensor(source).long().expand(len(x0))
-    p0 = px0.gather(1, s[:, None])[:, 0]
-    g = torch.Generator().manual_seed(seed)
-    x = (x0 + torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255).clamp(0, 1)
-    adv = torch.zeros_like(x)
-    for _ in range(iters):
-        xr = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), s, reduction="sum"), xr)
-        d = xt - x
-        gf, df = grad.flatten(1), d.flatten(1)
-        gg = (gf * gf).sum(1)
-        d = (
-            d
-            - torch.where(gg > 0, (gf * df).sum(1) / gg.clamp_min(1e-30), torch.zeros_like(gg)).view(-1, 1, 1, 1) * grad
-        )
-        if adv_step > 0:
-            adv = (adv + adv_step / 2 * grad.sign()).clamp(-adv_step, adv_step)
-        cand = (x + eta * (d - adv)).clamp(0, 1)
+) -> tuple:
+    """The public code's `batch_level_set_traversal` loop: (final images, (iters, B) accept decisions). Per iteration:
+    forward + backward at x, restoring term from the raw gradient, a second forward at the candidate."""
+    with frozen(model):
         with torch.no_grad():
-            pc = model(cand).softmax(-1).gather(1, s[:, None])[:, 0]
-        x = torch.where(((p0 - pc) < pthresh).view(-1, 1, 1, 1), cand, x)
-    return x
+            px0 = model(x0).softmax(-1)
+        s = px0.argmax(-1) if source is None else torch.as_tensor(source).long().expand(len(x0))
+        p0 = px0.gather(1, s[:, None])[:, 0]
+        x, adv, decisions = start_images(x0, seed), None, []
+        for _ in range(iters):
+            xr = x.detach().requires_grad_(True)
+            F.cross_entropy(model(xr), s, reduction="sum").backward()
+            J = xr.grad.flatten(1)
+            v = xt.flatten(1) - x.flatten(1)
+            null_vec = (v - J * ((J * v).sum(-1, keepdim=True) / (J * J).sum(-1, keepdim=True))).view(x.shape)
+            adv = adv_step / 2 * xr.grad if adv is None else adv + adv_step / 2 * xr.grad
+            adv = adv.clamp(-adv_step, adv_step)
+            new = (x + eta * null_vec - adv).clamp(0, 1) if adv_step > 0 else (x + eta * null_vec).clamp(0, 1)
+            with torch.no_grad():
+                pc = model(new).softmax(-1).gather(1, s[:, None])[:, 0]
+            ok = (p0 - pc) < pthresh
+            decisions.append(ok)
+            x = torch.where(ok.view(-1, 1, 1, 1), new, x).detach()
+    return x, torch.stack(decisions)

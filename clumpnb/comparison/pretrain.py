@@ -15,16 +15,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
 from ..core import ClumpnbError, atomic_write, jsonable, seed_everything
 from ..data.simulate import SimConfig, simulate
 from ..data.survey import asinh_stretch
-from ..nets.encoders import ARCHS, InputAdapter, make_encoder, replace_head
+from ..nets.encoders import ARCHS, InputAdapter, default_adapter, make_encoder, replace_head
 from ..nets.training import fit_epoch, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 
 # %% auto #0
 __all__ = ['QUESTIONS', 'ASKED_OF', 'ANSWERS', 'SLICES', 'answer_probabilities', 'draw_votes', 'dirichlet_multinomial_nll',
            'concentrations', 'vote_set', 'VoteModel', 'vote_fraction_error', 'PretrainConfig', 'vote_loss',
-           'validation_row', 'save_encoder', 'pretrain']
+           'validation_row', 'save_encoder', 'pretrain', 'pretrain_summary']
 
 # %% ../../nbs/comparison/20_pretrain.ipynb #f5f7f6f0
 QUESTIONS = {
@@ -134,12 +135,15 @@ def vote_set(
 class VoteModel(nn.Module):
     "A network (`arch`, one of the network layer's `ARCHS`) with a head of one Dirichlet concentration per answer."
 
-    def __init__(self, arch: str = "efficientnet_lite0"):
+    def __init__(self, arch: str = "efficientnet_lite0", init: str = "random"):
         super().__init__()
         if arch not in ARCHS:
             raise ClumpnbError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
-        self.arch, self.adapter = arch, InputAdapter(True)
-        self.net = replace_head(make_encoder(arch, None), len(ANSWERS))
+        if init not in ("random", "imagenet"):
+            raise ClumpnbError(f"init must be 'random' or 'imagenet', not {init!r}")
+        self.arch = arch
+        self.adapter = default_adapter(arch, "imagenet") if init == "imagenet" else InputAdapter(True)
+        self.net = replace_head(make_encoder(arch, None if init == "random" else init), len(ANSWERS))
 
     def forward(self, x):
         return concentrations(self.net(self.adapter(x.float())))
@@ -170,6 +174,7 @@ class PretrainConfig:
     "A pretraining run. `n` galaxies of survey `seed` (>= 1000), the last `val_fraction` held out for validation."
 
     arch: str = "efficientnet_lite0"
+    init: str = "random"  # starting weights: 'random' or 'imagenet'
     out: str = None
     n: int = 3000
     seed: int = 1000
@@ -186,6 +191,12 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def command(self) -> str:
+        "The `clumpnb pretrain` command that runs this configuration."
+        flags = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr")
+        args = " ".join(f"--{k.replace('_', '-')} {getattr(self, k)}" for k in flags)
+        return f"clumpnb pretrain {args} --out {Path(self.out).as_posix()}"
 
 
 def vote_loss(conc: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
@@ -210,9 +221,14 @@ def validation_row(model, epoch: int, seconds: float, loss: float, val) -> dict:
 
 
 def save_encoder(model: VoteModel, cfg: PretrainConfig, summary: dict):
-    "Write `OUT/encoder.pt` (the network's state dict with its `arch`) and `OUT/pretrain.json`, atomically."
+    """Write `OUT/encoder.pt` (the network's state dict with its `arch` and input adapter) and `OUT/pretrain.json`,
+    atomically."""
     out = Path(cfg.out)
-    enc = dict(model=model.net.cpu().state_dict(), arch=cfg.arch, answers=ANSWERS, config=cfg.to_dict())
+    ad = model.adapter
+    adapter = dict(rgb=bool(ad.rgb), mean=ad.mean.flatten().tolist(), std=ad.std.flatten().tolist())
+    enc = dict(
+        model=model.net.cpu().state_dict(), arch=cfg.arch, adapter=adapter, answers=ANSWERS, config=cfg.to_dict()
+    )
     save_checkpoint(out / "encoder.pt", **enc)
     with atomic_write(out / "pretrain.json", "w") as f:
         json.dump(jsonable(summary), f, indent=1)
@@ -236,7 +252,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True, d
     xtr, vtr, val = x[:-nv], votes[:-nv], (x[-nv:], votes[-nv:], probs[-nv:])
     seed_everything(cfg.train_seed)
     dev = pick_device(cfg.device)
-    model = VoteModel(cfg.arch).to(dev)
+    model = VoteModel(cfg.arch, cfg.init).to(dev)
     steps = math.ceil(len(xtr) / cfg.batch_size)
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps * cfg.epochs)
     restore(state, model, opt, sched)
@@ -265,15 +281,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True, d
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.2f}, val loss {row['val_loss']:.2f}, "
                 f"clumpy vote-fraction error {clumpy:.3f}"
             )
-    summary = dict(
-        arch=cfg.arch,
-        config=cfg.to_dict(),
-        history=history,
-        final=history[-1] if history else {},
-        n_train=len(xtr),
-        n_val=nv,
-        answers=ANSWERS,
-        simulated=True,
-    )
+    summary = pretrain_summary(cfg, history, len(xtr), nv)
     save_encoder(model, cfg, summary)
     return summary
+
+
+def pretrain_summary(cfg: PretrainConfig, history: list, n_train: int, n_val: int) -> dict:
+    "What `OUT/pretrain.json` holds: the command, seed and version, the configuration and the validation history."
+    final = history[-1] if history else {}
+    head = dict(command=cfg.command(), seed=cfg.seed, clumpnb_version=__version__, arch=cfg.arch)
+    return dict(**head, config=cfg.to_dict(), history=history, final=final, n_train=n_train, n_val=n_val,
+                answers=ANSWERS, simulated=True)  # fmt: skip

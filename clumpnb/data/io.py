@@ -24,7 +24,7 @@ from .survey import BANDS, SDSS
 __all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout', 'write_cutout', 'read_band_files', 'read_mef',
            'read_cutout', 'read_rgb', 'write_rgb', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
            'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
-           'write_survey', 'scan_cutouts']
+           'check_survey_folder', 'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -407,6 +407,23 @@ def _write_files(g, out: Path):
     return g
 
 
+def check_survey_folder(out: Path, seed: int, size: int, start: int):
+    """Refuse to simulate into a folder that holds another survey (another seed, cutout size or first galaxy), which
+    would leave labels describing other files than those on disk. The same settings resume."""
+    s = out / "survey.json"
+    if s.exists():
+        old = json.loads(s.read_text())
+        for k, v in (("seed", seed), ("size", size), ("start", start)):
+            if old.get(k) != v:
+                msg = (
+                    f"the folder holds a survey made with {k}={old.get(k)}, not {v}: choose another --out, or delete it"
+                )
+                raise DataError(s, k, msg)
+    stray = sorted(f.name for f in (out / "cutouts").glob("*.fits") if not f.name.startswith(f"sim{seed:04d}_"))
+    if stray:
+        raise DataError(out / "cutouts", stray[0], f"a cutout of another survey than seed {seed}: choose another --out")
+
+
 def write_survey(
     out, n: int, seed: int = 0, cfg=None, volunteers: int = 10, workers: int = 1, progress: bool = True, start: int = 0
 ) -> dict:
@@ -420,6 +437,7 @@ def write_survey(
     out = Path(out)
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
+    check_survey_folder(out, seed, cfg.size, start)
     gals, gal_rows, clump_tabs = [], [], []
     for g in simulate(
         n, seed, cfg, start=start, workers=workers, progress=progress, post=partial(_write_files, out=out)
@@ -435,7 +453,14 @@ def write_survey(
     ]
     ids = {g.name: i + 1 for i, g in enumerate(gals)}
     truth = [
-        {"image_id": ids[g.name], "x": c["x"], "y": c["y"], "cls": int(c["cls"]), "frac_g": float(c["frac_g"])}
+        {
+            "image_id": ids[g.name],
+            "x": c["x"],
+            "y": c["y"],
+            "cls": int(c["cls"]),
+            "flux_ratio": float(c["frac_g"]),
+            "flux_ratio_band": "g",
+        }
         for g in gals
         for c in g.clumps
     ]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -19,8 +20,8 @@ from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'find_cutout', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'kept_clumps', 'build_dataset',
-           'check_dataset_inputs', 'write_dataset', 'selection_table']
+__all__ = ['CUTS', 'CUTOUT_SUFFIXES', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'add_cutout',
+           'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -32,9 +33,51 @@ def _ratio(rows, band: str):
         return np.where(g > 0, c / g, np.nan)
 
 
-def find_cutout(cutouts: Path, sid: int) -> Path | None:
-    "The cutout of galaxy `sid` in folder `cutouts` (`<SDSS id>.fits` or `.fits.gz`, as `clumpnb fetch` writes)."
-    return next((p for p in (cutouts / f"{sid}.fits", cutouts / f"{sid}.fits.gz") if p.exists()), None)
+CUTOUT_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz")
+OBJID = re.compile(r"(?<!\d)(\d{18,19})(?!\d)")  # SDSS objIDs are 18-19 digits
+
+
+def match_cutouts(cutouts: Path, cat, radius: float = 3.0) -> dict:
+    """Per catalogue galaxy (SDSS objID) with a cutout in folder `cutouts`: (path, rule), rule 'objid' when the file
+    name holds the objID, 'position' when the cutout's WCS centre lies within `radius` arcsec of the galaxy."""
+    files = sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(CUTOUT_SUFFIXES))
+    ids = {int(s) for s in cat["SDSS"]}
+    found, unnamed = {}, []
+    for f in files:
+        named = [int(m) for m in OBJID.findall(f.name) if int(m) in ids]
+        for sid in named:
+            found.setdefault(sid, (f, "objid"))
+        if not named:
+            unnamed.append(f)
+    left = sorted(ids - set(found))
+    if unnamed and left:
+        found.update(match_by_position(unnamed, cat, left, radius))
+    return found
+
+
+def match_by_position(files: list, cat, ids: list, radius: float) -> dict:
+    "Match cutout `files` to the catalogue galaxies `ids` by the sky position of each cutout's centre."
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+
+    sdss = np.asarray(cat["SDSS"]).astype(np.int64)
+    first = [int(np.flatnonzero(sdss == s)[0]) for s in ids]
+    gal = SkyCoord(np.asarray(cat["GRAdeg"], float)[first] * u.deg, np.asarray(cat["GDEdeg"], float)[first] * u.deg)
+    out = {}
+    for f in files:
+        try:
+            c = read_cutout(f, tables=False)
+        except DataError as e:
+            warnings.warn(f"skipped: {e}")
+            continue
+        if c.wcs is None:
+            continue
+        H, W = c.image.shape[1:]
+        ra, dec = c.wcs.wcs_pix2world([(W - 1) / 2], [(H - 1) / 2], 0)
+        k, sep, _ = SkyCoord(ra[0] * u.deg, dec[0] * u.deg).match_to_catalog_sky(gal)
+        if sep.arcsec[0] <= radius and ids[int(k)] not in out:
+            out[ids[int(k)]] = (f, "position")
+    return out
 
 
 def galaxy_pixels(f: Path, c, rows) -> tuple:
@@ -83,7 +126,7 @@ def kept_clumps(rows, px, centre, shape, cuts: tuple, counts: dict) -> list:
         keep &= ~bad
     keys = ("x", "y", "cls", "flux_ratio", "clump_index")
     cols = (x, y, np.asarray(px["cls"], int), ratios, np.asarray(rows["Index"], int))
-    return [{k: v[i].item() for k, v in zip(keys, cols)} for i in np.flatnonzero(keep)]
+    return [{**{k: v[i].item() for k, v in zip(keys, cols)}, "flux_ratio_band": band} for i in np.flatnonzero(keep)]
 
 # %% ../../nbs/data/08_real.ipynb #875bfb5d
 def build_dataset(
@@ -96,6 +139,7 @@ def build_dataset(
     edge_frac: float = 0.05,
     copy: bool = True,
     progress: bool = True,
+    match_radius: float = 3.0,
 ) -> dict:
     """Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`;
     returns the selection report."""
@@ -112,9 +156,11 @@ def build_dataset(
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     sdss = np.asarray(cat["SDSS"]).astype(np.int64)
+    matched = match_cutouts(cutouts, cat, match_radius)
+    rules = {}
     for sid in tqdm(ids, desc="build-dataset", unit="gal", disable=not progress):
         rows = cat[sdss == sid]
-        f, step = find_cutout(cutouts, sid), "no cutout"
+        f, step = matched.get(sid, (None, None))[0], "no cutout"
         try:
             if f is None:
                 raise FileNotFoundError
@@ -131,6 +177,7 @@ def build_dataset(
         cuts = (ratio_band, min_ratio, centre_frac, edge_frac)
         anns_g = kept_clumps(rows, px, (gx, gy), c.image.shape[1:], cuts, counts)
         add_cutout(f, c, out, str(sid), copy)
+        rules[matched[sid][1]] = rules.get(matched[sid][1], 0) + 1
         iid = len(images) + 1
         H, W = c.image.shape[1:]
         images.append(
@@ -138,7 +185,7 @@ def build_dataset(
         )
         anns += [dict(image_id=iid, **a) for a in anns_g]
     settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band)
-    settings.update(centre_frac=centre_frac, edge_frac=edge_frac)
+    settings.update(centre_frac=centre_frac, edge_frac=edge_frac, match_radius=match_radius, matched_by=rules)
     return write_dataset(out, images, anns, counts, reasons, settings)
 
 # %% ../../nbs/data/08_real.ipynb #1b9270a5
@@ -159,7 +206,8 @@ def write_dataset(out: Path, images: list, anns: list, counts: dict, reasons: di
     if not images:
         raise ClumpnbError(
             f"no galaxy of {settings['catalog']} has a usable cutout in {settings['cutouts']} "
-            "(expected files named <SDSS id>.fits, as `clumpnb fetch` writes)"
+            f"(no file name holds a catalogue objID, and no cutout's centre lies within {settings['match_radius']} "
+            "arcsec of a catalogue galaxy)"
         )
     write_coco(coco_dict(images, anns), labels_path(out, "consensus"))
     splits = {s: sum(split_of(im["name"]) == s for im in images) for s in ("train", "val", "test")}

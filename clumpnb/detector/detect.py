@@ -5,6 +5,7 @@
 # %% ../../nbs/detector/14_detect.ipynb #b11e96d7
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -32,9 +33,9 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'run_threshold', 'evaluate_run', 'CatalogRow', 'flag_column',
-           'input_files', 'load_cutout', 'catalog_rows', 'catalog_table', 'catalog_format', 'detect_batch',
-           'merge_parts', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'RGB_SUFFIXES', 'run_threshold', 'evaluate_run', 'CatalogRow',
+           'flag_column', 'input_files', 'cutout_stem', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table',
+           'catalog_format', 'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -128,18 +129,46 @@ def flag_column(name: str) -> bool:
 COLUMNS = tuple(f.name for f in fields(CatalogRow)) + PHOT_COLUMNS
 DTYPES = [f.type for f in fields(CatalogRow)] + ["bool" if flag_column(c) else "float" for c in PHOT_COLUMNS]
 FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".parquet": "parquet"}
-IMAGE_SUFFIXES = (".fits", ".fit", ".fits.gz", ".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz", ".png", ".jpg", ".jpeg")
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # %% ../../nbs/detector/14_detect.ipynb #4e449870
 def input_files(paths) -> list:
-    "Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts."
-    out = []
+    """Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts (any case of
+    extension). Each file counts once (by its resolved path); in a folder, a PNG/JPEG preview with the same name as a
+    FITS cutout is left out: the FITS file holds the fluxes."""
+    out, seen = [], set()
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
+            found = sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
+            fits_stems = {cutout_stem(q) for q in found if not q.name.lower().endswith(RGB_SUFFIXES)}
+            found = [q for q in found if not (q.name.lower().endswith(RGB_SUFFIXES) and cutout_stem(q) in fits_stems)]
         else:
-            out.append(p)
+            found = [p]
+        for q in found:
+            r = q.resolve()
+            if r not in seen:
+                seen.add(r)
+                out.append(q)
     return out
+
+
+def cutout_stem(path: Path) -> str:
+    "A cutout's name without its image suffixes (`a.fits.gz` -> `a`)."
+    name = path.name
+    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return path.stem
+
+
+def input_key(path: Path) -> str:
+    "What a result for `path` depends on: its resolved path, size and modification time (a repaired file is redone)."
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.resolve()}|missing"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def load_cutout(path: Path, size: int):
@@ -211,14 +240,16 @@ def catalog_format(out: Path) -> str:
 
 
 def detect_batch(model, files: list, size: int, threshold: float, post: PostConfig, device) -> Table:
-    "Catalogue rows of the cutouts `files`, with the files covered and those skipped (with why) in its `meta`."
-    found, ims, extra, skipped = [], [], [], []
+    """Catalogue rows of the cutouts `files`, with the files covered (`files`, `keys`: see `input_key`) and those
+    skipped (`skipped`: why, `skipped_keys`) in its `meta`."""
+    found, ims, extra, skipped, skipped_keys = [], [], [], [], []
     for f in files:
         try:
             x, wcs, raw = load_cutout(f, size)
         except DataError as e:
             warnings.warn(f"skipped: {e}")
             skipped.append(str(e))
+            skipped_keys.append(input_key(f))
             continue
         found.append(f)
         ims.append(x)
@@ -229,22 +260,58 @@ def detect_batch(model, files: list, size: int, threshold: float, post: PostConf
         keep = k["score"] >= threshold
         rows += catalog_rows(f, {key: v[keep] for key, v in k.items()}, wcs, raw)
     t = catalog_table(rows)
-    t.meta.update(files=[str(f) for f in files], skipped=skipped)
+    keys = [input_key(f) for f in files]
+    t.meta.update(files=[str(f) for f in files], keys=keys, skipped=skipped, skipped_keys=skipped_keys)
     return t
 
 
-def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, n_inputs: int) -> dict:
-    "Assemble the catalogue `out` from the part files in `parts`; returns the counts."
-    tabs = [Table.read(p, format="ascii.ecsv") for p in sorted(parts.glob("part-*.ecsv"))]
-    skipped = [s for t in tabs for s in t.meta.get("skipped", [])]
+def check_parts(parts: Path, settings: dict):
+    """Record the `settings` a catalogue's part files are made with in `parts/settings.json`, or refuse parts made with
+    other settings (naming the first that differs): their rows would not belong in this catalogue."""
+    f = parts / "settings.json"
+    settings = json.loads(json.dumps(settings))  # as JSON holds them (tuples as lists)
+    if not f.exists():
+        if any(parts.glob("part-*.ecsv")):
+            raise DataError(parts, "settings.json", "missing: these parts are from an older clumpnb; delete the folder")
+        with atomic_write(f, "w") as fh:
+            json.dump(settings, fh, indent=1)
+        return
+    old = json.loads(f.read_text())
+    diff = [k for k in settings if old.get(k) != settings[k]]
+    if diff:
+        k = diff[0]
+        msg = f"made with {k}={old.get(k)!r}, not {settings[k]!r}: delete {parts} to start afresh, or rerun as before"
+        raise DataError(parts, k, msg)
+
+
+def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, current: set) -> dict:
+    """Assemble the catalogue `out` from the part files in `parts`, keeping only what they hold for the `current`
+    input keys (a file changed since its part was written is not in it); returns the counts."""
+    tabs, skipped = [], []
+    for p in sorted(parts.glob("part-*.ecsv")):
+        t = Table.read(p, format="ascii.ecsv")
+        key = dict(zip(t.meta.get("files", []), t.meta.get("keys", [])))
+        tabs.append(t[np.array([key.get(str(f)) in current for f in t["file"]], bool)] if len(t) else t)
+        skipped += [s for s, k in zip(t.meta.get("skipped", []), t.meta.get("skipped_keys", [])) if k in current]
     cat = vstack([catalog_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent")
-    cat.meta = dict(run=str(run), threshold=threshold, n_inputs=n_inputs, skipped=skipped)
+    n = len(current)
+    cat.meta = dict(run=str(run), threshold=threshold, n_inputs=n, skipped=skipped)
     cat.sort(["file", "clump_id"])
     if fmt == "fits":  # FITS header keywords: 8 characters, short values
-        cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": n_inputs, "NSKIPPED": len(skipped)}
+        cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": n, "NSKIPPED": len(skipped)}
     with atomic_path(out) as tmp:
         cat.write(tmp, format=fmt)
-    return dict(n_clumps=len(cat), n_skipped=len(skipped), skipped=skipped)
+    return dict(n_clumps=len(cat), n_read=n - len(skipped), n_skipped=len(skipped), skipped=skipped)
+
+
+def check_skipped(s: dict, strict: bool):
+    "Refuse a run that read none of its inputs, or (with `strict`) skipped any."
+    if s["n_skipped"] and (strict or s["n_read"] == 0):
+        what = "none of" if s["n_read"] == 0 else f"{s['n_skipped']} of"
+        raise ClumpnbError(
+            f"{what} the {s['n_inputs']} inputs could be read (first: {s['skipped'][0]}); the catalogue "
+            f"{s['catalog']} lists the others" + (" (--strict)" if strict else "")
+        )
 
 # %% ../../nbs/detector/14_detect.ipynb #15a01ba1
 def detect(
@@ -256,8 +323,10 @@ def detect(
     post: PostConfig = PostConfig(),
     progress: bool = True,
     device: str = "auto",
+    strict: bool = False,
 ) -> dict:
-    "Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary."
+    """Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary.
+    A run that reads none of its inputs is an error, as is (with `strict`) one that skips any."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -272,10 +341,14 @@ def detect(
     threshold = run_threshold(run) if threshold is None else threshold
     parts = Path(str(out) + ".parts")
     parts.mkdir(exist_ok=True)
+    run_file = Path(run) / "model.pt"
+    mtime = run_file.stat().st_mtime_ns if run_file.exists() else None
+    check_parts(parts, dict(run=str(Path(run).resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(post)))
     done = set()
     for p in sorted(parts.glob("part-*.ecsv")):
-        done |= set(Table.read(p, format="ascii.ecsv").meta.get("files", []))
-    mine = [f for i, f in enumerate(files) if i % world == rank and str(f) not in done]
+        done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))
+    keys = {input_key(f): f for f in files}
+    mine = [f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done]
     n_existing = len(list(parts.glob(f"part-r{rank:03d}-*.ecsv")))
     desc = f"detect [{rank}]" if world > 1 else "detect"
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
@@ -286,7 +359,8 @@ def detect(
             bar.update(len(t.meta["files"]))
     if world > 1:
         torch.distributed.barrier()
-    summary = dict(catalog=str(out), n_inputs=len(files), rank=rank, world=world, threshold=threshold)
+    summary = dict(catalog=str(out), n_inputs=len(keys), rank=rank, world=world, threshold=threshold)
     if rank == 0:
-        summary.update(merge_parts(parts, out, fmt, run, threshold, len(files)))
+        summary.update(merge_parts(parts, out, fmt, run, threshold, set(keys)))
+        check_skipped(summary, strict)
     return summary

@@ -130,7 +130,7 @@ def load_reference(root, labels: str = "truth", names=None) -> dict:
         r["x"].append(x + w / 2 - 0.5)
         r["y"].append(y + h / 2 - 0.5)
         r["cls"].append(a["category_id"])
-        r["frac"].append(a.get("frac_g", np.nan))
+        r["frac"].append(a.get("flux_ratio", a.get("frac_g", np.nan)))
     return {k: {kk: np.asarray(vv, float) for kk, vv in v.items()} for k, v in ref.items()}
 
 # %% ../../nbs/detector/12_evaluate.ipynb #d5f02198

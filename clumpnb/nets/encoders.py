@@ -17,8 +17,8 @@ from ..core import ClumpnbError, DataError
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'HALF', 'ARCHS', 'WEIGHTS', 'PREFIXES', 'HEADS', 'InputAdapter', 'weights_source',
-           'default_adapter', 'load_effnet', 'resnet', 'read_state_dict', 'load_body_state', 'make_encoder',
-           'freeze_bn', 'head_name', 'replace_head', 'Classifier', 'make_classifier']
+           'saved_adapter', 'default_adapter', 'load_effnet', 'resnet', 'read_state_dict', 'load_body_state',
+           'make_encoder', 'freeze_bn', 'head_name', 'replace_head', 'Classifier', 'make_classifier', 'fold_batchnorm']
 
 # %% ../../nbs/nets/09a_encoders.ipynb #b00f9c9a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet ResNets
@@ -54,11 +54,22 @@ def weights_source(weights) -> str | Path | None:
     return Path(weights)
 
 
+def saved_adapter(path: Path) -> dict | None:
+    "The input adapter (rgb, mean, std) a clumpnb encoder file records, or None (no such entry, or not readable)."
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # make_encoder reports an unreadable file, naming it
+    return state.get("adapter") if isinstance(state, dict) else None
+
+
 def default_adapter(arch: str, weights=None) -> InputAdapter:
     "The input adapter that network `arch` with `weights` expects for g, r, i images in [0, 1]."
     w = weights_source(weights)
     if w is None:
         return InputAdapter(False)
+    if isinstance(w, Path) and saved_adapter(w):
+        return InputAdapter(**saved_adapter(w))  # recorded by the pretraining that wrote the file
     if w != "imagenet":
         return InputAdapter(True)
     if arch == "efficientnet_lite0":
@@ -212,3 +223,44 @@ class Classifier(nn.Module):
 def make_classifier(arch: str, weights=None, n_classes: int = 2) -> Classifier:
     "Network `arch` from `weights` with a fresh `n_classes` head and the adapter those weights expect."
     return Classifier(replace_head(make_encoder(arch, weights), n_classes), default_adapter(arch, weights))
+
+# %% ../../nbs/nets/09a_encoders.ipynb #f01dbn02
+def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) -> nn.Module:
+    "A copy of `model` in eval mode with every (convolution, batch norm) pair folded into one convolution."
+    import copy
+    import warnings
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if isinstance(model, torch.jit.ScriptModule):
+        return model  # TorchScript modules are compiled: nothing to fold from Python
+    model = copy.deepcopy(model).eval()
+    names = {m: n for n, m in model.named_modules()}
+    outputs, pairs = [], []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: outputs.append((o, m)))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    hooks += [
+        m.register_forward_hook(lambda m, i, o: pairs.extend((names[c], names[m]) for t, c in outputs if t is i[0]))
+        for m in model.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
+    with torch.no_grad():
+        before = model(example)
+    for h in hooks:
+        h.remove()
+    outputs.clear()
+    folded = copy.deepcopy(model)
+    for conv, bn in pairs:
+        fused = fuse_conv_bn_eval(folded.get_submodule(conv), folded.get_submodule(bn))
+        for name, new in ((conv, fused), (bn, nn.Identity())):
+            parent, _, attr = name.rpartition(".")
+            setattr(folded.get_submodule(parent), attr, new)
+    with torch.no_grad():
+        after = folded(example)
+    if not torch.allclose(after, before, rtol=rtol, atol=rtol * float(before.abs().max())):
+        warnings.warn("folding batch norm changed the network's output; using it unfolded", stacklevel=2)
+        return model
+    return folded

@@ -16,8 +16,9 @@ from ..core import DEVICES, ClumpnbError, DataError, atomic_write, seed_everythi
 from ..data.dataset import dihedral
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier', 'save_checkpoint', 'restore',
-           'load_checkpoint', 'pick_device', 'ddp_setup']
+__all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier',
+           'save_checkpoint', 'restore', 'load_checkpoint', 'save_classifier', 'load_classifier', 'pick_device',
+           'ddp_setup']
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,42 @@ def load_checkpoint(path, config: dict, resume: bool, normalise=None, free=RESUM
         k = diff[0]
         raise DataError(path, k, f"the run was made with {k}={saved[k]!r}, not {config.get(k)!r}")
     return state
+
+# %% ../../nbs/nets/09b_training.ipynb #c1a55c02
+CLASSIFIER_KIND = "clumpnb-classifier"
+
+
+def save_classifier(path, model, arch: str, classes=None, image_size: int = None, order: str = "gri"):
+    """Write classifier `model` (a `Classifier` from `make_classifier(arch, ...)`) to `path`: weights, class names,
+    input adapter, and the image side and channel order ('gri' cutouts or 'rgb' photographs) it takes."""
+    from clumpnb.nets.encoders import head_name
+
+    n = getattr(model.net, head_name(model.net)).out_features
+    ad = model.adapter
+    adapter = dict(rgb=bool(ad.rgb), mean=ad.mean.flatten().tolist(), std=ad.std.flatten().tolist())
+    classes = [str(c) for c in (classes if classes is not None else range(n))]
+    if len(classes) != n:
+        raise ClumpnbError(f"{len(classes)} class names for a classifier with {n} outputs")
+    info = dict(arch=arch, n_classes=n, classes=classes, adapter=adapter, image_size=image_size, order=order)
+    save_checkpoint(path, kind=CLASSIFIER_KIND, **info, model=model.state_dict())
+
+
+def load_classifier(path) -> tuple:
+    "(the `Classifier` that `save_classifier` wrote to `path`, in eval mode; its description as a dict)."
+    from clumpnb.nets.encoders import InputAdapter, make_classifier
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(path, "file", f"not a readable classifier file ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("kind") != CLASSIFIER_KIND:
+        raise DataError(path, "kind", "not a clumpnb classifier (written by save_classifier)")
+    info = {k: v for k, v in state.items() if k not in ("kind", "model")}
+    model = make_classifier(info["arch"], None, info["n_classes"])
+    model.adapter = InputAdapter(**info["adapter"])
+    model.load_state_dict(state["model"])
+    return model.eval(), info
 
 # %% ../../nbs/nets/09b_training.ipynb #98d466f4
 def pick_device(device: str = "auto", rank: int = 0) -> torch.device:
