@@ -19,9 +19,9 @@ from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'SHOWN_QUESTIONS', 'COMMANDS',
-           'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'add_out', 'add_json', 'add_device',
-           'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold',
-           'option', 'settings', 'lst_line', 'key_lines', 'emit_bench', 'add_save', 'parser', 'main']
+           'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json',
+           'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
+           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -94,10 +94,18 @@ def command(sub, name: str, func, help: str, description: str = None) -> argpars
     return p
 
 
-def add_out(p, what: str, default: Path = None):
-    "`--out`: where the command writes `what`; required when there is no `default`."
+def folder(text: str) -> Path:
+    "An argparse `type`: a folder to write into (it may not exist yet), not an existing file."
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{p} is a file, not a folder: choose another path")
+    return p
+
+
+def add_out(p, what: str, default: Path = None, file: bool = False):
+    "`--out`: the folder (or with `file`, the file) the command writes `what` to; required without `default`."
     shown = "" if default is None else " (default %(default)s)"
-    p.add_argument("--out", type=Path, default=default, required=default is None, metavar="PATH", help=what + shown)
+    p.add_argument("--out", type=Path if file else folder, default=default, required=default is None, metavar="PATH", help=what + shown)
 
 
 def add_json(p, what: str):
@@ -493,7 +501,7 @@ def _add_detect(sub):
     )
     _add_run(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="cutout files or folders")
-    add_out(p, "catalogue: .csv, .ecsv, .fits or .parquet")
+    add_out(p, "catalogue: .csv, .ecsv, .fits or .parquet", file=True)
     p.add_argument(
         "--batch-size", type=at_least(1), default=16, metavar="N", help="images per batch (default %(default)s)"
     )
@@ -780,7 +788,7 @@ def _add_docs(sub):
 def _add_readme(sub):
     p = command(sub, "readme", _readme, "regenerate README.md from nbs/index.ipynb")
     _add_nbs(p)
-    add_out(p, "README file", Path("README.md"))
+    add_out(p, "README file", Path("README.md"), file=True)
 
 # %% ../nbs/99_cli.ipynb #23763c8b
 COMMANDS = (

@@ -33,9 +33,9 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'RGB_SUFFIXES', 'run_threshold', 'evaluate_run', 'CatalogRow',
-           'flag_column', 'input_files', 'cutout_stem', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table',
-           'catalog_format', 'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'RGB_SUFFIXES', 'MIN_SIDE', 'run_threshold', 'evaluate_run',
+           'CatalogRow', 'flag_column', 'input_files', 'cutout_stem', 'input_key', 'load_cutout', 'catalog_rows',
+           'catalog_table', 'catalog_format', 'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -171,16 +171,20 @@ def input_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def load_cutout(path: Path, size: int):
-    "(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout; DataError if unusable."
+MIN_SIDE = 32  # the coarsest feature map of the detector's pyramid has a stride of 32 pixels
+
+
+def load_cutout(path: Path, size: int = None):
+    """(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout of any size at the
+    survey's pixel scale (the detector sees it at its own size, see `predict`); DataError if unusable."""
     if path.name.lower().endswith((".png", ".jpg", ".jpeg")):
         rgb = read_rgb(path)
         x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None  # R G B = i r g: reversed to g r i order
     else:
         c = read_cutout(path, tables=False)
         x, wcs, raw = torch.from_numpy(asinh_stretch(c.image)), c.wcs, c.image
-    if tuple(x.shape[-2:]) != (size, size):
-        msg = f"cutout is {tuple(x.shape[-2:])}, the run was trained on ({size}, {size})"
+    if min(x.shape[-2:]) < MIN_SIDE:
+        msg = f"cutout is {tuple(x.shape[-2:])} pixels; the detector needs at least {MIN_SIDE} on each side"
         raise DataError(path, "NAXIS1/NAXIS2", msg)
     return x, wcs, raw
 

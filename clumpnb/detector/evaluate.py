@@ -5,6 +5,7 @@
 # %% ../../nbs/detector/12_evaluate.ipynb #18bf1175
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,30 +19,44 @@ from ..data.io import read_coco
 from ..data.survey import SDSS
 
 # %% auto #0
-__all__ = ['BINS', 'predict', 'PostConfig', 'segmentation', 'postprocess', 'load_reference', 'evaluate_detections',
-           'best_threshold', 'coco_metrics', 'plot_curve']
+__all__ = ['BINS', 'native_scale', 'predict', 'PostConfig', 'segmentation', 'postprocess', 'load_reference',
+           'evaluate_detections', 'best_threshold', 'coco_metrics', 'plot_curve']
 
 # %% ../../nbs/detector/12_evaluate.ipynb #dcae740a
+@contextmanager
+def native_scale(model, h: int, w: int):
+    """Within the block, `model`'s input transform (torchvision's `GeneralizedRCNNTransform`) keeps (h, w) images at
+    their own size: no resizing to the training size, so every pixel keeps the scale the network was trained on."""
+    t = getattr(model, "transform", None)
+    if t is None:
+        yield
+        return
+    old = (t.min_size, t.max_size)
+    t.min_size, t.max_size = (min(h, w),), max(h, w)
+    try:
+        yield
+    finally:
+        t.min_size, t.max_size = old
+
+
 @torch.no_grad()
 def predict(model, images, batch_size: int = 16, device=None) -> list:
-    """Run `model` on a sequence of (3, H, W) tensors; returns per image a dict of numpy `x`, `y`, `score`, `label`,
-    `boxes`."""
+    """Run `model` on a sequence of (3, H, W) tensors of any sizes, each at its own pixel scale; returns per image a
+    dict of numpy `x`, `y`, `score`, `label`, `boxes` in its own pixels."""
     model.eval()
     device = device or next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        batch = [im.to(device) for im in images[i : i + batch_size]]
-        for d in model(batch):
-            b = d["boxes"].float().cpu().numpy()
-            out.append(
-                dict(
-                    x=(b[:, 0] + b[:, 2]) / 2 - 0.5,
-                    y=(b[:, 1] + b[:, 3]) / 2 - 0.5,
-                    score=d["scores"].float().cpu().numpy(),
-                    label=d["labels"].cpu().numpy(),
-                    boxes=b,
-                )
-            )
+    out, groups = [None] * len(images), {}
+    for i, im in enumerate(images):
+        groups.setdefault(tuple(im.shape[-2:]), []).append(i)
+    for (h, w), idx in groups.items():
+        with native_scale(model, h, w):
+            for k in range(0, len(idx), batch_size):
+                chunk = idx[k : k + batch_size]
+                for i, d in zip(chunk, model([images[i].to(device) for i in chunk])):
+                    b = d["boxes"].float().cpu().numpy()
+                    x, y = (b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5
+                    out[i] = dict(x=x, y=y, score=d["scores"].float().cpu().numpy(), label=d["labels"].cpu().numpy(),
+                                  boxes=b)  # fmt: skip
     return out
 
 # %% ../../nbs/detector/12_evaluate.ipynb #1aa89839
