@@ -237,6 +237,12 @@ def read_clumpscout(path) -> Table:
     for c in ("CRAdeg", "CDEdeg"):
         if hasattr(t[c], "mask") and np.any(t[c].mask):
             raise DataError(path, c, f"missing value in row {int(np.flatnonzero(t[c].mask)[0])}")
+    last = t.colnames[-1]
+    if len(t) and hasattr(t[last], "mask") and np.any(t[last].mask):
+        i = int(np.flatnonzero(t[last].mask)[0])
+        first = next(c for c in t.colnames if hasattr(t[c], "mask") and t[c].mask[i])
+        msg = f"row {i} stops before its last columns ({first} on are empty): is the file truncated?"
+        raise DataError(path, first, msg)
     return t
 
 

@@ -338,6 +338,9 @@ def detect(
     files = input_files(paths)
     if not files:
         raise ClumpnbError("no input cutouts: give FITS/PNG files or folders that hold them")
+    odd = next((f for f in files if fmt == "fits" and not str(f).isascii()), None)
+    if odd is not None:  # refused before the work, not when the catalogue is written
+        raise DataError(odd, "file", "a FITS catalogue holds ASCII paths only: write .csv, .ecsv or .parquet instead")
     model, cfg = load_run(run)
     rank, world = ddp_setup()
     device = pick_device(device, rank)
