@@ -129,7 +129,7 @@ def path_widths(model, r: LSTResult, every: int = 100, radii=(5, 10, 15, 20, 25,
     keep = [k for k, s in enumerate(r.steps) if s % every == 0 or s == r.steps[-1]]
     out = []
     for i in range(len(r.x)):
-        xs = torch.stack([r.snapshots[k][i].float() for k in keep])
+        xs = torch.stack([r.x[i] if r.steps[k] == r.steps[-1] else r.snapshots[k][i].float() for k in keep])
         dirs = walk_directions(model, xs, r.xt[i].expand_as(xs), r.source[i])
         rms = [R / np.sqrt(xs[0].numel()) for R in radii]  # path_width takes RMS radii
         w = [path_width(model, xs[j], dirs[j], r.source[i], radii=rms, n=n, seed=seed + j) for j in range(len(xs))]
@@ -213,7 +213,9 @@ def imagenet_experiment(
 ) -> dict:
     """LST for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table, hulls and
     path widths (every `width_every` iterations, `width_dirs` directions at L2 `width_radii`; 0 directions: none)."""
-    model = fold_batchnorm(model or imagenet_efficientnet_lite0(), photo(names[0], size)[None])  # same function
+    model = model or imagenet_efficientnet_lite0()
+    example = photo(names[0], size)[None].to(next(model.parameters()).device)
+    model = fold_batchnorm(model, example)  # the same function, faster
     pairs = [(a, b) for a, b in itertools.permutations(names, 2)]
     walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress, bf16=bf16)
     t = time.perf_counter()

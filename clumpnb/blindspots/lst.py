@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,14 +65,16 @@ def fit_image(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:
 
 
 def native_bf16(device="cpu") -> bool:
-    "Whether `device` computes in bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX)."
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU whose flags (Linux's
+    /proc/cpuinfo) list AVX-512 BF16 or AMX BF16; elsewhere bfloat16 would be emulated, slower than float32."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     try:
-        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
         return False
+    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #c664a22c
 @dataclass
@@ -154,10 +157,15 @@ def restoring_term(adv: torch.Tensor, grad: torch.Tensor, adv_step: float) -> to
     return (adv + adv_step / 2 * grad).clamp(-adv_step, adv_step)
 
 
-def start_images(x0: torch.Tensor, seed: int, fmt=torch.contiguous_format) -> torch.Tensor:
-    "The walk's start: `x0` plus uniform noise in +-2/255 (the paper's), drawn on the CPU from `seed`."
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255
+def start_images(x0: torch.Tensor, seed, fmt=torch.contiguous_format) -> torch.Tensor:
+    """The walk's start: `x0` plus uniform noise in +-2/255 (the paper's), drawn on the CPU from `seed`, or with a
+    list of seeds, each sample's from its own (so a sample's start does not depend on the batch it is in)."""
+    if isinstance(seed, int):
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255
+    else:
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seed]
+        noise = torch.stack([torch.rand(x0.shape[1:], generator=g) for g in gens]) * 4 / 255 - 2 / 255
     return (x0 + noise.to(x0.device)).clamp(0, 1).contiguous(memory_format=fmt)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #4b6a4a25
@@ -193,10 +201,11 @@ def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: fl
     )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #85640cc6
-def source_classes(model, x0, source=None, true_classes=None) -> tuple:
-    "(source class per sample, its confidence p0 at `x0`, whether the model's top class is not a true class)."
-    with torch.no_grad():
-        p_x0 = model(x0).softmax(-1)
+def source_classes(model, x0, source=None, true_classes=None, bf16: bool = False) -> tuple:
+    """(source class per sample, its confidence p0 at `x0`, whether the model's top class is not a true class);
+    `bf16` computes p0 as the walk computes the confidences it compares with it."""
+    with torch.no_grad(), torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
+        p_x0 = model(x0).float().softmax(-1)
     top = p_x0.argmax(-1)
     s = top if source is None else torch.as_tensor(source, device=x0.device).long().expand(len(x0))
     top = top.cpu()
@@ -206,8 +215,8 @@ def source_classes(model, x0, source=None, true_classes=None) -> tuple:
 
 @contextmanager
 def frozen(model):
-    "Within the block `model` is in eval mode with its weights' gradients off (restored afterwards)."
-    req = [p.requires_grad for p in model.parameters()]
+    "Within the block `model` is in eval mode with its weights' gradients off (both restored afterwards)."
+    req, training = [p.requires_grad for p in model.parameters()], model.training
     for p in model.parameters():
         p.requires_grad_(False)  # only the input gradient is needed
     try:
@@ -215,6 +224,7 @@ def frozen(model):
     finally:
         for p, r in zip(model.parameters(), req):
             p.requires_grad_(r)
+        model.train(training)
 
 
 def level_set_traversal(
@@ -237,16 +247,17 @@ def level_set_traversal(
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
     to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
     classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term.
-    `fold_bn` walks on a copy of the model with batch norms folded into convolutions (same function, faster)."""
+    `seed`: of the start noise, one int or one per sample (`start_images`). `fold_bn` walks on a copy of the model with batch norms folded into convolutions (same function, faster)."""
     from tqdm.auto import tqdm
 
-    _check(model, x0, xt, eta, iters)
+    with frozen(model):  # eval mode before `_check` runs the model: batch-norm statistics stay as they are
+        _check(model, x0, xt, eta, iters)
     dev = next(model.parameters(), x0).device
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x0, xt = x0.to(dev).contiguous(memory_format=fmt), xt.to(dev).contiguous(memory_format=fmt)
     model = fold_batchnorm(model, x0[:1]) if fold_bn else model
     with frozen(model):
-        s, p0, mis = source_classes(model, x0, source, true_classes)
+        s, p0, mis = source_classes(model, x0, source, true_classes, bf16)
         x = start_images(x0, seed, fmt)
         p_x, grad = source_gradient(model, x, s, bf16)
         zero = torch.zeros(len(x0), dtype=torch.long, device=dev)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,8 +138,9 @@ def read_lst_image(path: Path, m: LSTModel) -> torch.Tensor:
 
 
 def lst_images(specs, m: LSTModel) -> tuple:
-    "(names, (N, 3, size, size) images, true ImageNet classes or None per image) for `specs`, as model `m` takes them."
-    names, xs, true = [], [], []
+    """(names, (N, 3, size, size) images, true ImageNet classes or None per image, identities: resolved path or
+    photograph name) for `specs`, as model `m` takes them."""
+    names, xs, true, ids = [], [], [], []
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
@@ -149,14 +152,15 @@ def lst_images(specs, m: LSTModel) -> tuple:
         elif str(spec) in PHOTOS:
             x = photo(str(spec), m.size)
             names.append(str(spec)), xs.append(x.flip(0) if m.order == "gri" else x), true.append(PHOTOS[str(spec)])
+            ids.append(str(spec))
             continue
         else:
             msg = f"{spec!r} is not an image file, a folder, nor a photograph name ({', '.join(PHOTOS)})"
             raise ClumpnbError(msg)
         for f in files:
             names.append(f.stem if f.stem not in names else str(f))
-            xs.append(read_lst_image(f, m)), true.append(None)
-    return names, torch.stack(xs), true
+            xs.append(read_lst_image(f, m)), true.append(None), ids.append(str(f.resolve()))
+    return names, torch.stack(xs), true, ids
 
 # %% ../../nbs/blindspots/33_run.ipynb #b1d0a008
 def pair_table(rows: list, widths: list) -> list:
@@ -216,8 +220,8 @@ def lst_inputs(sources, targets, model: str, weights=None, image_size: int = Non
     "Load `model` and the `sources` and `targets` for it; every source pairs with every target but itself."
     m = load_lst_model(model, weights)
     m.size = image_size or m.size
-    (ns, xs, true), (nt, xt, _) = lst_images(sources, m), lst_images(targets, m)
-    pairs = [(i, j) for i in range(len(ns)) for j in range(len(nt)) if ns[i] != nt[j]]
+    (ns, xs, true, si), (nt, xt, _, ti) = lst_images(sources, m), lst_images(targets, m)
+    pairs = [(i, j) for i in range(len(ns)) for j in range(len(nt)) if si[i] != ti[j]]  # not an image to itself
     if not pairs:
         raise ClumpnbError("no pairs: a source is not walked towards itself; give other --target images")
     return LSTInputs(m, ns, xs, true, nt, xt, pairs)
@@ -234,7 +238,8 @@ def walk_pairs(net, inp: LSTInputs, walk: dict, batch_size: int, widths: dict, s
         chunk = inp.pairs[b : b + batch_size]
         si, ti = [i for i, _ in chunk], [j for _, j in chunk]
         tc = [inp.true_classes[i] for i in si] if all(inp.true_classes[i] is not None for i in si) else None
-        r = level_set_traversal(net, inp.sources[si], inp.targets[ti], true_classes=tc, seed=seed + b, **walk)
+        seeds = [int(np.random.SeedSequence([seed, b + k]).generate_state(1)[0]) for k in range(len(chunk))]
+        r = level_set_traversal(net, inp.sources[si], inp.targets[ti], true_classes=tc, seed=seeds, **walk)
         rows += pair_rows(net, r, [(inp.source_names[i], inp.target_names[j]) for i, j in chunk])
         wids += path_widths(net, r, widths["every"], widths["radii"], widths["n"], seed) if widths["n"] else []
         for k, (i, j) in enumerate(chunk):
@@ -279,9 +284,14 @@ def run_lst(
     w = walk_pairs(net, inp, walk, batch_size, dict(every=width_every, radii=width_radii, n=width_dirs), seed,
                    out / "pairs.csv")  # fmt: skip
     seconds = time.perf_counter() - t
-    words = ["clumpnb lst --source", *map(str, sources), "--target", *map(str, targets), "--model", str(model)]
-    words += (["--weights", str(weights)] if weights else []) + [f"--iters {iters} --seed {seed}"]
-    command = " ".join(words)
+    words = ["clumpnb", "lst", "--source", *map(str, sources), "--target", *map(str, targets), "--model", str(model)]
+    words += ["--weights", str(weights)] if weights else []
+    flags = dict(iters=iters, eta=eta, pthresh=pthresh, adv_step=adv_step, image_size=inp.model.size, seed=seed,
+                 batch_size=batch_size, precision="bfloat16" if bf16 else "float32", width_every=width_every,
+                 width_dirs=width_dirs)  # fmt: skip
+    for k, v in flags.items():
+        words += [f"--{k.replace('_', '-')}", str(v)]
+    command = shlex.join(words + ["--width-radii", *map(str, width_radii), "--out", str(out)])
     hulls = hull_table(net, inp.sources, w["finals"], inp.source_names, inp.target_names, pthresh)
     settings = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=inp.model.size, seed=seed,
                     precision="bfloat16" if bf16 else "float32", batch_size=batch_size, width_every=width_every,

@@ -425,9 +425,16 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int):
                     f"the folder holds a survey made with {k}={old.get(k)}, not {v}: choose another --out, or delete it"
                 )
                 raise DataError(s, k, msg)
-    stray = sorted(f.name for f in (out / "cutouts").glob("*.fits") if not f.name.startswith(f"sim{seed:04d}_"))
+    cutouts = sorted((out / "cutouts").glob("*.fits"))
+    stray = [f.name for f in cutouts if not f.name.startswith(f"sim{seed:04d}_")]
     if stray:
         raise DataError(out / "cutouts", stray[0], f"a cutout of another survey than seed {seed}: choose another --out")
+    if cutouts:  # a run killed before survey.json was written: its cutouts say their size
+        with fits.open(cutouts[0]) as hl:
+            side = hl[1].header.get("NAXIS1")
+        if side != size:
+            msg = f"cutouts of {side} px are already here, not {size}: choose another --out, or delete it"
+            raise DataError(cutouts[0], "NAXIS1", msg)
 
 
 def write_survey(

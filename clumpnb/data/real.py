@@ -20,8 +20,8 @@ from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'CUTOUT_SUFFIXES', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'add_cutout',
-           'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
+__all__ = ['CUTS', 'CUTOUT_SUFFIXES', 'OBJID', 'match_cutouts', 'cutout_name', 'match_by_position', 'galaxy_pixels', 'paper_cuts',
+           'add_cutout', 'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -43,16 +43,23 @@ def match_cutouts(cutouts: Path, cat, radius: float = 3.0) -> dict:
     files = sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(CUTOUT_SUFFIXES))
     ids = {int(s) for s in cat["SDSS"]}
     found, unnamed = {}, []
-    for f in files:
-        named = [int(m) for m in OBJID.findall(f.name) if int(m) in ids]
-        for sid in named:
-            found.setdefault(sid, (f, "objid"))
-        if not named:
+    for f in sorted(files, key=lambda f: not OBJID.fullmatch(cutout_name(f))):  # exact `<objID>.fits` first
+        named = {int(m) for m in OBJID.findall(f.name) if int(m) in ids}
+        if len(named) > 1:
+            warnings.warn(f"skipped: {f}: its name holds {len(named)} catalogue objIDs")
+        elif named:
+            found.setdefault(named.pop(), (f, "objid"))
+        else:
             unnamed.append(f)
     left = sorted(ids - set(found))
     if unnamed and left:
         found.update(match_by_position(unnamed, cat, left, radius))
     return found
+
+
+def cutout_name(f: Path) -> str:
+    "A cutout's file name without its FITS suffixes."
+    return next((f.name[: -len(s)] for s in CUTOUT_SUFFIXES[::-1] if f.name.lower().endswith(s)), f.name)
 
 
 def match_by_position(files: list, cat, ids: list, radius: float) -> dict:

@@ -253,14 +253,17 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4) 
         h.remove()
     outputs.clear()
     folded = copy.deepcopy(model)
-    for conv, bn in pairs:
-        fused = fuse_conv_bn_eval(folded.get_submodule(conv), folded.get_submodule(bn))
-        for name, new in ((conv, fused), (bn, nn.Identity())):
-            parent, _, attr = name.rpartition(".")
-            setattr(folded.get_submodule(parent), attr, new)
-    with torch.no_grad():
-        after = folded(example)
-    if not torch.allclose(after, before, rtol=rtol, atol=rtol * float(before.abs().max())):
+    try:
+        for conv, bn in dict.fromkeys(pairs):  # a module called twice is recorded twice: fold each pair once
+            fused = fuse_conv_bn_eval(folded.get_submodule(conv), folded.get_submodule(bn))
+            for name, new in ((conv, fused), (bn, nn.Identity())):
+                parent, _, attr = name.rpartition(".")
+                setattr(folded.get_submodule(parent), attr, new)
+        with torch.no_grad():
+            after = folded(example)
+    except Exception:  # a network this cannot fold (a batch norm shared by two convolutions, ...)
+        after = None
+    if after is None or not torch.allclose(after, before, rtol=rtol, atol=rtol * float(before.abs().max())):
         warnings.warn("folding batch norm changed the network's output; using it unfolded", stacklevel=2)
         return model
     return folded
