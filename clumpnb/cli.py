@@ -105,7 +105,8 @@ def folder(text: str) -> Path:
 def add_out(p, what: str, default: Path = None, file: bool = False):
     "`--out`: the folder (or with `file`, the file) the command writes `what` to; required without `default`."
     shown = "" if default is None else " (default %(default)s)"
-    p.add_argument("--out", type=Path if file else folder, default=default, required=default is None, metavar="PATH", help=what + shown)
+    kind = Path if file else folder
+    p.add_argument("--out", type=kind, default=default, required=default is None, metavar="PATH", help=what + shown)
 
 
 def add_json(p, what: str):

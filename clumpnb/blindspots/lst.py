@@ -247,7 +247,8 @@ def level_set_traversal(
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
     to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
     classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term.
-    `seed`: of the start noise, one int or one per sample (`start_images`). `fold_bn` walks on a copy of the model with batch norms folded into convolutions (same function, faster)."""
+    `seed`: of the start noise, one int or one per sample (`start_images`). `fold_bn` walks on a copy of the model
+    with batch norms folded into convolutions (same function, faster)."""
     from tqdm.auto import tqdm
 
     with frozen(model):  # eval mode before `_check` runs the model: batch-norm statistics stay as they are
