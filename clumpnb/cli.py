@@ -682,7 +682,7 @@ def _add_lst(sub):
     option(p, "--adv-step", in_range(0.0, 1.0), 2e-3, "confidence-restoring term; 0 disables it")
     option(p, "--image-size", at_least(16), None, "image side in pixels; default: the model's (224 for ImageNet)", "PX")
     option(p, "--batch-size", at_least(1), 8, "pairs walked together", "N")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "auto"),
                    help="network arithmetic; auto: bfloat16 where the CPU computes it natively "
                    "(default %(default)s)")  # fmt: skip
     option(p, "--width-every", at_least(1), 100, "measure the path width every N iterations", "N")

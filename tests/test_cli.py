@@ -192,6 +192,11 @@ def test_build_dataset_cli_counts_cuts_and_trains(tmp_path):
     ref = load_reference(tmp_path / "ds", "consensus")
     fr = np.concatenate([r["frac"] for r in ref.values()])
     assert len(fr) and np.isfinite(fr).all()     # the flux ratios evaluate bins by, under the name evaluate reads
+    clumpnb("train", "--data", tmp_path / "ds", "--out", tmp_path / "run", "--epochs", 1, "--json")
+    ev = json.loads(clumpnb("evaluate", "--run", tmp_path / "run", "--data", tmp_path / "ds", "--split", "all",
+                            "--json").stdout)
+    c = ev["consensus"]
+    assert np.isfinite(c["completeness_ge8"]) or np.isfinite(c["completeness_3to8"]), c   # a number, not NaN
     r = clumpnb("build-dataset", "--catalog", tmp_path / "nope_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds2", check=False)
     assert r.returncode == 2 and "nope_mrt.txt" in r.stderr and "does not exist" in r.stderr
     r = clumpnb("fetch", "--targets", tmp_path / "cat_mrt.txt", "--out", tmp_path / "f", "--skyserver", "http://127.0.0.1:9/x", "--retries", 0, check=False)

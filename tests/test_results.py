@@ -52,6 +52,12 @@ JSON_FILES = [
                                              "check_iterations", "threads"))
                 + tuple(f"bench/agreement/{v}/{k}" for v in ("float32", "bfloat16")
                         for k in ("decisions_agree", "max_abs_difference"))),
+    ResultsFile("blindspots/results/reference_check.json",
+                tuple(f"rows/{i}/{k}" for i in range(4) for k in ("fit", "loop", "p0", "p_final", "rms", "line_min_p"))),
+    ResultsFile("blindspots/results/lst_chelsea_coffee/metrics.json",
+                ("model", "settings/iters", "settings/pthresh", "settings/precision", "seconds", "pairs/0/accepted",
+                 "pairs/0/p0", "pairs/0/min_accepted_p", "pairs/0/p_final", "pairs/0/p_target_final", "pairs/0/rms",
+                 "pairs/0/rms_start", "pairs/0/ssim", "pairs/0/line_min_p", "widths/0/q05")),
     ResultsFile("blindspots/results/galaxy_encoder/pretrain.json",
                 ("arch", "n_train", "config/init", "config/seed", "config/epochs", "final/val_clumpy",
                  "final/val_smooth-or-featured")),

@@ -186,7 +186,7 @@ def pretrain_command(encoder) -> str | None:
 
 def galaxy_command(settings: dict, path) -> str:
     "The commands that rerun `galaxy_experiment` with `settings` (after its pretraining) and write `path`."
-    args = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v!r}" for k, v in settings.items())
+    args = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else repr(v)}" for k, v in settings.items())
     run = (
         f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
         f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'"

@@ -33,7 +33,7 @@ from clumpnb.blindspots.lst import (
 __all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'path_width', 'walk_directions',
            'path_widths', 'pair_rows', 'hull_rows', 'imagenet_experiment', 'LSTPair', 'LSTWidth', 'LSTHull',
            'LSTSummary', 'lst_command', 'write_lst_summary', 'read_lst_summary', 'plot_lst_grid', 'plot_paths',
-           'plot_hulls', 'explore']
+           'plot_hulls', 'explore', 'reference_check', 'write_reference_check']
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #dd88feec
 def distances(x, xt) -> dict:
@@ -427,3 +427,36 @@ def explore(result, names=None):
     pos.observe(draw, "value")
     draw()
     return W.VBox([W.HBox([pair, pos]), out])
+
+# %% ../../nbs/blindspots/31_geometry.ipynb #c0ffee02
+def reference_check(pairs=(("chelsea", "coffee"),), iters: int = 400, size: int = 224, seed: int = 0) -> list:
+    """For each photograph pair, cut two ways ('resize': the central square; 'squash': the whole photograph), the
+    public code's loop and clumpnb's, with the paper's settings: p0, final source confidence, final RMS distance to
+    the target, and the lowest confidence on the straight line from the source to the final image."""
+    from clumpnb.blindspots.lst import level_set_traversal, reference_lst
+
+    model, rows = imagenet_efficientnet_lite0(), []
+    for fit in ("resize", "squash"):
+        x0 = torch.stack([photo(a, size, fit) for a, _ in pairs])
+        xt = torch.stack([photo(b, size, fit) for _, b in pairs])
+        xr, _ = reference_lst(model, x0, xt, iters=iters, seed=seed)
+        r = level_set_traversal(model, x0, xt, iters=iters, seed=seed)
+        for loop, xs in (("public code", xr), ("clumpnb", r.x)):
+            p_end = confidence(model, xs, r.source)
+            for i, (a, b) in enumerate(pairs):
+                line = float(line_confidence(model, x0[i], xs[i], r.source[i]).min())
+                rms = float(rms_distance(xs[i : i + 1], xt[i : i + 1])[0])
+                rows.append(dict(source=a, target=b, fit=fit, loop=loop, p0=float(r.p0[i]), p_final=float(p_end[i]),
+                                 rms=rms, line_min_p=line))  # fmt: skip
+    return rows
+
+
+def write_reference_check(path, **kw) -> dict:
+    "Run `reference_check(**kw)` and write its rows, with the command, seed and version, to the JSON file `path`."
+    args = "".join(f", {k}={v!r}" for k, v in kw.items())
+    call = f"write_reference_check(\"{Path(path).as_posix()}\"{args})"
+    cmd = f"python -c 'from clumpnb.blindspots.geometry import write_reference_check; {call}'"
+    out = dict(command=cmd, seed=kw.get("seed", 0), clumpnb_version=__version__, rows=reference_check(**kw))
+    with atomic_write(path, "w") as f:
+        json.dump(jsonable(out), f, indent=1)
+    return out

@@ -38,8 +38,9 @@ PHOTOS = {  # scikit-image name -> ImageNet-1k classes that describe the photogr
 }
 
 
-def photo(name: str, size: int = 224) -> torch.Tensor:
-    "A scikit-image photograph as a (3, size, size) float tensor in [0, 1] (centre crop, antialiased resize)."
+def photo(name: str, size: int = 224, fit: str = "resize") -> torch.Tensor:
+    """A scikit-image photograph as a (3, size, size) float tensor in [0, 1]: its central square resized (antialiased),
+    or with `fit="squash"` the whole photograph squashed to a square."""
     from skimage import data
 
     if name not in PHOTOS:
@@ -48,7 +49,10 @@ def photo(name: str, size: int = 224) -> torch.Tensor:
     im = np.asarray(im[0] if isinstance(im, tuple) else im)
     if im.ndim == 2:
         im = np.stack([im] * 3, -1)
-    return fit_image(torch.tensor(im[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1), size)
+    x = torch.tensor(im[..., :3] / 255.0, dtype=torch.float32).permute(2, 0, 1)
+    if fit == "squash":
+        return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
+    return fit_image(x, size)
 
 
 def fit_image(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
 from .lst import PHOTOS, fit_image, imagenet_efficientnet_lite0, level_set_traversal, native_bf16
 from .lst import photo
@@ -263,7 +264,7 @@ def run_lst(
     image_size: int = None,
     seed: int = 0,
     batch_size: int = 8,
-    precision: str = "auto",
+    precision: str = "float32",
     width_every: int = 100,
     width_dirs: int = 256,
     width_radii=(10, 20, 30),
@@ -296,7 +297,8 @@ def run_lst(
     settings = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=inp.model.size, seed=seed,
                     precision="bfloat16" if bf16 else "float32", batch_size=batch_size, width_every=width_every,
                     width_dirs=width_dirs, width_radii=list(width_radii))  # fmt: skip
-    res = dict(model=inp.model.title, command=command, settings=settings, seconds=seconds,
+    res = dict(model=inp.model.title, command=command, seed=seed, clumpnb_version=__version__, settings=settings,
+               seconds=seconds,
                seconds_per_pair_iteration=seconds / (len(inp.pairs) * iters), pairs=w["rows"],
                hulls=[{k: v for k, v in h.items() if k != "grid"} for h in hulls], widths=w["widths"])  # fmt: skip
     figs = [("lst.png", plot_lst_grid(w["first"])), ("path.png", plot_paths(w["first"]))]
