@@ -447,8 +447,7 @@ def _evaluation_line(r: dict, ref: str) -> str:
 def _evaluate(a):
     from clumpnb.detector.detect import evaluate_run
 
-    split = None if a.split == "all" else a.split
-    r = evaluate_run(a.run, a.data, split, a.threshold, device=a.device)
+    r = evaluate_run(a.run, a.data, a.split, a.threshold, device=a.device)
     emit(a, r, lambda r: "\n".join(_evaluation_line(r, ref) for ref in ("truth", "consensus") if ref in r))
 
 

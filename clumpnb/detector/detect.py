@@ -60,15 +60,15 @@ def evaluate_run(
     progress: bool = False,
     device: str = "auto",
 ) -> dict:
-    """Metrics of run `run` on survey folder `data` (split `split`, default all of a different survey, `test` of its
-    own)."""
+    """Metrics of run `run` on survey folder `data`: split `split` ('train', 'val', 'test' or 'all'; default all of a
+    different survey, `test` of its own)."""
     model, cfg = load_run(run)
     device = pick_device(device)
     model.to(device)
     same = Path(data).resolve() == Path(cfg.data).resolve()
-    split = split or ("test" if same else None)
+    split = split or ("test" if same else "all")
     threshold = run_threshold(run) if threshold is None else threshold
-    ds = ClumpDataset(data, split, best_labels(data), False, cfg.split_seed, limit=limit)
+    ds = ClumpDataset(data, None if split == "all" else split, best_labels(data), False, cfg.split_seed, limit=limit)
     if len(ds) == 0:
         raise ClumpnbError(f"no galaxies to evaluate in {data} (split {split})")
     images = [ds[i][0] for i in range(len(ds))]
@@ -83,7 +83,7 @@ def evaluate_run(
     res = dict(
         run=str(run),
         data=str(data),
-        split=split or "all",
+        split=split,
         n_galaxies=len(ds),
         threshold=threshold,
         post_removed=removed,
