@@ -74,12 +74,18 @@ def _open(path):
             "truncated?)",
         )
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=False)  # reads every header: a broken structure fails here
-        return hdul
-    except DataError:
-        raise
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)  # reads every header: a broken structure fails
     except Exception as e:
         raise DataError(path, "file", f"not a readable FITS file ({type(e).__name__}: {e})") from None
+    cut = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    if cut:  # astropy reads what is there and warns; the data would fail later with a misleading shape error
+        hdul.close()
+        raise DataError(path, "file", f"truncated ({cut[0].split(': ', 1)[-1]})")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return hdul
 
 
 @contextlib.contextmanager
