@@ -26,11 +26,11 @@ from .geometry import pair_rows, path_widths, plot_hulls, plot_lst_grid, plot_pa
 from .geometry import triangle_confidence
 from ..nets.encoders import IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter, fold_batchnorm
 from ..nets.training import load_classifier
+from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES
 
 # %% auto #0
-__all__ = ['MODELS', 'PHOTO_SUFFIXES', 'FITS_SUFFIXES', 'ImageNetModel', 'LSTModel', 'torchvision_classifier', 'load_lst_model',
-           'read_lst_image', 'lst_images', 'pair_table', 'write_csv', 'hull_table', 'LSTInputs', 'lst_inputs',
-           'walk_pairs', 'run_lst']
+__all__ = ['MODELS', 'ImageNetModel', 'LSTModel', 'torchvision_classifier', 'load_lst_model', 'read_lst_image', 'lst_images',
+           'pair_table', 'write_csv', 'hull_table', 'LSTInputs', 'lst_inputs', 'walk_pairs', 'run_lst']
 
 # %% ../../nbs/blindspots/33_run.ipynb #f7d294bd
 @dataclass
@@ -115,22 +115,18 @@ def load_lst_model(spec: str, weights=None) -> LSTModel:
     )
 
 # %% ../../nbs/blindspots/33_run.ipynb #b1d0a005
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz", ".fts")
-
-
 def read_lst_image(path: Path, m: LSTModel) -> torch.Tensor:
     "Image file `path` as (3, m.size, m.size) in [0, 1], in model `m`'s channel order."
     from clumpnb.data.io import read_cutout, read_rgb
     from clumpnb.data.survey import asinh_stretch
 
     name = path.name.lower()
-    if name.endswith(PHOTO_SUFFIXES):
+    if name.endswith(RGB_SUFFIXES):
         x, order = torch.from_numpy(read_rgb(path)), "rgb"
     elif name.endswith(FITS_SUFFIXES):
         x, order = torch.from_numpy(asinh_stretch(read_cutout(path, tables=False).image)).float(), "gri"
     else:
-        raise DataError(path, "file", f"not an image this reads ({', '.join(PHOTO_SUFFIXES + FITS_SUFFIXES)})")
+        raise DataError(path, "file", f"not an image this reads ({', '.join(RGB_SUFFIXES + FITS_SUFFIXES)})")
     x = x.flip(0) if order != m.order else x
     try:
         return fit_image(x, m.size, m.fit)
@@ -145,7 +141,7 @@ def lst_images(specs, m: LSTModel) -> tuple:
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.name.lower().endswith(PHOTO_SUFFIXES + FITS_SUFFIXES))
+            files = sorted(q for q in p.rglob("*") if q.name.lower().endswith(RGB_SUFFIXES + FITS_SUFFIXES))
             if not files:
                 raise DataError(p, "folder", "holds no PNG, JPEG, TIFF or FITS image")
         elif p.is_file():

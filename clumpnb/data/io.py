@@ -21,10 +21,11 @@ from ..core import ClumpnbError, DataError, atomic_write
 from .survey import BANDS, SDSS
 
 # %% auto #0
-__all__ = ['CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout', 'write_cutout', 'read_band_files', 'read_mef',
-           'read_cutout', 'read_rgb', 'write_rgb', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
-           'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
-           'check_survey_folder', 'write_survey', 'scan_cutouts']
+__all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout',
+           'write_cutout', 'read_band_files', 'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem',
+           'read_clumpscout', 'clump_pixels', 'clumpscout_rows', 'write_clumpscout', 'clump_box', 'coco_dict',
+           'write_coco', 'read_coco', 'labels_path', 'best_labels', 'check_survey_folder', 'write_survey',
+           'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -210,6 +211,17 @@ def write_rgb(rgb, path):
 
     with atomic_write(path) as f:
         Image.fromarray(np.asarray(rgb)).save(f, format="PNG")
+
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")  # the names FITS cutouts come under
+RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # colour pictures, read by `read_rgb`
+
+
+def image_stem(path) -> str:
+    "A cutout's file name without its image suffix, in any case (`a.FITS.gz` -> `a`)."
+    name = Path(path).name
+    s = next((s for s in sorted(FITS_SUFFIXES + RGB_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), "")
+    return name[: len(name) - len(s)]
 
 # %% ../../nbs/data/04_io.ipynb #484f4126
 CLUMPSCOUT_COLUMNS = (

@@ -15,13 +15,14 @@ import numpy as np
 from astropy.table import Table
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from .io import clump_pixels, coco_dict, labels_path, read_clumpscout, read_cutout, write_coco, write_rgb
+from .io import FITS_SUFFIXES, clump_pixels, coco_dict, image_stem, labels_path, read_clumpscout
+from .io import read_cutout, write_coco, write_rgb
 from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'CUTOUT_SUFFIXES', 'OBJID', 'match_cutouts', 'cutout_name', 'match_by_position', 'galaxy_pixels', 'paper_cuts',
-           'add_cutout', 'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
+__all__ = ['CUTS', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'kept_clumps',
+           'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -33,17 +34,16 @@ def _ratio(rows, band: str):
         return np.where(g > 0, c / g, np.nan)
 
 
-CUTOUT_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz")
 OBJID = re.compile(r"(?<!\d)(\d{18,19})(?!\d)")  # SDSS objIDs are 18-19 digits
 
 
 def match_cutouts(cutouts: Path, cat, radius: float = 3.0) -> dict:
     """Per catalogue galaxy (SDSS objID) with a cutout in folder `cutouts`: (path, rule), rule 'objid' when the file
     name holds the objID, 'position' when the cutout's WCS centre lies within `radius` arcsec of the galaxy."""
-    files = sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(CUTOUT_SUFFIXES))
+    files = sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(FITS_SUFFIXES))
     ids = {int(s) for s in cat["SDSS"]}
     found, unnamed = {}, []
-    for f in sorted(files, key=lambda f: not OBJID.fullmatch(cutout_name(f))):  # exact `<objID>.fits` first
+    for f in sorted(files, key=lambda f: not OBJID.fullmatch(image_stem(f))):  # exact `<objID>.fits` first
         named = {int(m) for m in OBJID.findall(f.name) if int(m) in ids}
         if len(named) > 1:
             warnings.warn(f"skipped: {f}: its name holds {len(named)} catalogue objIDs")
@@ -55,11 +55,6 @@ def match_cutouts(cutouts: Path, cat, radius: float = 3.0) -> dict:
     if unnamed and left:
         found.update(match_by_position(unnamed, cat, left, radius))
     return found
-
-
-def cutout_name(f: Path) -> str:
-    "A cutout's file name without its FITS suffixes."
-    return next((f.name[: -len(s)] for s in CUTOUT_SUFFIXES[::-1] if f.name.lower().endswith(s)), f.name)
 
 
 def match_by_position(files: list, cat, ids: list, radius: float) -> dict:

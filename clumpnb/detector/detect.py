@@ -17,7 +17,7 @@ from astropy.table import Table, vstack
 
 from ..core import ClumpnbError, DataError, atomic_write, atomic_path
 from ..data.dataset import ClumpDataset
-from ..data.io import best_labels, labels_path, read_cutout, read_rgb
+from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, best_labels, image_stem, labels_path, read_cutout, read_rgb
 from ..data.survey import SDSS, asinh_stretch
 from clumpnb.detector.evaluate import (
     PostConfig,
@@ -33,9 +33,9 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'RGB_SUFFIXES', 'MIN_SIDE', 'run_threshold', 'evaluate_run',
-           'CatalogRow', 'flag_column', 'input_files', 'cutout_stem', 'input_key', 'load_cutout', 'catalog_rows',
-           'catalog_table', 'catalog_format', 'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'run_threshold', 'evaluate_run', 'CatalogRow',
+           'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table', 'catalog_format',
+           'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -129,8 +129,7 @@ def flag_column(name: str) -> bool:
 COLUMNS = tuple(f.name for f in fields(CatalogRow)) + PHOT_COLUMNS
 DTYPES = [f.type for f in fields(CatalogRow)] + ["bool" if flag_column(c) else "float" for c in PHOT_COLUMNS]
 FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".parquet": "parquet"}
-IMAGE_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fits.fz", ".png", ".jpg", ".jpeg")
-RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = FITS_SUFFIXES + RGB_SUFFIXES
 
 # %% ../../nbs/detector/14_detect.ipynb #4e449870
 def input_files(paths) -> list:
@@ -141,8 +140,8 @@ def input_files(paths) -> list:
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
-            fits_stems = {cutout_stem(q) for q in found if not q.name.lower().endswith(RGB_SUFFIXES)}
-            found = [q for q in found if not (q.name.lower().endswith(RGB_SUFFIXES) and cutout_stem(q) in fits_stems)]
+            fits_stems = {image_stem(q) for q in found if not q.name.lower().endswith(RGB_SUFFIXES)}
+            found = [q for q in found if not (q.name.lower().endswith(RGB_SUFFIXES) and image_stem(q) in fits_stems)]
         else:
             found = [p]
         for q in found:
@@ -151,15 +150,6 @@ def input_files(paths) -> list:
                 seen.add(r)
                 out.append(q)
     return out
-
-
-def cutout_stem(path: Path) -> str:
-    "A cutout's name without its image suffixes (`a.fits.gz` -> `a`)."
-    name = path.name
-    for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return path.stem
 
 
 def input_key(path: Path) -> str:
@@ -177,7 +167,7 @@ MIN_SIDE = 32  # the coarsest feature map of the detector's pyramid has a stride
 def load_cutout(path: Path, size: int = None):
     """(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout of any size at the
     survey's pixel scale (the detector sees it at its own size, see `predict`); DataError if unusable."""
-    if path.name.lower().endswith((".png", ".jpg", ".jpeg")):
+    if path.name.lower().endswith(RGB_SUFFIXES):
         rgb = read_rgb(path)
         x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None  # R G B = i r g: reversed to g r i order
     else:
