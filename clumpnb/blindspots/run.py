@@ -276,7 +276,8 @@ def run_lst(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = min(width_every, iters)
-    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, bf16=bf16, log_every=log, progress=progress)
+    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, bf16=bf16, log_every=log, progress=progress,
+                fold_bn=False)  # `net` is folded once, above, not once per batch  # fmt: skip
     t = time.perf_counter()
     w = walk_pairs(net, inp, walk, batch_size, dict(every=width_every, radii=width_radii, n=width_dirs), seed,
                    out / "pairs.csv")  # fmt: skip
