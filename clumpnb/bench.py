@@ -5,14 +5,27 @@
 # %% ../nbs/91_bench.ipynb #8f36607f
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+
+def device_name(device="cpu") -> str:
+    "What `device` is, in words: 'cpu', or the GPU's own name (e.g. 'cuda: NVIDIA H100 80GB HBM3')."
+    import torch
+
+    device = torch.device(device)
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
 # %% auto #0
-__all__ = ['bench_simulate', 'bench_detector', 'bench_lst']
+__all__ = ['STAGES', 'GPU_SIZES', 'DRY_SIZES', 'device_name', 'bench_simulate', 'bench_detector', 'detect_rates', 'bench_detect',
+           'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #59ba5385
 def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None) -> dict:
@@ -45,7 +58,7 @@ def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = 
     )
 
 # %% ../nbs/91_bench.ipynb #26966c7a
-def _measure(cfg_dict: dict, batch: int, steps: int, q):
+def _measure(cfg_dict: dict, batch: int, steps: int, q, device: str = "cpu"):
     import resource
     import torch
     from clumpnb.detector.model import DetectorConfig, build_detector
@@ -53,9 +66,11 @@ def _measure(cfg_dict: dict, batch: int, steps: int, q):
     from clumpnb.data.survey import asinh_stretch
 
     torch.manual_seed(0)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
     cfg = DetectorConfig(**cfg_dict)
     gals = list(simulate(2 * batch, seed=0))
-    ims = [torch.from_numpy(asinh_stretch(g.image)) for g in gals]
+    ims = [torch.from_numpy(asinh_stretch(g.image)).to(dev) for g in gals]
     from clumpnb.data.io import clump_box
 
     xywh = lambda g: torch.tensor([clump_box(c["x"], c["y"]) for c in g.clumps]).reshape(-1, 4)
@@ -66,24 +81,29 @@ def _measure(cfg_dict: dict, batch: int, steps: int, q):
         }
         for g in gals
     ]
-    m = build_detector(cfg)
+    tg = [{k: v.to(dev) for k, v in t.items()} for t in tg]
+    m = build_detector(cfg).to(dev)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], 1e-4)
     m.train()
     for i in range(steps + 1):
         if i == 1:
+            sync()
             t = time.perf_counter()
         j = (i % 2) * batch
         loss = sum(m(ims[j : j + batch], tg[j : j + batch]).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
+    sync()
     train_ips = batch * steps / (time.perf_counter() - t)
     m.eval()
     with torch.no_grad():
         m(ims)
+        sync()
         t = time.perf_counter()
         for _ in range(steps):
             m(ims)
+        sync()
     q.put(
         dict(
             train_images_per_s=train_ips,
@@ -93,21 +113,36 @@ def _measure(cfg_dict: dict, batch: int, steps: int, q):
     )
 
 
-def bench_detector(backbone: str = "resnet18", batch: int = 8, steps: int = 4, baseline_steps: int = 2) -> dict:
-    "Images per second (training, inference) and peak memory of the default detector and of torchvision's defaults."
+def _child_result(ctx, target, args: tuple, what: str):
+    "Run `target(*args, queue)` in a fresh process and return what it puts on the queue; an error if it dies first."
+    import queue
+
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=args[:3] + (q,) + args[3:])
+    p.start()
+    while True:
+        try:
+            r = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                from clumpnb.core import ClumpnbError
+
+                raise ClumpnbError(f"the {what} process failed (exit code {p.exitcode}); its error is printed above")
+    p.join()
+    return r
+
+
+def bench_detector(
+    backbone: str = "resnet18", batch: int = 8, steps: int = 4, baseline_steps: int = 2, device: str = "cpu"
+) -> dict:
+    """Images per second (training, inference) and peak memory of the default detector and of torchvision's defaults,
+    each in a fresh process on `device`."""
     import multiprocessing as mp
     from clumpnb.detector.model import DetectorConfig, torchvision_defaults
 
     ctx = mp.get_context("spawn")
-
-    def run(cfg, st):
-        q = ctx.Queue()
-        p = ctx.Process(target=_measure, args=(cfg.to_dict(), batch, st, q))
-        p.start()
-        r = q.get()
-        p.join()
-        return r
-
+    run = lambda cfg, st: _child_result(ctx, _measure, (cfg.to_dict(), batch, st, device), "benchmark")  # noqa: E731
     cfg = DetectorConfig(backbone=backbone)
     ours, base = run(cfg, steps), run(torchvision_defaults(cfg), baseline_steps)
     return dict(
@@ -122,7 +157,105 @@ def bench_detector(backbone: str = "resnet18", batch: int = 8, steps: int = 4, b
         threads=__import__("torch").get_num_threads(),
         cpu_count=os.cpu_count(),
         machine=platform.machine(),
-        device="cpu",
+        device=device_name(device),
+    )
+
+# %% ../nbs/91_bench.ipynb #b7d3c002
+STAGES = ("read_s", "model_s", "post_s", "phot_s", "write_s")  # the stages `run_stages` times
+
+
+def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:
+    "Images per second of the network alone on `files`, read into memory first (the baseline of `bench_detect`)."
+    from clumpnb.detector.detect import load_cutout
+    from clumpnb.detector.evaluate import predict
+    from clumpnb.detector.train import load_run
+    from clumpnb.nets.training import pick_device
+
+    model, _ = load_run(run)
+    dev = pick_device(device)
+    model.to(dev)
+    ims = [load_cutout(f)[0] for f in files]
+    predict(model, ims[:batch], batch, dev, amp)  # warm-up (predict returns numpy: the device has finished)
+    t = time.perf_counter()
+    predict(model, ims, batch, dev, amp)
+    return len(ims) / (time.perf_counter() - t)
+
+
+def _detect_child(run, paths: list, out, batch: int, workers: int, device: str, amp: bool) -> dict:
+    "`clumpnb detect --json` in a child process, as a user runs it: its summary, with the wall time of the whole call."
+    import json
+
+    cmd = [sys.executable, "-m", "clumpnb.cli", "detect", "--run", str(run), *map(str, paths), "--out", str(out),
+           "--json", "--batch-size", str(batch), "--workers", str(workers), "--device", device] + ["--amp"] * amp  # fmt: skip
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        from clumpnb.core import ClumpnbError
+
+        raise ClumpnbError(f"clumpnb detect failed (exit code {p.returncode}): {p.stderr.strip()[-2000:]}")
+    return json.loads(p.stdout) | dict(call_s=time.perf_counter() - t)
+
+
+def detect_rates(s: dict, n: int) -> dict:
+    "Images per second of a `detect` summary `s` over `n` cutouts, whole call and pipeline, and each stage's share."
+    st = s["stages"]
+    work = sum(st[k] for k in STAGES)
+    return dict(
+        call_images_per_s=n / s["call_s"],
+        pipeline_images_per_s=n / st["wall_s"],
+        startup_s=s["call_s"] - st["wall_s"],
+        stage_seconds={k[:-2]: st[k] for k in STAGES},
+        stage_share={k[:-2]: st[k] / work for k in STAGES},
+        peak_rss_mb=st.get("peak_rss_mb"),
+        clumps_per_image=s["n_clumps"] / n,
+    )
+
+# %% ../nbs/91_bench.ipynb #b7d3c003
+def bench_detect(
+    n: int = 256, run=None, workers: int = 2, batch: int = 16, device: str = "cpu", amp: bool = False, epochs: int = 2,
+    seed: int = 0, n_serial: int = 512, n_model: int = 2000,
+) -> dict:  # fmt: skip
+    """End-to-end `clumpnb detect` on `n` simulated FITS cutouts with `workers`, and serially on the first `n_serial`,
+    against the model alone on the first `n_model` in this process (in memory); trains a throw-away detector for
+    `epochs` when no `run` is given."""
+    from clumpnb.data.io import write_survey
+    from clumpnb.detector.detect import input_files
+    from clumpnb.detector.train import TrainConfig, train
+    from clumpnb.nets.training import pick_device
+
+    device, trained = pick_device(device).type, run is None
+    d = Path(tempfile.mkdtemp(prefix="clumpnb-bench-"))
+    try:
+        write_survey(d / "survey", n, seed, workers=max(workers, 1), progress=False)
+        if run is None:
+            run = d / "run"
+            cfg = TrainConfig(data=str(d / "survey"), out=str(run), epochs=epochs, device=device, labels="truth")
+            train(cfg, progress=False)
+        folder = d / "survey" / "cutouts"
+        files = input_files([folder])
+        model_ips = _model_rate(run, files[:n_model], batch, device, amp)
+        staged = detect_rates(_detect_child(run, [folder], d / "staged.csv", batch, workers, device, amp), n)
+        n_serial = min(n, n_serial)
+        serial = detect_rates(_detect_child(run, files[:n_serial], d / "serial.csv", batch, 0, device, amp), n_serial)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return dict(
+        benchmark="detect",
+        n=n,
+        n_serial=n_serial,
+        batch=batch,
+        workers=workers,
+        amp=amp,
+        trained_epochs=epochs if trained else None,
+        model_images_per_s=model_ips,
+        staged=staged,
+        serial=serial,
+        pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
+        staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
+        threads=__import__("torch").get_num_threads(),
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        device=device_name(device),
     )
 
 # %% ../nbs/91_bench.ipynb #3573f21f
@@ -147,18 +280,22 @@ def _agreement(dec, ref_dec, x, ref_x) -> dict:
     )
 
 
-def bench_lst(pairs: int = 6, iters: int = 20, size: int = 224, repeats: int = 3, check_iters: int = 50) -> dict:
+def bench_lst(
+    pairs: int = 6, iters: int = 20, size: int = 224, repeats: int = 3, check_iters: int = 50, device: str = "cpu"
+) -> dict:
     """Seconds per iteration per image pair: the reference loop, clumpnb's loop in float32 and in bfloat16, same
-    model, batch and process; and how often each clumpnb variant takes the reference's decisions."""
+    model, batch, device and process; and how often each clumpnb variant takes the reference's decisions."""
     import torch
     from clumpnb.blindspots.lst import imagenet_efficientnet_lite0, level_set_traversal, reference_lst
 
-    x0, xt = _lst_inputs(pairs, size)
-    model = imagenet_efficientnet_lite0()
+    dev = torch.device(device)
+    x0, xt = (t.to(dev) for t in _lst_inputs(pairs, size))
+    model = imagenet_efficientnet_lite0().to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
     runs = dict(
-        reference=lambda n: reference_lst(model, x0, xt, iters=n),
-        float32=lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9),
-        bfloat16=lambda n: level_set_traversal(model, x0, xt, iters=n, log_every=10**9, bf16=True),
+        reference=lambda n: (reference_lst(model, x0, xt, iters=n), sync())[0],
+        float32=lambda n: (level_set_traversal(model, x0, xt, iters=n, log_every=10**9), sync())[0],
+        bfloat16=lambda n: (level_set_traversal(model, x0, xt, iters=n, log_every=10**9, bf16=True), sync())[0],
     )
     short, long = {k: float("inf") for k in runs}, {k: float("inf") for k in runs}
     for f in runs.values():
@@ -193,5 +330,71 @@ def bench_lst(pairs: int = 6, iters: int = 20, size: int = 224, repeats: int = 3
         threads=torch.get_num_threads(),
         cpu_count=os.cpu_count(),
         machine=platform.machine(),
-        device="cpu",
+        device=device_name(dev),
     )
+
+# %% ../nbs/91_bench.ipynb #c9e4a002
+GPU_SIZES = dict(n_train=2000, epochs=3, n_detect=20000, n_small=1000, batch=64, steps=20, lst={})
+DRY_SIZES = dict(n_train=16, epochs=1, n_detect=12, n_small=6, batch=4, steps=1,
+                 lst=dict(pairs=2, iters=2, size=64, repeats=1, check_iters=2))  # fmt: skip
+
+
+def cuda_cells(root) -> dict:
+    """Run the notebooks under `root` that hold `#| cuda` cells, those cells included (with nbdev's test runner, slow
+    cells skipped): per notebook, whether it passed and its seconds."""
+    from nbdev.test import test_nb
+
+    out = {}
+    for nb in sorted(p for p in Path(root).rglob("*.ipynb") if '"#| cuda' in p.read_text()):
+        t = time.perf_counter()
+        ok, _ = test_nb(nb, skip_flags=["slow"], basepath=Path(root).parent)
+        out[str(nb.relative_to(root))] = dict(passed=bool(ok), seconds=time.perf_counter() - t)
+    return out
+
+
+def _gpu_train(d: Path, sz: dict, device: str, workers: int) -> tuple:
+    "Train the default detector on a simulated survey on `device`: (run folder, its last epoch's history row)."
+    from clumpnb.data.io import write_survey
+    from clumpnb.detector.train import TrainConfig, train
+
+    write_survey(d / "train", sz["n_train"], 0, workers=workers, progress=False)
+    cfg = TrainConfig(data=str(d / "train"), out=str(d / "run"), epochs=sz["epochs"], batch_size=32, device=device,
+                      workers=min(workers, 8), val_max=200)  # fmt: skip
+    return d / "run", train(cfg, progress=False)[-1]
+
+# %% ../nbs/91_bench.ipynb #c9e4a003
+def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, record=lambda r: r) -> dict:
+    """Every GPU measurement (see above), saved part by part to `save` (JSON, as `record` makes it) when given; `nbs`:
+    the notebooks whose `#| cuda` cells to run. `dry_run`: the same steps on the CPU at toy sizes."""
+    import torch
+    from clumpnb.core import ClumpnbError, atomic_write
+
+    if not dry_run and not torch.cuda.is_available():
+        raise ClumpnbError("bench gpu: torch sees no CUDA GPU here; --dry-run runs the same steps on the CPU")
+    device, sz = ("cpu", DRY_SIZES) if dry_run else ("cuda", GPU_SIZES)
+    workers = workers or min(8, os.cpu_count())
+    out = dict(benchmark="gpu", device=device_name(device), dry_run=dry_run, torch=torch.__version__,
+               cpu_count=os.cpu_count(), workers=workers, sizes=sz)  # fmt: skip
+    t0 = time.perf_counter()
+
+    def part(name, value):
+        out[name] = value
+        out["seconds"] = time.perf_counter() - t0
+        if save is not None:
+            with atomic_write(save, "w") as f:
+                json.dump(record(out), f, indent=1, default=str)
+
+    steps = dict(steps=sz["steps"], baseline_steps=sz["steps"])
+    part("detector", bench_detector(batch=sz["batch"] // 2, device=device, **steps))
+    d = Path(tempfile.mkdtemp(prefix="clumpnb-gpu-"))
+    try:
+        run, last = _gpu_train(d, sz, device, workers)
+        part("training", last)
+        kw = dict(run=run, workers=workers, batch=sz["batch"], device=device, amp=not dry_run)
+        part("detect", bench_detect(sz["n_detect"], **kw))
+        part("detect_small", bench_detect(sz["n_small"], **kw))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    part("lst", bench_lst(device=device, **sz["lst"]))
+    part("cuda_cells", cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
+    return out

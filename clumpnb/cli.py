@@ -21,7 +21,8 @@ from .demo import DEMO_SIZES, run_demo
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'SHOWN_QUESTIONS', 'COMMANDS',
            'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json',
            'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
-           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'emit_bench', 'add_save', 'parser', 'main']
+           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save',
+           'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -482,7 +483,8 @@ def _add_evaluate(sub):
 def _detect(a):
     from clumpnb.detector.detect import detect
 
-    s = detect(a.run, a.paths, a.out, a.batch_size, a.threshold, progress=not a.json, device=a.device, strict=a.strict)
+    s = detect(a.run, a.paths, a.out, a.batch_size, a.threshold, progress=not a.json, device=a.device, strict=a.strict,
+               workers=a.workers, amp=a.amp)  # fmt: skip
     if "n_clumps" in s:  # under torchrun only the first process writes the catalogue
         emit(
             a, s, lambda s: f"{s['n_clumps']} clumps from {s['n_inputs']} cutouts ({s['n_skipped']} skipped) -> {a.out}"
@@ -508,7 +510,10 @@ def _add_detect(sub):
     add_threshold(p)
     p.add_argument("--strict", action="store_true", help="exit with an error when any input is skipped")
     add_device(p)
-    add_json(p, "the summary")
+    add_workers(p, "processes that read cutouts, and as many for post-processing and photometry; 0: all in this one",
+                default=min(4, os.cpu_count()), lo=0)  # fmt: skip
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network (for GPUs)")
+    add_json(p, "the summary, with the seconds each stage took")
 
 # %% ../nbs/99_cli.ipynb #fec5b4b6
 SHOWN_QUESTIONS = ("smooth-or-featured", "clumpy", "bulge-size")  # the validation errors `pretrain` prints
@@ -693,13 +698,18 @@ def _add_lst(sub):
     add_json(p, "the metrics")
 
 # %% ../nbs/99_cli.ipynb #b939b702
+def bench_record(result: dict) -> dict:
+    "A benchmark's `result` as a results file holds it: with the command that made it and the version."
+    command = shlex.join(["clumpnb", *sys.argv[1:]])
+    return jsonable(dict(command=command, seed=0, clumpnb_version=__version__, bench=result))
+
+
 def emit_bench(a, result: dict):
     "Print a benchmark's `result`; with `--save FILE` also write it, with the command and version, as a results file."
     emit(a, result, key_lines)
     if a.save:
-        command = shlex.join(["clumpnb", *sys.argv[1:]])
         with atomic_write(a.save, "w") as f:
-            json.dump(jsonable(dict(command=command, seed=0, clumpnb_version=__version__, bench=result)), f, indent=1)
+            json.dump(bench_record(result), f, indent=1)
 
 
 def _bench_simulate(a):
@@ -718,6 +728,19 @@ def _bench_lst(a):
     from clumpnb.bench import bench_lst
 
     emit_bench(a, bench_lst())
+
+
+def _bench_detect(a):
+    from clumpnb.bench import bench_detect
+
+    r = bench_detect(a.n, a.run, a.workers, a.batch_size, a.device, a.amp, a.epochs, n_serial=a.n_serial)
+    emit_bench(a, r)
+
+
+def _bench_gpu(a):
+    from clumpnb.bench import bench_gpu
+
+    emit_bench(a, bench_gpu(a.dry_run, a.save, a.notebooks, a.workers, record=bench_record))
 
 
 def add_save(p):
@@ -755,6 +778,36 @@ def _add_bench(sub):
     ls = command(what, "lst", _bench_lst, "seconds per LST iteration and image pair, against the reference loop")
     add_json(ls, "the measurements")
     add_save(ls)
+    _add_bench_detect(what)
+    _add_bench_gpu(what)
+
+
+def _add_bench_detect(what):
+    d = command(what, "detect", _bench_detect, "end-to-end detect images/s and stage shares, against the model alone")
+    add_n(d, "simulated cutouts written to disk and detected (default %(default)s)", 256)
+    d.add_argument("--run", type=Path, metavar="RUN", help="a trained run (default: train a throw-away one)")
+    d.add_argument("--epochs", type=at_least(1), default=2, metavar="N", help="that run's epochs (%(default)s)")
+    d.add_argument("--n-serial", type=at_least(1), default=512, metavar="N", help="serial baseline size (%(default)s)")
+    d.add_argument("--batch-size", type=at_least(1), default=16, metavar="N", help="images per batch (%(default)s)")
+    add_workers(d, "reading processes, and as many for post-processing", default=2, lo=0)
+    add_device(d)
+    d.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network (for GPUs)")
+    add_json(d, "the measurements")
+    add_save(d)
+
+
+def _add_bench_gpu(what):
+    g = command(
+        what,
+        "gpu",
+        _bench_gpu,
+        "every GPU measurement in one call: detector rates, training, detect on 20,000 cutouts, LST, cuda cells",
+    )
+    g.add_argument("--dry-run", action="store_true", help="the same steps on the CPU at toy sizes (a test)")
+    g.add_argument("--notebooks", type=Path, metavar="DIR", help="run the #| cuda cells of the notebooks in DIR")
+    add_workers(g, "reading and post-processing processes", default=min(8, os.cpu_count()))
+    add_json(g, "the measurements")
+    add_save(g)
 
 # %% ../nbs/99_cli.ipynb #649b474a
 def _docs(a):

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 import warnings
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, fields
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +40,8 @@ from .photometry import clump_photometry, PHOT_COLUMNS
 # %% auto #0
 __all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'run_threshold', 'evaluate_run', 'CatalogRow',
            'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table', 'catalog_format',
-           'detect_batch', 'check_parts', 'merge_parts', 'check_skipped', 'detect']
+           'CutoutFiles', 'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts',
+           'check_skipped', 'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -233,30 +239,61 @@ def catalog_format(out: Path) -> str:
     return fmt
 
 
-def detect_batch(model, files: list, size: int, threshold: float, post: PostConfig, device) -> Table:
-    """Catalogue rows of the cutouts `files`, with the files covered (`files`, `keys`: see `input_key`) and those
-    skipped (`skipped`: why, `skipped_keys`) in its `meta`."""
-    found, ims, extra, skipped, skipped_keys = [], [], [], [], []
-    for f in files:
+class CutoutFiles(torch.utils.data.Dataset):
+    """The cutouts `files`, decoded and stretched where the DataLoader asks (in its worker processes): item `i` is a
+    dict of the file, its `input_key`, stretched image `x` (numpy), WCS and nanomaggy image `raw`, or the `error` that
+    made it unusable, and the seconds spent reading it."""
+
+    def __init__(self, files: list):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        t0, f = time.perf_counter(), self.files[i]
+        item = dict(file=f, key=input_key(f), x=None, wcs=None, raw=None, error=None)
         try:
-            x, wcs, raw = load_cutout(f, size)
+            x, item["wcs"], item["raw"] = load_cutout(f)
+            item["x"] = x.numpy()
         except DataError as e:
-            warnings.warn(f"skipped: {e}")
-            skipped.append(str(e))
-            skipped_keys.append(input_key(f))
+            item["error"] = str(e)
+        return item | dict(read_s=time.perf_counter() - t0)
+
+
+def cutout_batches(files: list, batch_size: int, workers: int = 0):
+    "Lists of `batch_size` `CutoutFiles` items, read ahead by `workers` processes (0: read here, one at a time)."
+    kw = dict(prefetch_factor=4) if workers else {}
+    return torch.utils.data.DataLoader(CutoutFiles(files), batch_size, collate_fn=list, num_workers=workers, **kw)
+
+
+def model_stage(model, batch: list, device, amp: bool = False):
+    "Add each readable item's raw detections (`pred`) to `batch`, the whole batch through `model` at once."
+    ok = [b for b in batch if b["error"] is None]
+    ims = [torch.from_numpy(b["x"]) for b in ok]
+    for b, p in zip(ok, predict(model, ims, len(ims), device, amp) if ims else []):
+        b["pred"] = p
+
+
+def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
+    """Post-processing and photometry of a batch through `model_stage` (in a worker process when detect has
+    workers): (catalogue part, seconds of post-processing and of photometry). The part's `meta` names the files it
+    covers (`files`, `keys`: see `input_key`) and those skipped (`skipped`: why, `skipped_keys`)."""
+    rows, post_s, phot_s = [], 0.0, 0.0
+    for b in batch:
+        if b["error"] is not None:
             continue
-        found.append(f)
-        ims.append(x)
-        extra.append((wcs, raw))
-    rows = []
-    for f, x, (wcs, raw), p in zip(found, ims, extra, predict(model, ims, len(ims), device) if ims else []):
-        k, _ = postprocess(p, x, post)
+        t0 = time.perf_counter()
+        k, _ = postprocess(b["pred"], b["x"], post)
         keep = k["score"] >= threshold
-        rows += catalog_rows(f, {key: v[keep] for key, v in k.items()}, wcs, raw)
+        t1 = time.perf_counter()
+        rows += catalog_rows(b["file"], {key: v[keep] for key, v in k.items()}, b["wcs"], b["raw"])
+        post_s, phot_s = post_s + t1 - t0, phot_s + time.perf_counter() - t1
     t = catalog_table(rows)
-    keys = [input_key(f) for f in files]
-    t.meta.update(files=[str(f) for f in files], keys=keys, skipped=skipped, skipped_keys=skipped_keys)
-    return t
+    bad = [b for b in batch if b["error"] is not None]
+    t.meta.update(files=[str(b["file"]) for b in batch], keys=[b["key"] for b in batch],
+                  skipped=[b["error"] for b in bad], skipped_keys=[b["key"] for b in bad])  # fmt: skip
+    return t, dict(post_s=post_s, phot_s=phot_s)
 
 
 def check_parts(parts: Path, settings: dict):
@@ -308,6 +345,73 @@ def check_skipped(s: dict, strict: bool):
         )
 
 # %% ../../nbs/detector/14_detect.ipynb #15a01ba1
+def peak_rss_mb() -> float:
+    "This process's peak resident memory in MB (None where the platform does not say)."
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, kilobytes on Linux
+
+
+def finish_pool(workers: int):
+    """A pool of `workers` single-threaded processes for `finish_batch`; None for 0 (the work is then done here).
+    The platform's own way of starting processes (fork on Linux, like the DataLoader's), so scripts and notebooks need
+    no `__main__` guard there."""
+    if not workers:
+        return None
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    return cf.ProcessPoolExecutor(workers, mp.get_context(), initializer=torch.set_num_threads, initargs=(1,))
+
+
+def _done(value):
+    f = Future()
+    f.set_result(value)
+    return f
+
+
+def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=PostConfig(), device="cpu",
+               workers=0, amp=False, bar=None) -> dict:  # fmt: skip
+    """Stream `files` through three overlapping stages: reading (`workers` DataLoader processes), the model (here, in
+    batches), post-processing and photometry (a pool of `workers` processes). `write_part(table)` gets each batch's
+    catalogue part in input order as it finishes; at most `2 * workers` batches wait in the pool, so memory stays flat
+    however many files there are. Returns the seconds spent in each stage (summed over processes) and the wall time."""
+    device, t_start = torch.device(device), time.perf_counter()
+    stats = dict.fromkeys(("read_s", "model_s", "post_s", "phot_s", "write_s"), 0.0)
+    pool, pending = finish_pool(workers), deque()
+
+    def drain(limit: int):
+        while pending and (len(pending) > limit or pending[0].done()):
+            t, st = pending.popleft().result()
+            t0 = time.perf_counter()
+            write_part(t)
+            stats["write_s"] += time.perf_counter() - t0
+            for k, v in st.items():
+                stats[k] += v
+            for why in t.meta["skipped"]:
+                warnings.warn(f"skipped: {why}")
+            if bar is not None:
+                bar.update(len(t.meta["files"]))
+
+    try:
+        for batch in cutout_batches(files, batch_size, workers):
+            stats["read_s"] += sum(b["read_s"] for b in batch)
+            t0 = time.perf_counter()
+            model_stage(model, batch, device, amp)
+            stats["model_s"] += time.perf_counter() - t0
+            job = (pool.submit if pool else lambda f, *a: _done(f(*a)))(finish_batch, batch, threshold, post)
+            pending.append(job)
+            drain(2 * workers)
+        drain(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return stats | dict(n=len(files), wall_s=time.perf_counter() - t_start, workers=workers, peak_rss_mb=peak_rss_mb())
+
+
 def detect(
     run,
     paths,
@@ -318,9 +422,13 @@ def detect(
     progress: bool = True,
     device: str = "auto",
     strict: bool = False,
+    workers: int = 0,
+    amp: bool = False,
 ) -> dict:
-    """Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary.
-    A run that reads none of its inputs is an error, as is (with `strict`) one that skips any."""
+    """Detect clumps in cutouts `paths` (files or folders) with run `run`, into catalogue `out`; returns a summary
+    with the seconds each stage took (`stages`, see `run_stages`). `workers` processes read the cutouts and as many
+    do the post-processing and photometry; `amp`: bfloat16 on GPUs. A run that reads none of its inputs is an
+    error, as is (with `strict`) one that skips any."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -331,7 +439,7 @@ def detect(
     odd = next((f for f in files if fmt == "fits" and not str(f).isascii()), None)
     if odd is not None:  # refused before the work, not when the catalogue is written
         raise DataError(odd, "file", "a FITS catalogue holds ASCII paths only: write .csv, .ecsv or .parquet instead")
-    model, cfg = load_run(run)
+    model, _ = load_run(run)
     rank, world = ddp_setup()
     device = pick_device(device, rank)
     model.to(device)
@@ -346,17 +454,18 @@ def detect(
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))
     keys = {input_key(f): f for f in files}
     mine = [f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done]
-    n_existing = len(list(parts.glob(f"part-r{rank:03d}-*.ecsv")))
+    n_part = count(len(list(parts.glob(f"part-r{rank:03d}-*.ecsv"))))
+
+    def write_part(t):
+        with atomic_write(parts / f"part-r{rank:03d}-{next(n_part):06d}.ecsv", "w") as fh:
+            t.write(fh, format="ascii.ecsv")
+
     desc = f"detect [{rank}]" if world > 1 else "detect"
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
-        for b, i in enumerate(range(0, len(mine), batch_size)):
-            t = detect_batch(model, mine[i : i + batch_size], cfg.detector.size, threshold, post, device)
-            with atomic_write(parts / f"part-r{rank:03d}-{n_existing + b:06d}.ecsv", "w") as fh:
-                t.write(fh, format="ascii.ecsv")
-            bar.update(len(t.meta["files"]))
+        stages = run_stages(model, mine, write_part, batch_size, threshold, post, device, workers, amp, bar)
     if world > 1:
         torch.distributed.barrier()
-    summary = dict(catalog=str(out), n_inputs=len(keys), rank=rank, world=world, threshold=threshold)
+    summary = dict(catalog=str(out), n_inputs=len(keys), rank=rank, world=world, threshold=threshold, stages=stages)
     if rank == 0:
         summary.update(merge_parts(parts, out, fmt, run, threshold, set(keys)))
         check_skipped(summary, strict)
