@@ -183,10 +183,8 @@ def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:
 
 def _detect_child(run, paths: list, out, batch: int, workers: int, device: str, amp: bool) -> dict:
     "`clumpnb detect --json` in a child process, as a user runs it: its summary, with the wall time of the whole call."
-    import json
-
-    cmd = [sys.executable, "-m", "clumpnb.cli", "detect", "--run", str(run), *map(str, paths), "--out", str(out),
-           "--json", "--batch-size", str(batch), "--workers", str(workers), "--device", device] + ["--amp"] * amp  # fmt: skip
+    opts = ["--json", "--batch-size", str(batch), "--workers", str(workers), "--device", device] + ["--amp"] * amp
+    cmd = [sys.executable, "-m", "clumpnb.cli", "detect", "--run", str(run), *map(str, paths), "--out", str(out), *opts]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
