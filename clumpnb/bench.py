@@ -351,19 +351,21 @@ def cuda_cells(root) -> dict:
 
 
 def _gpu_train(d: Path, sz: dict, device: str, workers: int) -> tuple:
-    "Train the default detector on a simulated survey on `device`: (run folder, its last epoch's history row)."
+    "Train the default detector on a simulated survey on `device` into `d/run`: its last epoch's history row."
     from clumpnb.data.io import write_survey
     from clumpnb.detector.train import TrainConfig, train
 
     write_survey(d / "train", sz["n_train"], 0, workers=workers, progress=False)
     cfg = TrainConfig(data=str(d / "train"), out=str(d / "run"), epochs=sz["epochs"], batch_size=32, device=device,
                       workers=min(workers, 8), val_max=200)  # fmt: skip
-    return d / "run", train(cfg, progress=False)[-1]
+    return train(cfg, progress=False)[-1]
 
 # %% ../nbs/91_bench.ipynb #c9e4a003
 def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, record=lambda r: r) -> dict:
     """Every GPU measurement (see above), saved part by part to `save` (JSON, as `record` makes it) when given; `nbs`:
-    the notebooks whose `#| cuda` cells to run. `dry_run`: the same steps on the CPU at toy sizes."""
+    the notebooks whose `#| cuda` cells to run. `dry_run`: the same steps on the CPU at toy sizes. A part that fails
+    is recorded with its error and the others still run; the call then fails, naming the parts."""
+    import traceback
     import torch
     from clumpnb.core import ClumpnbError, atomic_write
 
@@ -372,27 +374,35 @@ def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, r
     device, sz = ("cpu", DRY_SIZES) if dry_run else ("cuda", GPU_SIZES)
     workers = workers or min(8, os.cpu_count())
     out = dict(benchmark="gpu", device=device_name(device), dry_run=dry_run, torch=torch.__version__,
-               cpu_count=os.cpu_count(), workers=workers, sizes=sz)  # fmt: skip
+               cpu_count=os.cpu_count(), workers=workers, sizes=sz, failed=[])  # fmt: skip
     t0 = time.perf_counter()
 
-    def part(name, value):
-        out[name] = value
+    def part(name, f, *args, **kw):
+        try:
+            out[name] = f(*args, **kw)
+        except Exception as e:  # recorded, and the other parts still run
+            out[name] = dict(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+            out["failed"].append(name)
         out["seconds"] = time.perf_counter() - t0
         if save is not None:
-            with atomic_write(save, "w") as f:
-                json.dump(record(out), f, indent=1, default=str)
+            with atomic_write(save, "w") as fh:
+                json.dump(record(out), fh, indent=1, default=str)
+        return out[name]
 
     steps = dict(steps=sz["steps"], baseline_steps=sz["steps"])
-    part("detector", bench_detector(batch=sz["batch"] // 2, device=device, **steps))
+    part("detector", bench_detector, batch=sz["batch"] // 2, device=device, **steps)
     d = Path(tempfile.mkdtemp(prefix="clumpnb-gpu-"))
     try:
-        run, last = _gpu_train(d, sz, device, workers)
-        part("training", last)
-        kw = dict(run=run, workers=workers, batch=sz["batch"], device=device, amp=not dry_run)
-        part("detect", bench_detect(sz["n_detect"], **kw))
-        part("detect_small", bench_detect(sz["n_small"], **kw))
+        trained = part("training", _gpu_train, d, sz, device, workers)
+        kw = dict(run=d / "run", workers=workers, batch=sz["batch"], device=device, amp=not dry_run)
+        if "error" not in trained:
+            part("detect", bench_detect, sz["n_detect"], n_model=sz["n_small"], **kw)
+            small = dict(n_serial=max(1, sz["n_small"] // 8), n_model=max(1, sz["n_small"] // 4))
+            part("detect_small", bench_detect, sz["n_small"], **small, **kw)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    part("lst", bench_lst(device=device, **sz["lst"]))
-    part("cuda_cells", cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
+    part("lst", bench_lst, device=device, **sz["lst"])
+    part("cuda_cells", lambda: cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
+    if out["failed"]:
+        raise ClumpnbError(f"bench gpu: {', '.join(out['failed'])} failed (the errors are in the saved results)")
     return out
