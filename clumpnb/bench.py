@@ -224,7 +224,7 @@ def bench_detect(
     device, trained = pick_device(device).type, run is None
     d = Path(tempfile.mkdtemp(prefix="clumpnb-bench-"))
     try:
-        write_survey(d / "survey", n, seed, workers=max(workers, 1), progress=False)
+        write_survey(d / "survey", n, seed, workers=os.cpu_count(), progress=False)
         if run is None:
             run = d / "run"
             cfg = TrainConfig(data=str(d / "survey"), out=str(run), epochs=epochs, device=device, labels="truth")
@@ -391,6 +391,8 @@ def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, r
 
     steps = dict(steps=sz["steps"], baseline_steps=sz["steps"])
     part("detector", bench_detector, batch=sz["batch"] // 2, device=device, **steps)
+    part("lst", bench_lst, device=device, **sz["lst"])
+    part("cuda_cells", lambda: cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
     d = Path(tempfile.mkdtemp(prefix="clumpnb-gpu-"))
     try:
         trained = part("training", _gpu_train, d, sz, device, workers)
@@ -401,8 +403,6 @@ def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, r
             part("detect_small", bench_detect, sz["n_small"], **small, **kw)
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    part("lst", bench_lst, device=device, **sz["lst"])
-    part("cuda_cells", lambda: cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
     if out["failed"]:
         raise ClumpnbError(f"bench gpu: {', '.join(out['failed'])} failed (the errors are in the saved results)")
     return out
