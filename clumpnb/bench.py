@@ -24,8 +24,8 @@ def device_name(device="cpu") -> str:
     return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
 # %% auto #0
-__all__ = ['STAGES', 'GPU_SIZES', 'DRY_SIZES', 'device_name', 'bench_simulate', 'bench_detector', 'detect_rates', 'bench_detect',
-           'bench_lst', 'cuda_cells', 'bench_gpu']
+__all__ = ['STAGES', 'GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'bench_simulate', 'bench_detector', 'detect_rates',
+           'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #59ba5385
 def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None) -> dict:
@@ -268,6 +268,7 @@ def _lst_inputs(pairs: int, size: int) -> tuple:
 
 
 def _agreement(dec, ref_dec, x, ref_x) -> dict:
+    dec, ref_dec, x, ref_x = dec.cpu(), ref_dec.cpu(), x.cpu(), ref_x.cpu()
     same = dec == ref_dec
     diff = (~same).any(1).nonzero()
     return dict(
@@ -342,8 +343,13 @@ def cuda_cells(root) -> dict:
     cells skipped): per notebook, whether it passed and its seconds."""
     from nbdev.test import test_nb
 
+    def has_cuda_cell(p: Path) -> bool:
+        cells = json.loads(p.read_text()).get("cells", [])
+        return any(c["cell_type"] == "code" and "#| cuda" in map(str.strip, "".join(c["source"]).splitlines())
+                   for c in cells)  # fmt: skip
+
     out = {}
-    for nb in sorted(p for p in Path(root).rglob("*.ipynb") if '"#| cuda' in p.read_text()):
+    for nb in sorted(p for p in Path(root).rglob("*.ipynb") if has_cuda_cell(p)):
         t = time.perf_counter()
         ok, _ = test_nb(nb, skip_flags=["slow"], basepath=Path(root).parent)
         out[str(nb.relative_to(root))] = dict(passed=bool(ok), seconds=time.perf_counter() - t)
@@ -361,23 +367,32 @@ def _gpu_train(d: Path, sz: dict, device: str, workers: int) -> tuple:
     return train(cfg, progress=False)[-1]
 
 # %% ../nbs/91_bench.ipynb #c9e4a003
-def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, record=lambda r: r) -> dict:
+GPU_PARTS = ("detector", "lst", "cuda_cells", "training", "detect", "detect_small")
+
+
+def bench_gpu(
+    dry_run: bool = False, save=None, nbs=None, workers: int = None, record=lambda r: r, only=None, sizes=None
+) -> dict:
     """Every GPU measurement (see above), saved part by part to `save` (JSON, as `record` makes it) when given; `nbs`:
-    the notebooks whose `#| cuda` cells to run. `dry_run`: the same steps on the CPU at toy sizes. A part that fails
-    is recorded with its error and the others still run; the call then fails, naming the parts."""
+    the notebooks whose `#| cuda` cells to run. `dry_run`: the same steps on the CPU at toy sizes. `only`: these of
+    `GPU_PARTS` (the detect parts need training); `sizes`: changes to `GPU_SIZES`. A part that fails is recorded
+    with its error and the others still run; the call then fails, naming the parts."""
     import traceback
     import torch
     from clumpnb.core import ClumpnbError, atomic_write
 
     if not dry_run and not torch.cuda.is_available():
         raise ClumpnbError("bench gpu: torch sees no CUDA GPU here; --dry-run runs the same steps on the CPU")
-    device, sz = ("cpu", DRY_SIZES) if dry_run else ("cuda", GPU_SIZES)
+    device, sz = ("cpu", DRY_SIZES) if dry_run else ("cuda", GPU_SIZES | (sizes or {}))
+    only = set(GPU_PARTS if only is None else only)
     workers = workers or min(8, os.cpu_count())
     out = dict(benchmark="gpu", device=device_name(device), dry_run=dry_run, torch=torch.__version__,
-               cpu_count=os.cpu_count(), workers=workers, sizes=sz, failed=[])  # fmt: skip
+               cpu_count=os.cpu_count(), workers=workers, sizes=sz, parts=sorted(only), failed=[])  # fmt: skip
     t0 = time.perf_counter()
 
     def part(name, f, *args, **kw):
+        if name not in only:
+            return dict(error="not run (--only)")
         try:
             out[name] = f(*args, **kw)
         except Exception as e:  # recorded, and the other parts still run
@@ -392,13 +407,15 @@ def bench_gpu(dry_run: bool = False, save=None, nbs=None, workers: int = None, r
     steps = dict(steps=sz["steps"], baseline_steps=sz["steps"])
     part("detector", bench_detector, batch=sz["batch"] // 2, device=device, **steps)
     part("lst", bench_lst, device=device, **sz["lst"])
-    part("cuda_cells", lambda: cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else "no notebooks given")
+    cells = part("cuda_cells", lambda: cuda_cells(nbs) if nbs is not None and Path(nbs).is_dir() else {})
+    bad = [nb for nb, r in cells.items() if isinstance(r, dict) and r.get("passed") is False]
+    out["failed"] += [f"cuda cells of {nb}" for nb in bad]
     d = Path(tempfile.mkdtemp(prefix="clumpnb-gpu-"))
     try:
         trained = part("training", _gpu_train, d, sz, device, workers)
         kw = dict(run=d / "run", workers=workers, batch=sz["batch"], device=device, amp=not dry_run)
         if "error" not in trained:
-            part("detect", bench_detect, sz["n_detect"], n_model=sz["n_small"], **kw)
+            part("detect", bench_detect, sz["n_detect"], n_model=sz["n_small"] // 2, n_serial=sz["n_small"] // 4, **kw)
             small = dict(n_serial=max(1, sz["n_small"] // 8), n_model=max(1, sz["n_small"] // 4))
             part("detect_small", bench_detect, sz["n_small"], **small, **kw)
     finally:

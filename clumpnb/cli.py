@@ -18,11 +18,11 @@ from .core import DEVICES, ClumpnbError, atomic_write, jsonable
 from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
-__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'SHOWN_QUESTIONS', 'COMMANDS',
-           'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json',
-           'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit',
-           'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save',
-           'parser', 'main']
+__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'GPU_PART_NAMES',
+           'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'folder',
+           'add_out', 'add_json', 'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size',
+           'print_json', 'emit', 'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'bench_record',
+           'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -47,6 +47,7 @@ ARCH_NAMES = Names("clumpnb.nets.encoders", "ARCHS")
 LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
+GPU_PART_NAMES = Names("clumpnb.bench", "GPU_PARTS")
 
 # %% ../nbs/99_cli.ipynb #2e760a79
 def at_least(lo: int, hi: int = None):
@@ -700,7 +701,9 @@ def _add_lst(sub):
 # %% ../nbs/99_cli.ipynb #b939b702
 def bench_record(result: dict) -> dict:
     "A benchmark's `result` as a results file holds it: with the command that made it and the version."
-    command = shlex.join(["clumpnb", *sys.argv[1:]])
+    argv = sys.argv[1:]
+    argv = [Path(v).name if k == "--save" else v for k, v in zip(["", *argv], argv)]  # where it was saved: a name
+    command = shlex.join(["clumpnb", *argv])
     return jsonable(dict(command=command, seed=0, clumpnb_version=__version__, bench=result))
 
 
@@ -740,7 +743,8 @@ def _bench_detect(a):
 def _bench_gpu(a):
     from clumpnb.bench import bench_gpu
 
-    emit_bench(a, bench_gpu(a.dry_run, a.save, a.notebooks, a.workers, record=bench_record))
+    sizes = {k: v for k, v in dict(n_train=a.n_train, n_detect=a.n_detect, epochs=a.epochs).items() if v is not None}
+    emit_bench(a, bench_gpu(a.dry_run, a.save, a.notebooks, a.workers, bench_record, a.only, sizes))
 
 
 def add_save(p):
@@ -805,6 +809,10 @@ def _add_bench_gpu(what):
     )
     g.add_argument("--dry-run", action="store_true", help="the same steps on the CPU at toy sizes (a test)")
     g.add_argument("--notebooks", type=Path, metavar="DIR", help="run the #| cuda cells of the notebooks in DIR")
+    g.add_argument("--only", nargs="+", choices=GPU_PART_NAMES, metavar="PART", help="run only these: %(choices)s")
+    g.add_argument("--n-train", type=at_least(16), metavar="N", help="training galaxies (default 2000)")
+    g.add_argument("--epochs", type=at_least(1), metavar="N", help="training epochs (default 3)")
+    g.add_argument("--n-detect", type=at_least(16), metavar="N", help="cutouts for end-to-end detect (default 20000)")
     add_workers(g, "reading and post-processing processes", default=min(8, os.cpu_count()))
     add_json(g, "the measurements")
     add_save(g)
