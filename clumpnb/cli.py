@@ -19,10 +19,10 @@ from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'GPU_PART_NAMES',
-           'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'command', 'folder',
-           'add_out', 'add_json', 'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias', 'add_cutout_size',
-           'print_json', 'emit', 'add_threshold', 'option', 'settings', 'lst_line', 'key_lines', 'bench_record',
-           'emit_bench', 'add_save', 'parser', 'main']
+           'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range', 'url', 'survey_folder',
+           'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias',
+           'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option', 'settings', 'lst_line', 'key_lines',
+           'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -48,6 +48,7 @@ LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
 GPU_PART_NAMES = Names("clumpnb.bench", "GPU_PARTS")
+DETECT_WORKERS = min(8, max(0, (os.cpu_count() - 2) // 2))  # none on 2 cores: there the stages only compete
 
 # %% ../nbs/99_cli.ipynb #2e760a79
 def at_least(lo: int, hi: int = None):
@@ -511,8 +512,8 @@ def _add_detect(sub):
     add_threshold(p)
     p.add_argument("--strict", action="store_true", help="exit with an error when any input is skipped")
     add_device(p)
-    add_workers(p, "processes that read cutouts, and as many for post-processing and photometry; 0: all in this one",
-                default=min(4, os.cpu_count()), lo=0)  # fmt: skip
+    add_workers(p, "processes that read cutouts, and as many for post-processing and photometry; 0: all in this one; "
+                "the default leaves two cores to the network", default=DETECT_WORKERS, lo=0)  # fmt: skip
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network (for GPUs)")
     add_json(p, "the summary, with the seconds each stage took")
 

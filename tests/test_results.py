@@ -41,6 +41,25 @@ JSON_FILES = [
                                              "inference_speedup"))
                 + tuple(f"bench/{c}/{k}" for c in ("clumpnb", "torchvision_defaults")
                         for k in ("train_images_per_s", "inference_images_per_s", "peak_rss_mb"))),
+    ResultsFile("detector/results/bench_detect.json",
+                tuple(f"bench/{k}" for k in ("n", "n_serial", "workers", "device", "model_images_per_s",
+                                             "staged_over_serial"))
+                + tuple(f"bench/{r}/{k}" for r in ("serial", "staged")
+                        for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/phot",
+                                  "stage_share/read"))),
+    ResultsFile("detector/results/bench_gpu_h200_1.json",
+                ("bench/device", "bench/sizes/n_train", "bench/detector/batch", "bench/training/epoch",
+                 "bench/training/images_per_s", "bench/training/val_completeness_ge8", "bench/training/val_purity",
+                 "bench/cuda_cells")
+                + tuple(f"bench/detector/{c}/{k}" for c in ("clumpnb", "torchvision_defaults")
+                        for k in ("train_images_per_s", "inference_images_per_s"))),
+    ResultsFile("detector/results/bench_gpu_h200_2.json",
+                tuple(f"bench/detect/{k}" for k in ("n", "n_serial", "workers", "model_images_per_s",
+                                                    "staged_over_serial"))
+                + tuple(f"bench/detect/{r}/{k}" for r in ("serial", "staged")
+                        for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/read"))
+                + tuple(f"bench/lst/{k}" for k in ("device", "pairs", "size", "speedup", "speedup_bf16",
+                                                   "s_per_pair_iteration", "s_per_pair_iteration_reference"))),
     ResultsFile("blindspots/results/imagenet_lst.json",
                 ("settings/names", "settings/eta", "settings/iters", "settings/pthresh", "settings/adv_step",
                  "settings/size", "settings/model", "seconds", "seconds_per_pair_iteration", "pairs/0/rms",

@@ -43,7 +43,7 @@ def test_detect_and_train_on_two_nodes(tmp_path):
                           tmp_path / "one.ecsv", "--threshold", "0.01", "--json", "--workers", "0"],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert one.returncode == 0, one.stderr
-    outs = two_nodes("detect", "--run", run, cutouts, "--out", tmp_path / "two.ecsv", "--threshold", "0.01", "--json")
+    outs = two_nodes("detect", "--run-dir", run, cutouts, "--out", tmp_path / "two.ecsv", "--threshold", "0.01", "--json")
     summary = json.loads(next(o for o in outs if o.strip()))  # the first rank prints the merged catalogue's summary
     assert (summary["world"], summary["n_inputs"], summary["n_read"]) == (2, 24, 24)
     parts = sorted((tmp_path / "two.ecsv.parts").glob("part-r*.ecsv"))
