@@ -193,7 +193,7 @@ def aggregate(
             if np.hypot(x - centre[0], y - centre[1]) <= cfg.centre_cut_fwhm * fwhm:
                 continue
             pfp = float(1 / (1 + np.exp(llr)))
-            odd = np.mean(np.asarray(clk["odd_flag"])[members]) > 0.5 or pfp > 0.7
+            odd = np.mean(np.asarray(clk["odd_flag"])[members]) > 0.5  # the clickers' majority decides the class
             rows.append((name, x, y, len(members), llr, pfp, 2 if odd else 1))
     names = ("image", "x", "y", "n_clicks", "llr", "p_fp", "cls")
     cons = (

@@ -18,7 +18,7 @@ from ..data.simulate import psf_image
 from .evaluate import PostConfig, segmentation
 
 # %% auto #0
-__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'host_segment', 'host_fluxes', 'clump_photometry']
+__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'clump_photometry']
 
 # %% ../../nbs/detector/15_photometry.ipynb #08a9ab76
 @dataclass
@@ -32,14 +32,27 @@ class PhotConfig:
     flag_band: str = "g"  # band of the 3% / 8% flags
 
 
-@lru_cache(64)
-def aperture_correction(fwhm: float, radius: float) -> float:
-    """Fraction of a point source's light inside a circular aperture of `radius` pixels, for clumpnb's double-Gaussian
-    PSF."""
-    from photutils.aperture import CircularAperture, aperture_photometry
+@lru_cache(8192)
+def aperture_correction(fwhm: float, radius: float, annulus: tuple = None, offset: tuple = (0.0, 0.0)) -> float:
+    """The share of a point source's light that aperture photometry of `radius` pixels keeps, for clumpnb's
+    double-Gaussian PSF integrated over the pixels (the light a detector pixel collects), with the source `offset`
+    (x, y) from a pixel centre: the light inside the aperture, less (with a background `annulus`, inner and outer
+    radius) the aperture's area times the median of the source's own light in the annulus, which the local background
+    takes away with the sky."""
+    from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
 
-    p = psf_image(fwhm, 61)
-    return float(aperture_photometry(p, CircularAperture((30, 30), radius))["aperture_sum"][0])
+    p = psf_image(fwhm, 61, pixel=True, offset=offset)  # as the simulator renders a point source
+    centre = (30 + offset[0], 30 + offset[1])
+    ap = CircularAperture(centre, radius)
+    share = float(aperture_photometry(p, ap)["aperture_sum"][0])
+    if annulus is not None:
+        share -= ap.area * float(ApertureStats(p, CircularAnnulus(centre, *annulus), sigma_clip=None).median)
+    return share
+
+
+def pixel_offset(v, step: float = 0.05) -> float:
+    "Where `v` lies from its nearest pixel centre, to `step` pixels (the grid `aperture_correction` is cached on)."
+    return float(np.round((v - np.round(v)) / step) * step)
 
 # %% ../../nbs/detector/15_photometry.ipynb #4a2074ee
 def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig()):
@@ -128,7 +141,9 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
                 ]
             )
             s = np.atleast_1d(aperture_photometry(image[b], ap)["aperture_sum"])
-            cols[f"flux_{band}"] = (s - bg * ap.area) / aperture_correction(f, cfg.aperture * f)
+            ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
+            kept = [aperture_correction(f, cfg.aperture * f, ring, (pixel_offset(u), pixel_offset(v))) for u, v in pos]
+            cols[f"flux_{band}"] = (s - bg * ap.area) / np.array(kept)
             cols[f"host_flux_{band}"] = np.full(len(x), host[b])
             cols[f"flux_ratio_{band}"] = cols[f"flux_{band}"] / host[b]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -138,7 +153,7 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
             np.clip(np.round(x).astype(int), 0, image.shape[2] - 1),
             np.clip(np.round(y).astype(int), 0, image.shape[1] - 1),
         )
-        segd = seg.data if hasattr(seg, "data") else seg
+        segd = seg.data if lab else seg  # a SegmentationImage, or a plain array of zeros when there is no host
         cols["in_host"] = (lab > 0) & (segd[yi, xi] == lab)
     ratio = cols[f"flux_ratio_{cfg.flag_band}"]
     cols["is_clump_3pct"], cols["is_clump_8pct"] = np.nan_to_num(ratio) >= 0.03, np.nan_to_num(ratio) >= 0.08
