@@ -227,7 +227,7 @@ def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa):
     "Pixel-integrated, unit-flux Sérsic image on the padded canvas, evaluated only on a stamp that holds its light."
     x, y = grids[:2]
     N = size + 2 * pad
-    half = max(6.0, (8 if n == 1 else 12) * re)  # a circle of this radius holds 99.99% of the light for n = 1, 97.3% for n = 4
+    half = max(6.0, (8 if n == 1 else 12) * re)  # a circle this wide holds 99.99% of the light (n = 1), 97.3% (n = 4)
     lo = lambda c: int(np.clip(np.floor(c + pad - half), 0, N))
     hi = lambda c: int(np.clip(np.ceil(c + pad + half) + 1, 0, N))
     x0p, x1p, y0p, y1p = lo(x0), hi(x0), lo(y0), hi(y0)

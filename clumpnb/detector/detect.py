@@ -38,10 +38,11 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'run_threshold', 'evaluate_run', 'CatalogRow',
-           'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table', 'catalog_format',
-           'CutoutFiles', 'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts',
-           'check_skipped', 'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_TOLERANCE', 'run_threshold', 'evaluate_run',
+           'CatalogRow', 'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table',
+           'catalog_format', 'pixel_scale', 'survey_grid', 'to_survey_scale', 'to_native_pixels', 'CutoutFiles',
+           'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts', 'check_skipped',
+           'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -239,10 +240,61 @@ def catalog_format(out: Path) -> str:
     return fmt
 
 
+SCALE_TOLERANCE = 0.02  # a cutout whose pixel scale differs from the survey's by more than this share is resampled
+
+
+def pixel_scale(wcs) -> float:
+    "Arcseconds per pixel of a celestial `wcs` (the mean of its two axes); None without one."
+    if wcs is None or not wcs.has_celestial:
+        return None
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600)
+
+
+def survey_grid(wcs, shape: tuple, scale: float = SDSS.pixel_scale) -> tuple:
+    """(WCS, shape) of a grid at `scale` arcsec per pixel over the same field as `wcs` and `shape` (H, W): same
+    projection, orientation and centre, pixels `scale / pixel_scale(wcs)` times the size."""
+    ratio = pixel_scale(wcs) / scale
+    out = wcs.celestial.deepcopy()
+    if out.wcs.has_cd():
+        out.wcs.cd = out.wcs.cd / ratio
+    else:
+        out.wcs.cdelt = out.wcs.cdelt / ratio
+    new = tuple(max(MIN_SIDE, round(n * ratio)) for n in shape)
+    old_c, new_c = (np.array(shape[::-1]) + 1) / 2, (np.array(new[::-1]) + 1) / 2  # FITS pixel centres (x, y)
+    out.wcs.crpix = new_c - (old_c - np.asarray(wcs.celestial.wcs.crpix)) * ratio
+    return out, new
+
+
+def to_survey_scale(raw: np.ndarray, wcs) -> tuple:
+    """A (3, H, W) nanomaggy cutout at another pixel scale, resampled onto `survey_grid` with reproject's
+    flux-conserving adaptive method (DeForest 2004): (image, its WCS). Total flux is kept, not surface brightness."""
+    try:
+        from reproject import reproject_adaptive
+    except ImportError:
+        raise ClumpnbError(
+            f"this cutout's pixel scale is {pixel_scale(wcs):.3f} arcsec, not the survey's {SDSS.pixel_scale}: "
+            "resampling it needs the reproject package (pip install 'clumpnb[reproject]')"
+        ) from None
+    out, shape = survey_grid(wcs, raw.shape[1:])
+    bands = [reproject_adaptive((b, wcs.celestial), out, shape_out=shape, conserve_flux=True)[0] for b in raw]
+    return np.nan_to_num(np.stack(bands)).astype(np.float32), out
+
+
+def to_native_pixels(rows: list, native, grid) -> list:
+    "Catalogue `rows` measured on a resampled `grid` (WCS), with their pixel positions and boxes in the `native` WCS."
+    for r in rows:
+        for xk, yk in (("x", "y"), ("px_x_min", "px_y_min"), ("px_x_max", "px_y_max")):
+            r[xk], r[yk] = map(float, native.celestial.world_to_pixel(grid.pixel_to_world(r[xk], r[yk])))
+    return rows
+
+
 class CutoutFiles(torch.utils.data.Dataset):
     """The cutouts `files`, decoded and stretched where the DataLoader asks (in its worker processes): item `i` is a
     dict of the file, its `input_key`, stretched image `x` (numpy), WCS and nanomaggy image `raw`, or the `error` that
-    made it unusable, and the seconds spent reading it."""
+    made it unusable, and the seconds spent reading it. A FITS cutout at another pixel scale than the survey's is
+    resampled to it (`to_survey_scale`; its own WCS is kept as `native`, where the catalogue's positions go)."""
 
     def __init__(self, files: list):
         self.files = files
@@ -252,12 +304,18 @@ class CutoutFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         t0, f = time.perf_counter(), self.files[i]
-        item = dict(file=f, key=input_key(f), x=None, wcs=None, raw=None, error=None)
+        item = dict(file=f, key=input_key(f), x=None, wcs=None, raw=None, error=None, native=None)
         try:
-            x, item["wcs"], item["raw"] = load_cutout(f)
-            item["x"] = x.numpy()
+            x, wcs, raw = load_cutout(f)
+            scale = pixel_scale(wcs)
+            if raw is not None and scale is not None and abs(scale / SDSS.pixel_scale - 1) > SCALE_TOLERANCE:
+                (raw, grid), item["native"] = to_survey_scale(raw, wcs), wcs
+                x, wcs = torch.from_numpy(asinh_stretch(raw)), grid
+            item.update(x=x.numpy(), wcs=wcs, raw=raw)
         except DataError as e:
             item["error"] = str(e)
+        except ClumpnbError as e:  # a resampling the installation cannot do
+            item["error"] = f"{f}: {e}"
         return item | dict(read_s=time.perf_counter() - t0)
 
 
@@ -287,7 +345,8 @@ def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
         k, _ = postprocess(b["pred"], b["x"], post)
         keep = k["score"] >= threshold
         t1 = time.perf_counter()
-        rows += catalog_rows(b["file"], {key: v[keep] for key, v in k.items()}, b["wcs"], b["raw"])
+        found = catalog_rows(b["file"], {key: v[keep] for key, v in k.items()}, b["wcs"], b["raw"])
+        rows += found if b["native"] is None else to_native_pixels(found, b["native"], b["wcs"])
         post_s, phot_s = post_s + t1 - t0, phot_s + time.perf_counter() - t1
     t = catalog_table(rows)
     bad = [b for b in batch if b["error"] is not None]
