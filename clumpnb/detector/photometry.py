@@ -50,9 +50,10 @@ def aperture_correction(fwhm: float, radius: float, annulus: tuple = None, offse
     return share
 
 
-def pixel_offset(v, step: float = 0.05) -> float:
-    "Where `v` lies from its nearest pixel centre, to `step` pixels (the grid `aperture_correction` is cached on)."
-    return float(np.round((v - np.round(v)) / step) * step)
+def pixel_offset(v, step: float = 0.1) -> float:
+    """How far `v` lies from its nearest pixel centre, to `step` pixels: the grid `aperture_correction` is cached on.
+    The PSF is circular, so the distance alone matters (0 to 0.5)."""
+    return float(np.round(abs(v - np.round(v)) / step) * step)
 
 # %% ../../nbs/detector/15_photometry.ipynb #4a2074ee
 def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig()):
@@ -142,7 +143,7 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
             )
             s = np.atleast_1d(aperture_photometry(image[b], ap)["aperture_sum"])
             ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
-            kept = [aperture_correction(f, cfg.aperture * f, ring, (pixel_offset(u), pixel_offset(v))) for u, v in pos]
+            kept = [aperture_correction(f, cfg.aperture * f, ring, tuple(sorted(map(pixel_offset, p)))) for p in pos]
             cols[f"flux_{band}"] = (s - bg * ap.area) / np.array(kept)
             cols[f"host_flux_{band}"] = np.full(len(x), host[b])
             cols[f"flux_ratio_{band}"] = cols[f"flux_{band}"] / host[b]
