@@ -84,6 +84,11 @@ BAD_ARGUMENTS = [   # (arguments, what the message must say); each is refused be
     (("detect", "--run", "r", "x.fits", "--batch-size", -4), "--batch-size: must be >= 1"),
     (("build-dataset", "--catalog", "c", "--cutouts", "d", "--min-ratio", 2), "--min-ratio: must be in [0, 1]"),
     (("bench", "simulate", "--n", 0), "--n: must be >= 1"),
+    (("detect", "--run", "r", "x.fits", "--workers", -1), "--workers: must be >= 0"),
+    (("bench", "detect", "--n", 0), "--n: must be >= 1"),
+    (("bench", "detect", "--workers", -2), "--workers: must be >= 0"),
+    (("bench", "gpu", "--only", "photometry"), "invalid choice: 'photometry'"),
+    (("bench", "gpu", "--n-detect", 3), "--n-detect: must be >= 16"),
 ]
 
 
@@ -100,6 +105,15 @@ def test_out_that_is_a_file(tmp_path):
     for cmd in (("simulate", "--n", 2), ("demo", "--quick"), ("lst", "--iters", 1)):
         r = clumpnb(*cmd, "--out", tmp_path / "f", check=False)
         assert r.returncode == 2 and "is a file, not a folder" in r.stderr, r.stderr
+
+
+def test_bench_gpu_without_a_gpu():
+    "Here (no GPU) `bench gpu` says what to do instead of failing on the first CUDA call."
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    r = clumpnb("bench", "gpu", check=False)
+    assert r.returncode == 2 and "torch sees no CUDA GPU here; --dry-run" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bench_simulate_json():

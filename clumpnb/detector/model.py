@@ -10,13 +10,14 @@ from dataclasses import dataclass, asdict
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import TwoMLPHead, FastRCNNPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..core import ClumpnbError
 from .backbones import make_backbone
 
 # %% auto #0
-__all__ = ['DetectorConfig', 'torchvision_defaults', 'build_detector']
+__all__ = ['DetectorConfig', 'torchvision_defaults', 'NativeScaleTransform', 'build_detector']
 
 # %% ../../nbs/detector/11_model.ipynb #4b1f560a
 @dataclass
@@ -62,6 +63,15 @@ def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
     )
 
 
+class NativeScaleTransform(GeneralizedRCNNTransform):
+    """torchvision's detection input transform without its resizing: every image, in training and in use, is seen at
+    its own size, so every pixel keeps the survey's pixel scale the detector learnt (cutouts of any size; the batch
+    is padded to a multiple of 32). torchvision's own transform would scale each image to `min_size`."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
 def build_detector(cfg: DetectorConfig = DetectorConfig()) -> FasterRCNN:
     """A torchvision `FasterRCNN` built from `cfg`.
     Input: a list of (3, H, W) float tensors, asinh-stretched g r i in [0, 1]."""
@@ -95,5 +105,6 @@ def build_detector(cfg: DetectorConfig = DetectorConfig()) -> FasterRCNN:
         box_nms_thresh=cfg.nms_iou,
         box_detections_per_img=cfg.max_detections,
     )
+    m.transform = NativeScaleTransform(cfg.size, cfg.size, [0.0] * 3, [1.0] * 3)
     m.config = cfg
     return m
