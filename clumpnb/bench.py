@@ -15,7 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# %% auto #0
+__all__ = ['GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate', 'bench_detector',
+           'detect_rates', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
 
+# %% ../nbs/91_bench.ipynb #a0c1d002
 def device_name(device="cpu") -> str:
     "What `device` is, in words: 'cpu', or the GPU's own name (e.g. 'cuda: NVIDIA H100 80GB HBM3')."
     import torch
@@ -23,9 +27,13 @@ def device_name(device="cpu") -> str:
     device = torch.device(device)
     return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
-# %% auto #0
-__all__ = ['STAGES', 'GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'bench_simulate', 'bench_detector', 'detect_rates',
-           'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
+
+def machine_info(device="cpu") -> dict:
+    "Where a benchmark ran: `device_name`, torch's threads, the CPU's cores and the processor family."
+    import torch
+
+    return dict(threads=torch.get_num_threads(), cpu_count=os.cpu_count(), machine=platform.machine(),
+                device=device_name(device))  # fmt: skip
 
 # %% ../nbs/91_bench.ipynb #59ba5385
 def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None) -> dict:
@@ -53,14 +61,13 @@ def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = 
         survey_write_s=full,
         survey_galaxies_per_s=n / full,
         workers=workers,
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
+        **machine_info(),
     )
 
 # %% ../nbs/91_bench.ipynb #26966c7a
 def _measure(cfg_dict: dict, batch: int, steps: int, q, device: str = "cpu"):
-    import resource
     import torch
+    from clumpnb.detector.detect import peak_rss_mb
     from clumpnb.detector.model import DetectorConfig, build_detector
     from clumpnb.data.simulate import simulate
     from clumpnb.data.survey import asinh_stretch
@@ -108,7 +115,7 @@ def _measure(cfg_dict: dict, batch: int, steps: int, q, device: str = "cpu"):
         dict(
             train_images_per_s=train_ips,
             inference_images_per_s=2 * batch * steps / (time.perf_counter() - t),
-            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            peak_rss_mb=peak_rss_mb(),
         )
     )
 
@@ -154,16 +161,10 @@ def bench_detector(
         torchvision_defaults=base,
         train_speedup=ours["train_images_per_s"] / base["train_images_per_s"],
         inference_speedup=ours["inference_images_per_s"] / base["inference_images_per_s"],
-        threads=__import__("torch").get_num_threads(),
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-        device=device_name(device),
+        **machine_info(device),
     )
 
 # %% ../nbs/91_bench.ipynb #b7d3c002
-STAGES = ("read_s", "model_s", "post_s", "phot_s", "write_s")  # the stages `run_stages` times
-
-
 def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:
     "Images per second of the network alone on `files`, read into memory first (the baseline of `bench_detect`)."
     from clumpnb.detector.detect import load_cutout
@@ -196,6 +197,8 @@ def _detect_child(run, paths: list, out, batch: int, workers: int, device: str, 
 
 def detect_rates(s: dict, n: int) -> dict:
     "Images per second of a `detect` summary `s` over `n` cutouts, whole call and pipeline, and each stage's share."
+    from clumpnb.detector.detect import STAGES
+
     st = s["stages"]
     work = sum(st[k] for k in STAGES)
     return dict(
@@ -250,10 +253,7 @@ def bench_detect(
         serial=serial,
         pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
         staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
-        threads=__import__("torch").get_num_threads(),
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-        device=device_name(device),
+        **machine_info(device),
     )
 
 # %% ../nbs/91_bench.ipynb #3573f21f
@@ -326,10 +326,7 @@ def bench_lst(
         speedup=best["reference"] / best["float32"],
         speedup_bf16=best["reference"] / best["bfloat16"],
         agreement=agree,
-        threads=torch.get_num_threads(),
-        cpu_count=os.cpu_count(),
-        machine=platform.machine(),
-        device=device_name(dev),
+        **machine_info(dev),
     )
 
 # %% ../nbs/91_bench.ipynb #c9e4a002

@@ -38,11 +38,11 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_TOLERANCE', 'run_threshold', 'evaluate_run',
-           'CatalogRow', 'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows', 'catalog_table',
-           'catalog_format', 'pixel_scale', 'survey_grid', 'to_survey_scale', 'to_native_pixels', 'CutoutFiles',
-           'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts', 'check_skipped',
-           'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_TOLERANCE', 'STAGES', 'run_threshold',
+           'evaluate_run', 'CatalogRow', 'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows',
+           'catalog_table', 'catalog_format', 'pixel_scale', 'survey_grid', 'to_survey_scale', 'to_native_pixels',
+           'CutoutFiles', 'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts',
+           'check_skipped', 'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -404,6 +404,9 @@ def check_skipped(s: dict, strict: bool):
         )
 
 # %% ../../nbs/detector/14_detect.ipynb #15a01ba1
+STAGES = ("read_s", "model_s", "post_s", "phot_s", "write_s")  # what `run_stages` times, in seconds
+
+
 def peak_rss_mb() -> float:
     "This process's peak resident memory in MB (None where the platform does not say)."
     try:
@@ -439,7 +442,7 @@ def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=Post
     catalogue part in input order as it finishes; at most `2 * workers` batches wait in the pool, so memory stays flat
     however many files there are. Returns the seconds spent in each stage (summed over processes) and the wall time."""
     device, t_start = torch.device(device), time.perf_counter()
-    stats = dict.fromkeys(("read_s", "model_s", "post_s", "phot_s", "write_s"), 0.0)
+    stats = dict.fromkeys(STAGES, 0.0)
     pool, pending = finish_pool(workers), deque()
 
     def drain(limit: int):

@@ -53,7 +53,7 @@ def aperture_correction(fwhm: float, radius: float, annulus: tuple = None, offse
 def pixel_offset(v, step: float = 0.1) -> float:
     """How far `v` lies from its nearest pixel centre, to `step` pixels: the grid `aperture_correction` is cached on.
     The PSF is circular, so the distance alone matters (0 to 0.5)."""
-    return float(np.round(abs(v - np.round(v)) / step) * step)
+    return round(float(np.round(abs(v - np.round(v)) / step) * step), 6)
 
 # %% ../../nbs/detector/15_photometry.ipynb #4a2074ee
 def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig()):
