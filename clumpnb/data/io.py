@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,11 +22,11 @@ from ..core import ClumpnbError, DataError, atomic_write
 from .survey import BANDS, SDSS
 
 # %% auto #0
-__all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout',
+__all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'BAND_TAG', 'CLUMPSCOUT_COLUMNS', 'BOX_FWHM', 'CATEGORIES', 'LABEL_FILES', 'Cutout',
            'write_cutout', 'read_band_files', 'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem',
-           'read_clumpscout', 'clump_pixels', 'clumpscout_rows', 'write_clumpscout', 'clump_box', 'coco_dict',
-           'write_coco', 'read_coco', 'labels_path', 'best_labels', 'check_survey_folder', 'write_survey',
-           'scan_cutouts']
+           'band_split', 'BandFiles', 'group_bands', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
+           'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
+           'check_survey_folder', 'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -157,6 +158,9 @@ def read_mef(hl, path) -> tuple:
     hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
     if hdu is None:
         raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
+    if hdu.data.ndim == 2:
+        msg = "a single-band image: name its g, r and i files alike (x-g.fits, x-r.fits, x-i.fits) to read them as one"
+        raise DataError(path, "NAXIS3", msg)
     if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
         msg = f"expected 3 bands (g, r, i) as G/R/I extensions or a (3, H, W) cube, got data of shape {hdu.data.shape}"
         raise DataError(path, "NAXIS3", msg)
@@ -219,9 +223,69 @@ RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # colour pictures, re
 
 def image_stem(path) -> str:
     "A cutout's file name without its image suffix, in any case (`a.FITS.gz` -> `a`)."
-    name = Path(path).name
+    name = path.name if isinstance(path, BandFiles) else Path(path).name
     s = next((s for s in sorted(FITS_SUFFIXES + RGB_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), "")
     return name[: len(name) - len(s)]
+
+# %% ../../nbs/data/04_io.ipynb #b4d1f0a2
+BAND_TAG = re.compile(r"(?:^|(?<=[-_.]))([ugrizUGRIZ])(?=[-_.]|$)")  # a band letter standing alone in a name
+
+
+def band_split(path):
+    "(name before the band, band in lower case, name after it) when `path` is named by one band letter, else None."
+    stem = image_stem(path)
+    m = list(BAND_TAG.finditer(stem))
+    if not m:
+        return None
+    name = Path(path).name
+    return name[: m[-1].start(1)], m[-1].group(1).lower(), name[m[-1].end(1) :]
+
+
+class BandFiles(tuple):
+    """One cutout kept as three single-band FITS files, in g, r, i order (`read_cutout` reads it as one). Its `name`
+    is the file name without the band (`x-g.fits` -> `x.fits`); printed, it is the three files as a shell pattern
+    (`dir/x-{g,r,i}.fits`)."""
+
+    def __new__(cls, paths):
+        paths = tuple(Path(p) for p in paths)
+        if len(paths) != 3 or any(band_split(p) is None for p in paths):
+            raise ValueError(f"BandFiles needs three files named by band (g, r, i), got {[str(p) for p in paths]}")
+        return super().__new__(cls, paths)
+
+    @property
+    def name(self) -> str:
+        before, _, after = band_split(self[0])
+        return before.rstrip("-_.") + after if before.rstrip("-_.") else after.lstrip("-_.")
+
+    @property
+    def parent(self) -> Path:
+        return self[0].parent
+
+    def __str__(self) -> str:
+        before, _, after = band_split(self[0])
+        return str(self.parent / f"{before}{{g,r,i}}{after}")
+
+
+def group_bands(files) -> list:
+    """`files` with every complete set of single-band FITS files (named alike but for the band, see `band_split`) in
+    one `BandFiles`, where the first of the set stood; u and z files of such a set are dropped. Other files stay."""
+    files = [f if isinstance(f, BandFiles) else Path(f) for f in files]
+    split = {f: band_split(f) for f in files if not isinstance(f, BandFiles) and f.name.lower().endswith(FITS_SUFFIXES)}
+    sets = {}
+    for f, s in split.items():
+        if s is not None:
+            sets.setdefault((f.parent, s[0], s[2]), {})[s[1]] = f
+    out, done = [], set()
+    for f in files:
+        s = split.get(f)
+        key = (f.parent, s[0], s[2]) if s is not None else None
+        bands = sets.get(key, {})
+        if not all(b in bands for b in BANDS):
+            out.append(f)
+        elif key not in done:
+            done.add(key)
+            out.append(BandFiles(bands[b] for b in BANDS))
+    return out
 
 # %% ../../nbs/data/04_io.ipynb #484f4126
 CLUMPSCOUT_COLUMNS = (
@@ -521,7 +585,7 @@ def scan_cutouts(paths, nonfinite: str = "mask", shape=None, skipped: list = Non
     """Yield `Cutout`s from FITS files (a folder or a list of paths); bad files are warned about, appended to `skipped`
     and passed over."""
     if isinstance(paths, (str, Path)) and Path(paths).is_dir():
-        paths = sorted(Path(paths).glob("*.fits")) + sorted(Path(paths).glob("*.fits.gz"))
+        paths = group_bands(sorted(f for f in Path(paths).iterdir() if f.name.lower().endswith(FITS_SUFFIXES)))
     for p in paths:
         try:
             yield read_cutout(p, nonfinite, shape)

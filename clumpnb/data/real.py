@@ -12,11 +12,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
 from .io import FITS_SUFFIXES, clump_pixels, coco_dict, image_stem, labels_path, read_clumpscout
-from .io import read_cutout, write_coco, write_rgb
+from .io import BandFiles, group_bands, read_cutout, write_coco, write_rgb
+from .survey import BANDS
 from .dataset import split_of
 from .survey import to_rgb
 
@@ -40,7 +42,7 @@ OBJID = re.compile(r"(?<!\d)(\d{18,19})(?!\d)")  # SDSS objIDs are 18-19 digits
 def match_cutouts(cutouts: Path, cat, radius: float = 3.0) -> dict:
     """Per catalogue galaxy (SDSS objID) with a cutout in folder `cutouts`: (path, rule), rule 'objid' when the file
     name holds the objID, 'position' when the cutout's WCS centre lies within `radius` arcsec of the galaxy."""
-    files = sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(FITS_SUFFIXES))
+    files = group_bands(sorted(f for f in cutouts.iterdir() if f.name.lower().endswith(FITS_SUFFIXES)))
     ids = {int(s) for s in cat["SDSS"]}
     found, unnamed = {}, []
     for f in sorted(files, key=lambda f: not OBJID.fullmatch(image_stem(f))):  # exact `<objID>.fits` first
@@ -104,10 +106,16 @@ def paper_cuts(x, y, centre, shape, ratios, min_ratio: float, centre_frac: float
 
 
 def add_cutout(f: Path, c, out: Path, name: str, copy: bool = True):
-    "Copy (or link) cutout `f` into dataset `out` and write its colour preview, unless already there."
+    """Copy (or link) cutout `f` into dataset `out` and write its colour preview, unless already there. A cutout kept
+    as one file per band (`BandFiles`) is written as one multi-extension file (G, R, I) with its WCS."""
     dest = out / "cutouts" / f.name
     if not dest.exists():
-        if copy:
+        if isinstance(f, BandFiles):
+            head = c.wcs.to_header()
+            hdus = [fits.ImageHDU(c.image[b], header=head, name=band.upper()) for b, band in enumerate(BANDS)]
+            with atomic_write(dest) as fh:
+                fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(fh)
+        elif copy:
             shutil.copyfile(f, dest)
         else:
             dest.symlink_to(f.resolve())

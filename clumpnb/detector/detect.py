@@ -22,7 +22,8 @@ from astropy.table import Table, vstack
 
 from ..core import ClumpnbError, DataError, atomic_write, atomic_path
 from ..data.dataset import ClumpDataset
-from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, best_labels, image_stem, labels_path, read_cutout, read_rgb
+from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, BandFiles, best_labels, group_bands, image_stem, labels_path
+from ..data.io import read_cutout, read_rgb
 from ..data.survey import SDSS, asinh_stretch
 from clumpnb.detector.evaluate import (
     PostConfig,
@@ -142,7 +143,8 @@ IMAGE_SUFFIXES = FITS_SUFFIXES + RGB_SUFFIXES
 def input_files(paths) -> list:
     """Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts (any case of
     extension). Each file counts once (by its resolved path); in a folder, a PNG/JPEG preview with the same name as a
-    FITS cutout is left out: the FITS file holds the fluxes."""
+    FITS cutout is left out: the FITS file holds the fluxes. Single-band files of one cutout (`x-g.fits`, `x-r.fits`,
+    `x-i.fits`) become one `BandFiles` (see `group_bands`)."""
     out, seen = [], set()
     for p in map(Path, paths):
         if p.is_dir():
@@ -156,11 +158,13 @@ def input_files(paths) -> list:
             if r not in seen:
                 seen.add(r)
                 out.append(q)
-    return out
+    return group_bands(out)
 
 
 def input_key(path: Path) -> str:
     "What a result for `path` depends on: its resolved path, size and modification time (a repaired file is redone)."
+    if isinstance(path, BandFiles):
+        return "+".join(map(input_key, path))
     try:
         st = path.stat()
     except OSError:
