@@ -629,7 +629,7 @@ def _add_demo(sub):
         "run the main job end to end and write DIR/report.html and DIR/metrics.json",
         "Every chapter on the simulated survey: simulate, crowdsource, aggregate; train, evaluate on held-out "
         f"galaxies, detect. Surveys of {full.n_train} training and {full.n_heldout} held-out galaxies, "
-        f"{full.epochs} epochs: about 10 minutes on a 2-core CPU; --quick takes about a minute.",
+        f"{full.epochs} epochs: about 10 minutes on a 2-core CPU; --quick takes about two.",
     )
     add_out(p, "output folder")
     add_seed(p, "survey seed; the held-out survey uses seed+1")

@@ -31,7 +31,7 @@ class DemoSize:
 
 
 DEMO_SIZES = dict(
-    full=DemoSize(n_train=1000, n_heldout=300, epochs=8), quick=DemoSize(n_train=120, n_heldout=40, epochs=3)
+    full=DemoSize(n_train=1000, n_heldout=300, epochs=8), quick=DemoSize(n_train=160, n_heldout=60, epochs=10)
 )
 
 # %% ../nbs/93_demo.ipynb #f6d307a3

@@ -87,20 +87,6 @@ def test_bench_simulate_json():
     assert r["benchmark"] == "simulate" and r["galaxies_per_s_one_core"] > 0 and r["n"] == 32
 
 
-def test_demo_quick(tmp_path):
-    out = tmp_path / "demo"
-    m = json.loads(clumpnb("demo", "--quick", "--json", "--out", out).stdout)
-    assert (out / "report.html").exists() and json.loads((out / "metrics.json").read_text()) == m
-    assert m["source"].startswith("simulated") and m["data"]["n_heldout"] == 40 and m["detector"]["epochs"] == 3
-    q = m["detector"]["heldout_vs_truth"]
-    assert 0 <= q["completeness_ge8"] <= 1 and len(q["completeness_ge8_ci95"]) == 2
-    assert q["purity"] is None or 0 <= q["purity"] <= 1          # null (JSON) when nothing passes the threshold
-    assert m["detector"]["n_catalog_rows"] == q["n_pred"]           # the catalogue holds the evaluated detections
-    assert (out / "catalog.csv").exists()
-    html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "seed 0" in html
-
-
 def test_pretrain_then_train_refuses_other_arch(tmp_path):
     pre = tmp_path / "pre"
     s = json.loads(clumpnb("pretrain", "--n", 24, "--epochs", 1, "--crop", 48, "--batch-size", 8, "--workers", 1, "--out", pre, "--json").stdout)

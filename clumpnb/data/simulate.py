@@ -18,8 +18,8 @@ from ..core import rng_for
 from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes', 'draw_params', 'render',
-           'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes', 'component_fluxes',
+           'disc_share', 'draw_params', 'render', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -154,10 +154,28 @@ def _draw_clumps(rng, cfg: SimConfig, host, centre):
         out.append(
             dict(x=x, y=y, frac_g=np.exp(rng.uniform(*np.log(cfg.clump_frac))), colour=colour, cls=2 if odd else 1)
         )
-    # the clumps' light is taken from the disc; keep the disc at least 30% of the galaxy's g light
-    while sum(o["frac_g"] for o in out) > 0.7 * (1 - host["bt"]):
+    # the clumps' light is taken from the disc: keep the disc at least 30% of the galaxy's g light, and at least 10% of
+    # its own light (galaxy minus bulge) in every band, which red (odd) clumps could otherwise take all of in i
+    while sum(o["frac_g"] for o in out) > 0.7 * (1 - host["bt"]) or disc_share(host, out).min() < 0.1:
         out.pop()
     return out
+
+
+def component_fluxes(host: dict, clumps: list, total_r: float = 1.0) -> tuple:
+    """g r i total fluxes (galaxy, bulge, disc, clumps (n, 3)) of a host and its clumps as `draw_params` draws them,
+    for a galaxy of r-band flux `total_r`: the disc colour sets the galaxy's, the bulge takes `bt` of the r light,
+    each clump its `frac_g` of the g light, and the disc keeps the rest."""
+    ftot = colour_fluxes(total_r, *host["disc_colour"])
+    fb = colour_fluxes(1.0, *host["bulge_colour"]) * host["bt"] * ftot[1]
+    clump_f = [colour_fluxes(1.0, *c["colour"]) for c in clumps]
+    clump_f = np.array([f * c["frac_g"] * ftot[0] / f[0] for f, c in zip(clump_f, clumps)]).reshape(-1, 3)
+    return ftot, fb, ftot - fb - clump_f.sum(0), clump_f
+
+
+def disc_share(host: dict, clumps: list) -> np.ndarray:
+    "The disc's g r i flux as a share of the galaxy's light outside the bulge, once the `clumps` took theirs."
+    ftot, fb, fd, _ = component_fluxes(host, clumps)
+    return fd / (ftot - fb)
 
 
 def _draw_contaminants(rng, cfg: SimConfig):
@@ -257,17 +275,7 @@ def render(params: dict, cfg: SimConfig = SimConfig()):
     G = _grids(S, pad, os_)
     fx, fy = G[2], G[3]
     h, (cx, cy) = params["host"], params["centre"]
-    ftot = colour_fluxes(1.0, *h["disc_colour"]) * sv.mag_to_flux(
-        h["mag_r"]
-    )  # galaxy total g r i, set by the disc colour
-    fb = colour_fluxes(1.0, *h["bulge_colour"])
-    fb = fb * h["bt"] * ftot[1]  # bulge g r i
-    clump_f = []
-    for c in params["clumps"]:
-        f = colour_fluxes(1.0, *c["colour"])
-        clump_f.append(f * c["frac_g"] * ftot[0] / f[0])
-    clump_f = np.array(clump_f).reshape(-1, 3)
-    fd = ftot - fb - clump_f.sum(0)  # the disc keeps the rest
+    ftot, fb, fd, clump_f = component_fluxes(h, params["clumps"], sv.mag_to_flux(h["mag_r"]))
     pre = np.zeros((3, N, N))
     pre += fd[:, None, None] * _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"])
     if h["bt"] > 0:
