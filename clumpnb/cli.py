@@ -19,10 +19,10 @@ from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'GPU_PART_NAMES',
-           'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range', 'url', 'survey_folder',
-           'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n', 'add_seed', 'add_workers', 'add_alias',
-           'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option', 'settings', 'lst_line', 'key_lines',
-           'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
+           'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range',
+           'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n', 'add_seed',
+           'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option', 'settings',
+           'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -48,6 +48,7 @@ LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
 GPU_PART_NAMES = Names("clumpnb.bench", "GPU_PARTS")
+CONFIRM_PART_NAMES = Names("clumpnb.confirm", "CONFIRM_PARTS")
 DETECT_WORKERS = min(8, max(0, (os.cpu_count() - 2) // 2))  # none on 2 cores: there the stages only compete
 
 # %% ../nbs/99_cli.ipynb #2e760a79
@@ -620,6 +621,34 @@ def _demo(a):
     )
 
 
+def _confirm(a):
+    from clumpnb.confirm import ConfirmConfig, run_confirm
+
+    written = run_confirm(a.out, a.nbs, a.only, ConfirmConfig(), progress=not a.json, device=a.device)
+    emit(a, written, lambda w: "\n".join(f"{part}: {path}" for part, path in w.items()))
+
+
+def _add_confirm(sub):
+    from clumpnb.core import CONFIRM_SEEDS
+
+    p = command(
+        sub,
+        "confirm",
+        _confirm,
+        "rerun the headline numbers on the confirmatory survey seeds, once, with every setting frozen",
+        f"The confirmatory survey seeds {CONFIRM_SEEDS} are refused everywhere else. Parts: detector (the full "
+        "demo's detector with training seeds 0, 1, 2 on confirmatory survey 900, and the volunteers' consensus; "
+        "about 30 minutes on a 2-core CPU) and blindspots (the galaxy blind-spot experiment tested on survey 901). "
+        "Each part's results file is written under --nbs, where the results chapters read it.",
+    )
+    add_out(p, "work folder: surveys and trained runs (a rerun reuses finished runs)")
+    _add_nbs(p)
+    p.add_argument("--only", nargs="+", choices=CONFIRM_PART_NAMES, default=("detector", "blindspots"),
+                   metavar="PART", help="parts to run: %(choices)s (default: all)")  # fmt: skip
+    add_device(p)
+    add_json(p, "the files written")
+
+
 def _add_demo(sub):
     full, quick = DEMO_SIZES["full"], DEMO_SIZES["quick"]
     p = command(
@@ -863,6 +892,7 @@ COMMANDS = (
     _add_pretrain,
     _add_compare,
     _add_demo,
+    _add_confirm,
     _add_lst,
     _add_bench,
     _add_docs,

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICES', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'current_umask', 'atomic_write', 'atomic_path',
-           'jsonable', 'load_results', 'records', 'match_centres', 'MatchCounts', 'match_counts']
+__all__ = ['DEVICES', 'CONFIRM_SEEDS', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'check_survey_seed',
+           'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable', 'load_results', 'records',
+           'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -47,6 +48,33 @@ def seed_everything(seed: int):
 
 
 DEVICES = ("auto", "cpu", "cuda")  # --device everywhere; auto: a CUDA GPU when torch sees one, else the CPU
+
+# %% ../nbs/00_core.ipynb #c0f1a002
+CONFIRM_SEEDS = (900, 901, 902)  # survey seeds kept for `clumpnb confirm`: detector and volunteers, blind spots, spare
+_CONFIRM_ENV = "CLUMPNB_CONFIRMATORY"  # set by `confirmatory`; inherited by the worker processes it starts
+
+
+def check_survey_seed(seed: int):
+    "Refuse a confirmatory survey seed outside `confirmatory()`."
+    if int(seed) in CONFIRM_SEEDS and os.environ.get(_CONFIRM_ENV) != "1":
+        raise ClumpnbError(
+            f"survey seed {seed} is one of the confirmatory seeds {CONFIRM_SEEDS} (clumpnb.core.CONFIRM_SEEDS): no "
+            "training, tuning or figure may draw it; `clumpnb confirm` measures the headline numbers on it"
+        )
+
+
+@contextlib.contextmanager
+def confirmatory():
+    "Allow the confirmatory survey seeds inside this block, in this process and those it starts."
+    before = os.environ.get(_CONFIRM_ENV)
+    os.environ[_CONFIRM_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_CONFIRM_ENV, None)
+        else:
+            os.environ[_CONFIRM_ENV] = before
 
 # %% ../nbs/00_core.ipynb #fbd37b42
 def current_umask() -> int:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import atomic_write, jsonable, match_centres
+from .core import atomic_write, check_survey_seed, jsonable, match_centres
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'HEADLINE', 'SHOWN', 'DemoSize', 'demo_command', 'DemoData', 'demo_data', 'DemoDetector',
-           'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report',
-           'run_demo']
+__all__ = ['DEMO_SIZES', 'HEADLINE', 'SHOWN', 'DemoSize', 'demo_command', 'DemoData', 'volunteer_quality', 'demo_data',
+           'DemoDetector', 'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves',
+           'write_demo_report', 'run_demo']
 
 # %% ../nbs/93_demo.ipynb #606e2134
 @dataclass
@@ -55,28 +55,35 @@ class DemoData:
     quality: object  # astropy Table: consensus quality against the number of volunteers
 
 
+def volunteer_quality(held: list, seed: int) -> tuple:
+    """(consensus quality of 10 simulated volunteers per galaxy, a Table of quality against the number of volunteers)
+    on galaxies `held`, the volunteers drawn with `seed`: the volunteer numbers of the demo and of `confirm`."""
+    from astropy.table import Table
+    from clumpnb.data.volunteers import aggregate, consensus_quality, crowd_survey, quality_vs_volunteers
+
+    clicks, volunteers = crowd_survey(held, per_image=10, seed=seed)
+    cons, _ = aggregate(clicks, len(volunteers))
+    scored = Table(dict(image=cons["image"], x=cons["x"], y=cons["y"], s=1 - cons["p_fp"]))
+    return consensus_quality(held, scored, "s"), quality_vs_volunteers(held, counts=(3, 5, 10), seed=seed)
+
+
 def demo_data(out, size: DemoSize, seed: int = 0, workers: int = None, progress: bool = True) -> DemoData:
     "Training survey `seed` in `out/survey`, held-out survey `seed + 1` in `out/heldout`, and the held-out volunteers."
-    from astropy.table import Table
     from clumpnb.data.io import write_survey
     from clumpnb.data.simulate import simulate
-    from clumpnb.data.volunteers import aggregate, consensus_quality, crowd_survey, quality_vs_volunteers
 
     out = Path(out)
     workers = workers or os.cpu_count()
     write_survey(out / "survey", size.n_train, seed, workers=workers, progress=progress)
     held_summary = write_survey(out / "heldout", size.n_heldout, seed + 1, workers=workers, progress=progress)
     held = list(simulate(size.n_heldout, seed + 1))  # the same galaxies in memory (deterministic generator)
-    clicks, volunteers = crowd_survey(held, per_image=10, seed=seed + 1)
-    cons, _ = aggregate(clicks, len(volunteers))
-    scored = Table(dict(image=cons["image"], x=cons["x"], y=cons["y"], s=1 - cons["p_fp"]))
-    qv = quality_vs_volunteers(held, counts=(3, 5, 10), seed=seed + 1)
+    consensus, qv = volunteer_quality(held, seed + 1)
     metrics = dict(
         n_train_survey=size.n_train,
         n_heldout=size.n_heldout,
         heldout_seed=seed + 1,
         n_true_clumps_heldout=held_summary["n_clumps"],
-        consensus_10_volunteers=consensus_quality(held, scored, "s"),
+        consensus_10_volunteers=consensus,
         quality_vs_volunteers=[dict(zip(qv.colnames, r)) for r in qv],
     )
     return DemoData(metrics, held, qv)
@@ -301,6 +308,8 @@ def run_demo(
     import matplotlib.pyplot as plt
     from clumpnb.data.volunteers import plot_quality
 
+    check_survey_seed(seed)
+    check_survey_seed(seed + 1)  # the held-out survey's, before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = DEMO_SIZES["quick" if quick else "full"]

@@ -91,6 +91,10 @@ CASES = {
     "bench detector --backbone bogus": Case(("bench", "detector", "--backbone", "bogus"), "invalid choice: 'bogus'"),
     "bench gpu --only photometry": Case(("bench", "gpu", "--only", "photometry"), "invalid choice: 'photometry'"),
     "bench gpu --n-detect 3": Case(("bench", "gpu", "--n-detect", 3), "--n-detect: must be >= 16"),
+    "simulate --seed 900": Case(("simulate", "--seed", 900, "--out", "{o}/out"), "survey seed 900 is one of the "
+                                "confirmatory seeds"),  # fmt: skip
+    "demo --seed 899": Case(("demo", "--quick", "--seed", 899, "--out", "{o}/out"), "survey seed 900 is one of the "
+                            "confirmatory seeds"),  # fmt: skip
     # an --out that is a file
     "simulate --out FILE": Case(("simulate", "--n", 2, "--out", "{w}/a_file"), "is a file, not a folder"),
     "demo --out FILE": Case(("demo", "--quick", "--out", "{w}/a_file"), "is a file, not a folder"),

@@ -149,18 +149,21 @@ def galaxy_experiment(
     pthresh: float = 0.2,
     survey_seed: int = 0,
     progress: bool = True,
+    test_seed: int = None,
 ) -> dict:
     """Fine-tune each classifier of `INITS` on survey `survey_seed` with each training seed of `seeds`, then run LST on
-    held-out survey `survey_seed`+1; returns one `GalaxyBlindSpots` row per classifier and seed (`rows`), the last
-    walks per classifier (`results`) and the `settings`. `encoder`: the 'galaxy' encoder file (without it, only
-    'imagenet' runs)."""
+    held-out survey `test_seed` (default `survey_seed`+1); returns one `GalaxyBlindSpots` row per classifier and seed
+    (`rows`), the last walks per classifier (`results`) and the `settings`. `encoder`: the 'galaxy' encoder file
+    (without it, only 'imagenet' runs)."""
     from tqdm.auto import tqdm
 
     settings = dict(encoder=str(encoder) if encoder else None, seeds=list(seeds), n_train=n_train, n_test=n_test,
                     epochs=epochs, lr=lr, n_pairs=n_pairs, iters=iters, eta=eta, pthresh=pthresh,
                     survey_seed=survey_seed)  # fmt: skip
+    if test_seed is not None:
+        settings["test_seed"] = test_seed
     xtr, ytr = clumpy_set(n_train, survey_seed)
-    xte, yte = clumpy_set(n_test, survey_seed + 1)
+    xte, yte = clumpy_set(n_test, survey_seed + 1 if test_seed is None else test_seed)
     star = star_image(seed=survey_seed)
     inits = [i for i in INITS if i == "imagenet" or encoder is not None]
     rows, results = [], {}

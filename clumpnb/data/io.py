@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ..core import ClumpnbError, DataError, atomic_write
+from ..core import ClumpnbError, DataError, atomic_write, check_survey_seed
 from .survey import BANDS, SDSS
 
 # %% auto #0
@@ -529,6 +529,7 @@ def write_survey(
     from astropy.table import vstack
 
     cfg = cfg or SimConfig()
+    check_survey_seed(seed)  # before anything is written
     out = Path(out)
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)

@@ -14,7 +14,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.special import gammaincinv
 
-from ..core import rng_for
+from ..core import check_survey_seed, rng_for
 from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
@@ -210,7 +210,9 @@ def _draw_contaminants(rng, cfg: SimConfig):
 
 
 def draw_params(seed: int, index: int, cfg: SimConfig = SimConfig()) -> dict:
-    "All random choices for galaxy `index` of survey `seed`: host, clumps, stars, background galaxies, sky position."
+    """All random choices for galaxy `index` of survey `seed`: host, clumps, stars, background galaxies, sky position.
+    A confirmatory seed (`CONFIRM_SEEDS`) is refused outside `confirmatory()`."""
+    check_survey_seed(seed)
     rng = rng_for(seed, index)
     host = _draw_host(rng, cfg)
     centre = ((cfg.size - 1) / 2 + rng.uniform(-0.5, 0.5), (cfg.size - 1) / 2 + rng.uniform(-0.5, 0.5))
