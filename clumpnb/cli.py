@@ -637,8 +637,9 @@ def _add_confirm(sub):
         _confirm,
         "rerun the headline numbers on the confirmatory survey seeds, once, with every setting frozen",
         f"The confirmatory survey seeds {CONFIRM_SEEDS} are refused everywhere else. Parts: detector (the full "
-        "demo's detector with training seeds 0, 1, 2 on confirmatory survey 900, and the volunteers' consensus; "
-        "about 30 minutes on a 2-core CPU) and blindspots (the galaxy blind-spot experiment tested on survey 901). "
+        "demo's detector trained with training seeds 0, 1, 2 and measured on confirmatory survey 900, and the "
+        "volunteers' consensus there: three full-demo trainings) and blindspots (the galaxy blind-spot experiment "
+        "tested on survey 901). "
         "Each part's results file is written under --nbs, where the results chapters read it.",
     )
     add_out(p, "work folder: surveys and trained runs (a rerun reuses finished runs)")

@@ -11,19 +11,20 @@ from pathlib import Path
 
 from . import __version__
 from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, confirmatory, jsonable, load_results
+from .demo import DEMO_SIZES
 
 # %% auto #0
-__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'confirm_blindspots',
-           'run_confirm']
+__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
+           'confirm_blindspots', 'run_confirm']
 
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
 class ConfirmConfig:
-    "The development settings `confirm` reruns (the full demo's detector)."
+    "The development settings `confirm` reruns: the full demo's sizes (`DEMO_SIZES`)."
 
-    n_train: int = 1000  # galaxies in the training survey (seed 0), as the full demo
-    n_test: int = 300  # galaxies in the confirmatory survey, as the demo's held-out survey
-    epochs: int = 8
+    n_train: int = DEMO_SIZES["full"].n_train  # galaxies in the training survey (seed 0)
+    n_test: int = DEMO_SIZES["full"].n_heldout  # galaxies in the confirmatory survey, as in the held-out one
+    epochs: int = DEMO_SIZES["full"].epochs
     train_seeds: tuple = (0, 1, 2)
 
 
@@ -58,7 +59,8 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
         if not (run / "model.pt").exists():
             tc = TrainConfig(data=str(work / "survey"), out=str(run), epochs=cfg.epochs, seed=s, device=device)
             train(tc, resume=(run / "checkpoint.pt").exists(), progress=progress)
-        ev = evaluate_run(run, work / "confirm", device=device)
+        with confirmatory():
+            ev = evaluate_run(run, work / "confirm", device=device)
         truth, cons = ev["truth"], ev["consensus"]
         rows.append(dict(train_seed=s, threshold=ev["threshold"], truth={k: truth[k] for k in HEADLINE},
                          consensus={k: cons[k] for k in HEADLINE if k in cons}))  # fmt: skip
@@ -67,16 +69,23 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
                 consensus_10_volunteers=consensus, quality_vs_volunteers=qv)  # fmt: skip
 
 
+def blindspots_encoder(nbs) -> Path:
+    "The galaxy encoder file the development blind-spot experiment used (recorded relative to the repository root)."
+    d = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")
+    path = Path(nbs).resolve().parent / d["settings"]["encoder"]
+    if not path.exists():
+        raise ClumpnbError(f"{path}: the galaxy encoder of the blind-spot experiment is missing (it is not committed); "
+                           f"make it, from the repository root, with: {d['command'].split(' && ')[0]}")  # fmt: skip
+    return path
+
+
 def confirm_blindspots(nbs, progress: bool = True) -> dict:
     """The galaxy blind-spot experiment with the settings of the committed `blindspots/results/galaxies_seed0.json`
     under notebook folder `nbs`, tested on confirmatory survey `CONFIRM_SEEDS[1]`."""
     from clumpnb.blindspots.galaxy import galaxy_experiment
 
-    nbs = Path(nbs)
-    dev = load_results(nbs / "blindspots/results/galaxies_seed0.json")["settings"]
-    s = dev | dict(encoder=str(nbs.parent / dev["encoder"]))  # recorded relative to the repository root
-    if not Path(s["encoder"]).exists():
-        raise ClumpnbError(f"{s['encoder']}: the galaxy encoder the development experiment used is missing")
+    dev = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
+    s = dev | dict(encoder=str(blindspots_encoder(nbs)))
     with confirmatory():
         exp = galaxy_experiment(**s, test_seed=CONFIRM_SEEDS[1], progress=progress)
     settings = exp["settings"] | dict(encoder=dev["encoder"])
@@ -90,6 +99,8 @@ def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = Confir
     unknown = [p for p in only if p not in CONFIRM_PARTS]
     if unknown:
         raise ClumpnbError(f"unknown confirm part {unknown[0]!r}: choose from {CONFIRM_PARTS}")
+    if "blindspots" in only:
+        blindspots_encoder(nbs)  # its inputs checked before hours of detector training
     written = {}
     for part in only:
         if part == "detector":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import atomic_write, check_survey_seed, jsonable, match_centres
+from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable, match_centres
 
 # %% auto #0
 __all__ = ['DEMO_SIZES', 'HEADLINE', 'SHOWN', 'DemoSize', 'demo_command', 'DemoData', 'volunteer_quality', 'demo_data',
@@ -309,7 +309,11 @@ def run_demo(
     from clumpnb.data.volunteers import plot_quality
 
     check_survey_seed(seed)
-    check_survey_seed(seed + 1)  # the held-out survey's, before anything is written
+    if seed + 1 in CONFIRM_SEEDS:  # before anything is written
+        raise ClumpnbError(
+            f"--seed {seed}: the demo's held-out survey would be seed {seed + 1}, one of the confirmatory seeds "
+            f"{CONFIRM_SEEDS} that only `clumpnb confirm` draws; choose another"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = DEMO_SIZES["quick" if quick else "full"]

@@ -37,9 +37,11 @@ def w(tmp_path_factory):
     from astropy.table import vstack
 
     w = tmp_path_factory.mktemp("w")
-    assert cli("simulate", "--n", 6, "--cutout-size", 64, "--volunteers", 0, "--out", w / "s")[0] == 0
-    assert cli("train", "--data", w / "s", "--out", w / "run", "--epochs", 1, "--labels", "truth")[0] == 0
-    assert cli("detect", "--run", w / "run", w / "s" / "cutouts", "--out", w / "cat.csv", "--threshold", 0.5)[0] == 0
+    for args in (("simulate", "--n", 6, "--cutout-size", 64, "--volunteers", 0, "--out", w / "s"),
+                 ("train", "--data", w / "s", "--out", w / "run", "--epochs", 1, "--labels", "truth"),
+                 ("detect", "--run", w / "run", w / "s" / "cutouts", "--out", w / "cat.csv", "--threshold", 0.5)):
+        rc, err = cli(*args)
+        assert rc == 0, err
     (w / "cut_run").mkdir()
     for f in ("model.pt", "history.json"):
         (w / "cut_run" / f).write_bytes((w / "run" / f).read_bytes())
@@ -93,8 +95,8 @@ CASES = {
     "bench gpu --n-detect 3": Case(("bench", "gpu", "--n-detect", 3), "--n-detect: must be >= 16"),
     "simulate --seed 900": Case(("simulate", "--seed", 900, "--out", "{o}/out"), "survey seed 900 is one of the "
                                 "confirmatory seeds"),  # fmt: skip
-    "demo --seed 899": Case(("demo", "--quick", "--seed", 899, "--out", "{o}/out"), "survey seed 900 is one of the "
-                            "confirmatory seeds"),  # fmt: skip
+    "demo --seed 899": Case(("demo", "--quick", "--seed", 899, "--out", "{o}/out"), "--seed 899: the demo's "
+                            "held-out survey would be seed 900, one of the confirmatory seeds"),  # fmt: skip
     # an --out that is a file
     "simulate --out FILE": Case(("simulate", "--n", 2, "--out", "{w}/a_file"), "is a file, not a folder"),
     "demo --out FILE": Case(("demo", "--quick", "--out", "{w}/a_file"), "is a file, not a folder"),

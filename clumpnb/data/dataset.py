@@ -5,13 +5,15 @@
 # %% ../../nbs/data/05_dataset.ipynb #799fc9d2
 from __future__ import annotations
 
+import json
+
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core import DataError
+from ..core import DataError, check_survey_seed
 from .io import labels_path, read_coco, read_cutout
 from .survey import asinh_stretch
 
@@ -58,6 +60,9 @@ class ClumpDataset(torch.utils.data.Dataset):
         limit: int = None,
     ):
         self.root = Path(root)
+        made = self.root / "survey.json"
+        if made.exists():  # a simulated survey: a confirmatory one is read only by `clumpnb confirm`
+            check_survey_seed(json.loads(made.read_text()).get("seed", 0))
         ann = labels_path(self.root, labels)
         if not ann.exists():
             raise DataError(ann, "file", f"no {labels} labels in {self.root} (make them with `clumpnb simulate`)")

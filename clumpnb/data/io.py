@@ -138,11 +138,26 @@ def read_band_files(paths) -> tuple:
             if hdu is None:
                 raise DataError(p, "NAXIS", "no 2-D image in this file")
             planes.append(np.asarray(hdu.data, np.float32))
-            wcs = wcs or _celestial_wcs(hdu.header, p)
             if planes[-1].shape != planes[0].shape:
                 msg = f"shape {planes[-1].shape} differs from the g band's {planes[0].shape}"
                 raise DataError(p, "NAXIS1/NAXIS2", msg)
+            band_wcs = _celestial_wcs(hdu.header, p)
+            if wcs is None:
+                wcs = band_wcs
+            else:
+                _same_grid(band_wcs, wcs, planes[0].shape, p)
     return np.stack(planes), wcs
+
+
+def _same_grid(w, ref, shape, path, tol: float = 0.1):
+    "Refuse a band whose pixels are not the g band's: its corners and centre map more than `tol` pixels off."
+    H, W = shape
+    x, y = np.array([0, W - 1, 0, W - 1, (W - 1) / 2]), np.array([0, 0, H - 1, H - 1, (H - 1) / 2])
+    rx, ry = ref.world_to_pixel(w.pixel_to_world(x, y))
+    off = float(np.max(np.hypot(rx - x, ry - y)))
+    if not off <= tol:
+        msg = f"its pixels lie up to {off:.2f} px off the g band's: resample the bands onto one grid first"
+        raise DataError(path, "WCS", msg)
 
 
 def read_mef(hl, path) -> tuple:
@@ -159,7 +174,8 @@ def read_mef(hl, path) -> tuple:
     if hdu is None:
         raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
     if hdu.data.ndim == 2:
-        msg = "a single-band image: name its g, r and i files alike (x-g.fits, x-r.fits, x-i.fits) to read them as one"
+        msg = ("a single-band image without a complete set beside it: g, r and i files named alike but for the band "
+               "(x-g.fits, x-r.fits, x-i.fits) are read as one cutout")  # fmt: skip
         raise DataError(path, "NAXIS3", msg)
     if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
         msg = f"expected 3 bands (g, r, i) as G/R/I extensions or a (3, H, W) cube, got data of shape {hdu.data.shape}"
@@ -176,7 +192,8 @@ def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True) 
         raise ValueError(f"nonfinite must be 'mask' or 'reject', not {nonfinite!r}")
     meta, clumps, cont = {}, None, None
     if isinstance(path, (list, tuple)):
-        (image, wcs), src = read_band_files(path), str(path[0])
+        named = hasattr(path, "name")  # a `BandFiles` prints as its three files; a plain list by its g file
+        (image, wcs), src = read_band_files(path), str(path) if named else str(path[0])
     else:
         src = str(path)
         with _open(path) as hl, _reading(path):
@@ -248,14 +265,18 @@ class BandFiles(tuple):
 
     def __new__(cls, paths):
         paths = tuple(Path(p) for p in paths)
-        if len(paths) != 3 or any(band_split(p) is None for p in paths):
-            raise ValueError(f"BandFiles needs three files named by band (g, r, i), got {[str(p) for p in paths]}")
+        split = [band_split(p) for p in paths]
+        same = len({(p.parent, s[0], s[2]) for p, s in zip(paths, split) if s}) == 1
+        if len(paths) != 3 or None in split or not same or [s[1] for s in split] != list(BANDS):
+            raise ValueError(f"BandFiles needs the g, r, i files of one name, in order; got {[str(p) for p in paths]}")
         return super().__new__(cls, paths)
 
     @property
     def name(self) -> str:
         before, _, after = band_split(self[0])
-        return before.rstrip("-_.") + after if before.rstrip("-_.") else after.lstrip("-_.")
+        if before.rstrip("-_."):
+            return before.rstrip("-_.") + after
+        return after.lstrip("-_") if after[:1] in "-_" else "gri" + after  # `g.fits` ... -> `gri.fits`
 
     @property
     def parent(self) -> Path:
@@ -528,8 +549,7 @@ def write_survey(
     from clumpnb.data.volunteers import crowd_survey, aggregate
     from astropy.table import vstack
 
-    cfg = cfg or SimConfig()
-    check_survey_seed(seed)  # before anything is written
+    cfg, _ = cfg or SimConfig(), check_survey_seed(seed)  # the seed checked before anything is written
     out = Path(out)
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)

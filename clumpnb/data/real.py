@@ -23,8 +23,8 @@ from .dataset import split_of
 from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['CUTS', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'add_cutout', 'kept_clumps',
-           'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
+__all__ = ['CUTS', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'dataset_file', 'add_cutout',
+           'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -105,13 +105,18 @@ def paper_cuts(x, y, centre, shape, ratios, min_ratio: float, centre_frac: float
     }
 
 
+def dataset_file(f) -> str:
+    "The file name cutout `f` gets in a dataset: its own, or for one file per band, one uncompressed FITS file."
+    return image_stem(f) + ".fits" if isinstance(f, BandFiles) else f.name
+
+
 def add_cutout(f: Path, c, out: Path, name: str, copy: bool = True):
     """Copy (or link) cutout `f` into dataset `out` and write its colour preview, unless already there. A cutout kept
     as one file per band (`BandFiles`) is written as one multi-extension file (G, R, I) with its WCS."""
-    dest = out / "cutouts" / f.name
+    dest = out / "cutouts" / dataset_file(f)
     if not dest.exists():
         if isinstance(f, BandFiles):
-            head = c.wcs.to_header()
+            head = c.wcs.to_header(relax=True)  # relax: SIP distortion terms too
             hdus = [fits.ImageHDU(c.image[b], header=head, name=band.upper()) for b, band in enumerate(BANDS)]
             with atomic_write(dest) as fh:
                 fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(fh)
@@ -191,7 +196,7 @@ def build_dataset(
         iid = len(images) + 1
         H, W = c.image.shape[1:]
         images.append(
-            {"id": iid, "file_name": f"cutouts/{f.name}", "width": int(W), "height": int(H), "name": str(sid)}
+            {"id": iid, "file_name": f"cutouts/{dataset_file(f)}", "width": int(W), "height": int(H), "name": str(sid)}
         )
         anns += [dict(image_id=iid, **a) for a in anns_g]
     settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band)

@@ -148,13 +148,14 @@ def input_files(paths) -> list:
     out, seen = [], set()
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES))
-            fits_stems = {image_stem(q) for q in found if not q.name.lower().endswith(RGB_SUFFIXES)}
-            found = [q for q in found if not (q.name.lower().endswith(RGB_SUFFIXES) and image_stem(q) in fits_stems)]
+            found = group_bands(sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES)))
+            rgb = lambda q: q.name.lower().endswith(RGB_SUFFIXES)
+            fits_stems = {(q.parent, image_stem(q)) for q in found if not rgb(q)}
+            found = [q for q in found if not (rgb(q) and (q.parent, image_stem(q)) in fits_stems)]
         else:
             found = [p]
         for q in found:
-            r = q.resolve()
+            r = tuple(f.resolve() for f in q) if isinstance(q, BandFiles) else q.resolve()
             if r not in seen:
                 seen.add(r)
                 out.append(q)
@@ -394,16 +395,20 @@ def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, current
     cat.sort(["file", "clump_id"])
     if fmt == "fits":  # FITS header keywords: 8 characters, short values
         cat.meta = {"RUN": str(run)[-60:], "THRESH": threshold, "NINPUTS": n, "NSKIPPED": len(skipped)}
-    if n > len(skipped):  # a catalogue of nothing read would read as "no clumps"
+    if n > len(skipped):
         with atomic_path(out) as tmp:
             cat.write(tmp, format=fmt)
+    else:  # a catalogue of nothing read would read as "no clumps"; nor may an older one stay in its place
+        out.unlink(missing_ok=True)
     return dict(n_clumps=len(cat), n_read=n - len(skipped), n_skipped=len(skipped), skipped=skipped)
 
 
 def check_skipped(s: dict, strict: bool):
     "Refuse a run that read none of its inputs (no catalogue is written), or (with `strict`) skipped any."
     if s["n_skipped"] and s["n_read"] == 0:
-        raise ClumpnbError(f"none of the {s['n_inputs']} inputs could be read (first: {s['skipped'][0]})")
+        raise ClumpnbError(
+            f"none of the {s['n_inputs']} inputs could be read (first: {s['skipped'][0]}); no catalogue written"
+        )
     if s["n_skipped"] and strict:
         raise ClumpnbError(
             f"{s['n_skipped']} of the {s['n_inputs']} inputs could not be read (first: {s['skipped'][0]}); the "
