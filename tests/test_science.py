@@ -71,21 +71,41 @@ def recovered(cat, file, x, y, fwhm):
     return np.where(d.min(1) <= fwhm, d.min(1), np.nan)
 
 
+def crop(src, dest, side: int):
+    "Write the central `side` x `side` pixels of cutout `src` to `dest`, with its WCS (astropy's Cutout2D)."
+    from astropy.io import fits
+    from astropy.nddata import Cutout2D
+
+    c = read_cutout(src)
+    mid = ((c.image.shape[2] - 1) / 2, (c.image.shape[1] - 1) / 2)
+    cuts = [Cutout2D(band, mid, (side, side), wcs=c.wcs) for band in c.image]
+    hdus = [fits.ImageHDU(cu.data, cu.wcs.to_header(), name=b) for cu, b in zip(cuts, "GRI")]
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(dest)
+    return cuts[0].wcs
+
+
 def test_clumps_at_their_true_positions_at_other_sizes_and_pixel_scales(demo, tmp_path):
-    """The same detector on cutouts of 100, 160 and 256 pixels, and on cutouts imaged at the Legacy Surveys' 0.262"/px
-    (resampled by `detect`): bright clumps (flux ratio >= 8%) are found within one PSF FWHM of their true positions,
-    in each file's own pixels, about as often as on the 128-pixel cutouts the detector was trained on."""
-    for size in (128, 100, 160, 256):
-        clumpnb("simulate", "--n", 40, "--seed", 2, "--cutout-size", size, "--volunteers", 0, "--out",
-                tmp_path / f"s{size}")  # fmt: skip
+    """The same detector on the same galaxies cut out at 100, 128, 160 and 256 pixels, and on galaxies imaged at the
+    Legacy Surveys' 0.262"/px (resampled by `detect`): bright clumps (flux ratio >= 8%) are found within one PSF FWHM
+    of their true positions, in each file's own pixels, about as often at every size and scale."""
+    clumpnb("simulate", "--n", 40, "--seed", 2, "--cutout-size", 256, "--volunteers", 0, "--out", tmp_path / "s256")
     legacy = legacy_scale_survey(tmp_path / "legacy", 40, seed=2)
-    folders = [tmp_path / f"s{size}" / "cutouts" for size in (128, 100, 160, 256)] + [tmp_path / "legacy"]
     truth, every = {}, {}  # file -> (x, y of clumps with flux ratio >= 8% / of every clump, PSF FWHM) in its pixels
-    for folder, fwhm in zip(folders, [SDSS.psf_fwhm_px[1]] * 4 + [legacy.psf_fwhm_px[1]]):
-        for f in sorted(folder.glob("*.fits")):
-            t = read_cutout(f).clumps
-            truth[f] = (t["x"][t["frac_g"] >= 0.08], t["y"][t["frac_g"] >= 0.08], fwhm)
-            every[f] = (t["x"], t["y"], fwhm)
+    for f in sorted((tmp_path / "s256" / "cutouts").glob("*.fits")):
+        t = read_cutout(f).clumps
+        central = (abs(t["x"] - 127.5) < 40) & (abs(t["y"] - 127.5) < 40)  # inside every crop, 10 px from its edges
+        for side in (100, 128, 160, 256):
+            (tmp_path / f"c{side}").mkdir(exist_ok=True)
+            w = crop(f, tmp_path / f"c{side}" / f.name, side)
+            x, y = w.world_to_pixel_values(t["ra"], t["dec"])
+            bright = central & (t["frac_g"] >= 0.08)
+            truth[tmp_path / f"c{side}" / f.name] = (x[bright], y[bright], SDSS.psf_fwhm_px[1])
+            every[tmp_path / f"c{side}" / f.name] = (x[central], y[central], SDSS.psf_fwhm_px[1])
+    for f in sorted((tmp_path / "legacy").glob("*.fits")):
+        t = read_cutout(f).clumps
+        truth[f] = (t["x"][t["frac_g"] >= 0.08], t["y"][t["frac_g"] >= 0.08], legacy.psf_fwhm_px[1])
+        every[f] = (t["x"], t["y"], legacy.psf_fwhm_px[1])
+    folders = [tmp_path / f"c{side}" for side in (128, 100, 160, 256)] + [tmp_path / "legacy"]
     s = json.loads(clumpnb("detect", "--run", demo[0] / "run", *folders, "--out", tmp_path / "cat.ecsv", "--json"))
     assert s["n_read"] == 200 and s["n_skipped"] == 0, s
     cat = Table.read(tmp_path / "cat.ecsv")
@@ -94,12 +114,16 @@ def test_clumps_at_their_true_positions_at_other_sizes_and_pixel_scales(demo, tm
         d = np.concatenate([recovered(cat, f, *truth[f]) for f in truth if f.parent == folder])
         found, fwhm = np.isfinite(d), truth[next(f for f in truth if f.parent == folder)][2]
         rate[name] = found.mean()
+        assert len(d) >= 25 and np.median(d[found]) < 0.5 * fwhm, (name, len(d), np.median(d[found]), fwhm)
         near = [np.isfinite(recovered(cat[i : i + 1], f, *every[f])).any() for f in every if f.parent == folder
                 for i in np.flatnonzero(cat["file"] == str(f))]  # fmt: skip
         real[name] = float(np.mean(near)) if near else 0.0  # detections on a true clump of any flux ratio
-        assert len(d) >= 25 and np.median(d[found]) < 0.5 * fwhm, (name, len(d), np.median(d[found]), fwhm)
-    # measured when this test was written, with a detector like this one (28-35 bright clumps each): 0.69 at 128 px;
-    # 0.57, 0.66, 0.77 at 100, 160, 256 px; 0.68 at 0.262"/px (0.50 with reproject's default Gaussian kernel)
-    assert all(r >= 0.45 and r >= rate["128 px"] - 0.25 for r in rate.values()), rate
-    # and 0.85-0.96 of the detections lie on a true clump (any flux ratio): not found by spraying detections
+    # measured when this test was written, with a detector like this one (33 bright clumps in the crops): 0.82 at
+    # 128 px, 0.76 and 0.79 at 100 and 256 px, the same clumps; 0.68 on the 0.262"/px galaxies (34 clumps; 0.50 with
+    # reproject's default Gaussian kernel, see the detect chapter); the margins allow for CPU training not being
+    # bit-reproducible and for the other galaxies at 0.262"/px
+    crops = [rate[k] for k in ("100 px", "160 px", "256 px")]
+    assert all(r >= 0.5 and abs(r - rate["128 px"]) <= 0.2 for r in crops), rate
+    assert rate['0.262"/px'] >= 0.45 and rate['0.262"/px'] >= rate["128 px"] - 0.3, rate
+    # and most detections lie on a true clump (any flux ratio; measured 0.85-0.96): not found by spraying detections
     assert all(r >= 0.7 for r in real.values()), real
