@@ -33,6 +33,12 @@ JSON_FILES = [
                  "metrics/detector/train_images_per_s", "metrics/detector/post_removed", "metrics/seconds/total")
                 + tuple(f"metrics/detector/heldout_vs_truth/{k}" for k in TRUTH)
                 + tuple(f"metrics/detector/heldout_vs_consensus/{k}" for k in CONSENSUS)),
+    ResultsFile("detector/results/confirm_detector.json",
+                ("simulated", "settings/n_train", "settings/n_test", "settings/epochs", "n_true_clumps",
+                 "rows/0/train_seed", "rows/0/threshold", "rows/2/train_seed",
+                 "consensus_10_volunteers/purity", "consensus_10_volunteers/completeness_0.03-0.08",
+                 "consensus_10_volunteers/completeness_0.08-1")
+                + tuple(f"rows/0/truth/{k}" for k in TRUTH)),
     ResultsFile("detector/results/data_efficiency.json",
                 ("runs/0/n_train", "runs/0/epochs", "runs/0/threshold", "runs/0/truth/completeness_ge8",
                  "runs/0/truth/completeness_3to8", "runs/0/truth/purity")),
@@ -155,3 +161,17 @@ def test_galaxy_results_read():
     assert "galaxy_experiment(encoder=" in r.command
     seeds = r.settings["seeds"]
     assert [(row.init, row.train_seed) for row in r.rows] == [(i, s) for i in ("imagenet", "galaxy") for s in seeds]
+
+
+def test_confirmatory_results_read():
+    "The confirm files: written by `clumpnb confirm` on the confirmatory seeds, with the development settings."
+    from clumpnb.blindspots.galaxy import read_galaxy_results
+    from clumpnb.core import CONFIRM_SEEDS
+    dev = read_galaxy_results(NBS/"blindspots/results/galaxies_seed0.json")
+    r = read_galaxy_results(NBS/"blindspots/results/confirm_galaxies.json")
+    assert r.command.startswith("clumpnb confirm --only blindspots") and r.seed == CONFIRM_SEEDS[1]
+    assert r.settings == dev.settings | {"test_seed": CONFIRM_SEEDS[1]}
+    assert [(row.init, row.train_seed) for row in r.rows] == [(row.init, row.train_seed) for row in dev.rows]
+    d = json.loads((NBS/"detector/results/confirm_detector.json").read_text())
+    assert d["command"].startswith("clumpnb confirm --only detector") and d["seed"] == CONFIRM_SEEDS[0]
+    assert [row["train_seed"] for row in d["rows"]] == [0, 1, 2]
