@@ -240,7 +240,7 @@ RGB_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # colour pictures, re
 
 def image_stem(path) -> str:
     "A cutout's file name without its image suffix, in any case (`a.FITS.gz` -> `a`)."
-    name = path.name if isinstance(path, BandFiles) else Path(path).name
+    name = path.name if hasattr(path, "name") else Path(path).name  # a Path, a `BandFiles`, or a string
     s = next((s for s in sorted(FITS_SUFFIXES + RGB_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s)), "")
     return name[: len(name) - len(s)]
 
@@ -517,8 +517,10 @@ def _write_files(g, out: Path):
 
 
 def check_survey_folder(out: Path, seed: int, size: int, start: int):
-    """Refuse to simulate into a folder that holds another survey (another seed, cutout size or first galaxy), which
-    would leave labels describing other files than those on disk. The same settings resume."""
+    """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
+    the folder holds another survey (another seed, cutout size or first galaxy), which would leave labels describing
+    other files than those on disk. The same settings resume. Writes nothing."""
+    check_survey_seed(seed)
     s = out / "survey.json"
     if s.exists():
         old = json.loads(s.read_text())
@@ -549,11 +551,10 @@ def write_survey(
     from clumpnb.data.volunteers import crowd_survey, aggregate
     from astropy.table import vstack
 
-    cfg, _ = cfg or SimConfig(), check_survey_seed(seed)  # the seed checked before anything is written
-    out = Path(out)
+    cfg, out = cfg or SimConfig(), Path(out)
+    check_survey_folder(out, seed, cfg.size, start)  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
-    check_survey_folder(out, seed, cfg.size, start)
     gals, gal_rows, clump_tabs = [], [], []
     for g in simulate(
         n, seed, cfg, start=start, workers=workers, progress=progress, post=partial(_write_files, out=out)
