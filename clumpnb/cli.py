@@ -18,11 +18,11 @@ from .core import DEVICES, ClumpnbError, atomic_write, jsonable
 from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
-__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES', 'GPU_PART_NAMES',
-           'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least', 'in_range',
-           'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n', 'add_seed',
-           'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option', 'settings',
-           'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
+__all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES',
+           'GPU_PART_NAMES', 'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least',
+           'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n',
+           'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option',
+           'settings', 'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -44,6 +44,7 @@ class Names:
 
 BACKBONE_NAMES = Names("clumpnb.detector.backbones", "BACKBONES")
 ARCH_NAMES = Names("clumpnb.nets.encoders", "ARCHS")
+QUESTION_NAMES = Names("clumpnb.comparison.pretrain", "QUESTIONS")
 LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
@@ -529,7 +530,7 @@ def _vote_errors(s: dict) -> str:
 def _pretrain(a):
     from clumpnb.comparison.pretrain import PretrainConfig, pretrain
 
-    same = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device")
+    same = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device", "drop")
     s = pretrain(PretrainConfig(out=str(a.out), **settings(a, same)), resume=a.resume, progress=not a.json)
     say = (
         f"{a.arch} pretrained on {{}} simulated galaxies: validation vote-fraction error {{}} -> {a.out / 'encoder.pt'}"
@@ -569,6 +570,8 @@ def _add_pretrain(sub):
         "--crop", type=at_least(16), default=96, metavar="PX", help="centre crop in pixels (default %(default)s)"
     )
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, one-cycle; default %(default)s)")
+    p.add_argument("--drop", nargs="+", default=[], choices=QUESTION_NAMES, metavar="QUESTION",
+                   help="withhold these questions' votes, e.g. clumpy (questions: %(choices)s)")  # fmt: skip
     add_workers(p, "simulation processes")
     add_device(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
@@ -638,13 +641,15 @@ def _add_confirm(sub):
         "rerun the headline numbers on the confirmatory survey seeds, once, with every setting frozen",
         f"The confirmatory survey seeds {CONFIRM_SEEDS} are refused everywhere else. Parts: detector (the full "
         "demo's detector trained with training seeds 0, 1, 2 and measured on confirmatory survey 900, and the "
-        "volunteers' consensus there: three full-demo trainings) and blindspots (the galaxy blind-spot experiment "
-        "tested on survey 901). "
+        "volunteers' consensus there: three full-demo trainings), blindspots (the galaxy blind-spot experiment "
+        "tested on survey 901) and backbones (the cpu-pairs backbone grid, run or finished in OUT/backbones, "
+        "each run measured on survey 902, with the training-set sizes each variant needs there; copy a finished "
+        "`clumpnb compare --preset cpu-pairs` folder to OUT/backbones to reuse its runs). "
         "Each part's results file is written under --nbs, where the results chapters read it.",
     )
     add_out(p, "work folder: surveys and trained runs (a rerun reuses finished runs)")
     _add_nbs(p)
-    p.add_argument("--only", nargs="+", choices=CONFIRM_PART_NAMES, default=("detector", "blindspots"),
+    p.add_argument("--only", nargs="+", choices=CONFIRM_PART_NAMES, default=("detector", "blindspots", "backbones"),
                    metavar="PART", help="parts to run: %(choices)s (default: all)")  # fmt: skip
     add_device(p)
     add_json(p, "the files written")

@@ -15,7 +15,7 @@ from .demo import DEMO_SIZES
 
 # %% auto #0
 __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
-           'confirm_blindspots', 'run_confirm']
+           'confirm_blindspots', 'confirm_backbones', 'run_confirm']
 
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
@@ -28,9 +28,11 @@ class ConfirmConfig:
     train_seeds: tuple = (0, 1, 2)
 
 
-CONFIRM_PARTS = ("detector", "blindspots")
+CONFIRM_PARTS = ("detector", "blindspots", "backbones")
 CONFIRM_FILES = dict(  # under the notebook folder, next to the results the chapters print
-    detector="detector/results/confirm_detector.json", blindspots="blindspots/results/confirm_galaxies.json"
+    detector="detector/results/confirm_detector.json",
+    blindspots="blindspots/results/confirm_galaxies.json",
+    backbones="comparison/confirm_backbones.json",
 )
 
 
@@ -92,6 +94,31 @@ def confirm_blindspots(nbs, progress: bool = True) -> dict:
     return dict(seed=CONFIRM_SEEDS[1], settings=settings, rows=[asdict(r) for r in exp["rows"]])
 
 # %% ../nbs/94_confirm.ipynb #c0f2a008
+def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: str = "auto") -> dict:
+    """Finish grid `preset` in `work/backbones` (finished runs are reused) and measure each of its runs on confirmatory
+    survey `CONFIRM_SEEDS[2]`; the sizes each variant needs for 0.8/0.8 there."""
+    from clumpnb.comparison.compare import compare, get_preset, images_needed
+    from clumpnb.data.io import write_survey
+    from clumpnb.data.simulate import SimConfig
+    from clumpnb.detector.detect import evaluate_run
+
+    p, grid, seed = get_preset(preset), Path(work) / "backbones", CONFIRM_SEEDS[2]
+    dev_rows = compare(p, grid, device, progress)
+    conf, hs = grid / "data" / "confirm", p.test_survey
+    rows = []
+    with confirmatory():
+        if not (conf / "survey.json").exists():
+            write_survey(conf, hs["n"], seed, SimConfig(size=hs.get("size", 128)), progress=progress)
+        for r in dev_rows:
+            run = grid / "runs" / f"{r['variant']}_n{r['n_train']}_s{r['seed']}"
+            t = evaluate_run(run, conf, n_boot=0, device=device)["truth"]
+            rows.append(dict(variant=r["variant"], n_train=r["n_train"], seed=r["seed"], threshold=r["threshold"],
+                             completeness_ge8=t["completeness_ge8"], completeness_3to8=t["completeness_3to8"],
+                             purity=t["purity"], ap50=t["coco"]["AP50"]))  # fmt: skip
+    need = images_needed(rows)
+    return dict(seed=seed, preset=p.name, grid=p.digest(), n_test=hs["n"], rows=rows, needed_for_0p8=need)
+
+
 def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = ConfirmConfig(), progress: bool = True,
                 device: str = "auto") -> dict:  # fmt: skip
     """Run the `only` parts of `CONFIRM_PARTS` (surveys and runs in folder `work`) and write each part's results file
@@ -105,6 +132,8 @@ def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = Confir
     for part in only:
         if part == "detector":
             r = confirm_detector(work, cfg, progress, device)
+        elif part == "backbones":
+            r = confirm_backbones(work, progress=progress, device=device)
         else:
             r = confirm_blindspots(nbs, progress)
         out = dict(command=confirm_command(part, nbs), clumpnb_version=__version__, simulated=True) | r

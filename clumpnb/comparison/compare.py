@@ -31,9 +31,9 @@ from ..nets.training import fit_classifier, pick_device, save_checkpoint
 
 # %% auto #0
 __all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'GridRow', 'read_results',
-           'write_results', 'run_key', 'clumpy_encoder', 'variant_weights', 'run_config', 'run_one', 'prepare_grid',
-           'compare', 'images_needed', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side', 'plan',
-           'compare_cli']
+           'write_results', 'run_key', 'clumpy_encoder', 'encoder_name', 'encoder_settings', 'variant_weights',
+           'run_config', 'run_one', 'prepare_grid', 'compare', 'images_needed', 'paired', 'summarise',
+           'plot_efficiency', 'table', 'plot_side_by_side', 'plan', 'compare_cli']
 
 # %% ../../nbs/comparison/21_compare.ipynb #3f114fa9
 WEIGHTS = ("random", "imagenet", "zoobot", "galaxy", "galaxy-clumpy")
@@ -46,6 +46,8 @@ class Variant:
     weights: str = "random"
     trainable_layers: int = None  # None: all for random, 3 for pretrained; 0 = frozen
     optional: bool = False  # needs internet: skipped, with the reason recorded, when unavailable
+    encoder: str = None  # galaxy weights: the encoder's name (its folder OUT/pretrain/NAME); default the architecture
+    pretrain: dict = field(default_factory=dict)  # galaxy weights: PretrainConfig settings over the preset's
 
     def __post_init__(self):
         if self.weights not in WEIGHTS:
@@ -78,6 +80,8 @@ class Preset:
     def digest(self) -> str:
         "Identifies the grid: rows of results.csv with another digest come from another grid."
         d = {k: v for k, v in self.to_dict().items() if k not in ("workers",)}
+        # a variant's encoder fields count only when set, so grids defined before they existed keep their digest
+        d["variants"] = [{k: x for k, x in v.items() if x or k not in ("encoder", "pretrain")} for v in d["variants"]]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 # %% ../../nbs/comparison/21_compare.ipynb #3fb82ec5
@@ -143,6 +147,22 @@ PRESETS = {
 }
 # cpu-small extends the cpu grid below its smallest size, everything else the same
 PRESETS["cpu-small"] = replace(PRESETS["cpu"], name="cpu-small", sizes=[10, 20])
+# cpu-pairs: one variable at a time on EfficientNet-Lite0 (ImageNet weights, then galaxy votes with or without the
+# clumpy question), at the smallest sizes with five seeds; the detector settings and surveys are the cpu grid's
+_FROM_IMAGENET = dict(init="imagenet")  # the cpu grid's pretraining recipe, started from ImageNet weights
+PRESETS["cpu-pairs"] = replace(
+    PRESETS["cpu"],
+    name="cpu-pairs",
+    variants=[
+        Variant("imagenet-lite0", "efficientnet_lite0", "imagenet"),
+        Variant("imagenet-galaxy-lite0", "efficientnet_lite0", "galaxy", encoder="lite0-imagenet-votes",
+                pretrain=_FROM_IMAGENET),
+        Variant("imagenet-galaxy-noclumpy-lite0", "efficientnet_lite0", "galaxy",
+                encoder="lite0-imagenet-votes-noclumpy", pretrain={**_FROM_IMAGENET, "drop": ("clumpy",)}),
+    ],
+    sizes=[10, 20, 40],
+    seeds=[0, 1, 2, 3, 4],
+)  # fmt: skip
 
 
 def get_preset(name) -> Preset:
@@ -238,15 +258,32 @@ def clumpy_encoder(encoder, arch: str, data, n: int, seed: int, out: Path, epoch
     return path
 
 
+def encoder_name(v: Variant) -> str:
+    "The name of the galaxy encoder variant `v` starts from: its folder under OUT/pretrain."
+    return v.encoder or v.backbone
+
+
+def encoder_settings(p: Preset, variants: list) -> dict:
+    "Encoder name -> PretrainConfig settings (the preset's, then the variant's own) of the encoders `variants` use."
+    specs = {}
+    for v in variants:
+        if v.weights not in ("galaxy", "galaxy-clumpy"):
+            continue
+        spec = {**p.pretrain, **v.pretrain, "arch": v.backbone}
+        if specs.setdefault(encoder_name(v), spec) != spec:
+            raise ClumpnbError(f"variants of preset {p.name!r} share encoder {encoder_name(v)!r} with other settings")
+    return specs
+
+
 def variant_weights(p: Preset, v: Variant, n: int, seed: int, run: Path, encoders: dict, device: str = "auto"):
     "The detector's `weights` for variant `v`: None, 'imagenet', 'zoobot', or the path of a galaxy encoder."
     if v.weights == "random":
         return None
     if v.weights not in ("galaxy", "galaxy-clumpy"):
         return v.weights
-    if v.backbone not in encoders:
-        raise ClumpnbError(f"variant {v.name!r} needs a galaxy encoder for {v.backbone}")
-    weights = str(encoders[v.backbone])
+    if encoder_name(v) not in encoders:
+        raise ClumpnbError(f"variant {v.name!r} needs the galaxy encoder {encoder_name(v)!r}")
+    weights = str(encoders[encoder_name(v)])
     if v.weights == "galaxy-clumpy":
         run.mkdir(parents=True, exist_ok=True)
         data = run.parent.parent / "data" / "train"
@@ -285,7 +322,7 @@ def run_config(p: Preset, v: Variant, n: int, seed: int, out: Path, weights, dev
 def run_one(
     p: Preset, v: Variant, n: int, seed: int, out, encoders: dict, device: str = "auto", progress: bool = False
 ) -> dict:
-    "Train and evaluate one run of grid `p`; returns its results row. `encoders`: architecture -> galaxy encoder."
+    "Train and evaluate one run of grid `p`; returns its results row. `encoders`: encoder name -> galaxy encoder file."
     out = Path(out)
     run = out / "runs" / run_key(v, n, seed)
     weights = variant_weights(p, v, n, seed, run, encoders, device)
@@ -340,10 +377,10 @@ def prepare_grid(p: Preset, out: Path, variants: list, device: str = "auto", pro
             cfg = SimConfig(size=s.get("size", 128))
             write_survey(d, s["n"], s["seed"], cfg, workers=s.get("workers", 2), progress=progress)
     encoders = {}
-    for arch in sorted({v.backbone for v in variants if v.weights in ("galaxy", "galaxy-clumpy")}):
-        pc = PretrainConfig(**{**p.pretrain, "arch": arch, "out": str(out / "pretrain" / arch), "device": device})
+    for name, spec in sorted(encoder_settings(p, variants).items()):
+        pc = PretrainConfig(**{**spec, "out": str(out / "pretrain" / name), "device": device})
         pretrain(pc, resume=True, progress=progress)
-        encoders[arch] = out / "pretrain" / arch / "encoder.pt"
+        encoders[name] = out / "pretrain" / name / "encoder.pt"
     return encoders
 
 
@@ -424,6 +461,23 @@ def images_needed(rows: list, target: float = 0.8) -> dict:
             sizes=sizes,
         )
     return out
+
+# %% ../../nbs/comparison/21_compare.ipynb #6a1f0c02
+def paired(rows: list, a: str, b: str, metric: str, n_a: int, n_b: int = None, level: float = 0.95) -> dict:
+    """Per seed, `metric` of variant `b` at `n_b` galaxies (default `n_a`) minus that of variant `a` at `n_a`; the mean
+    over the seeds both have, and its `level` Student-t interval (nan with fewer than two seeds)."""
+    from scipy import stats
+
+    n_b = n_a if n_b is None else n_b
+    va = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (a, n_a)}
+    vb = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (b, n_b)}
+    seeds = sorted(va.keys() & vb.keys())
+    if not seeds:
+        raise ClumpnbError(f"no seed has both {a!r} at {n_a} and {b!r} at {n_b} training galaxies")
+    d = np.array([vb[s] - va[s] for s in seeds], dtype=float)
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else math.nan
+    return dict(a=a, b=b, metric=metric, n_a=n_a, n_b=n_b, seeds=seeds, diffs=d.tolist(), mean=float(d.mean()),
+                lo=float(d.mean() - half), hi=float(d.mean() + half))  # fmt: skip
 
 # %% ../../nbs/comparison/21_compare.ipynb #2fe17c7d
 def summarise(rows: list, metrics=("completeness_ge8", "completeness_3to8", "purity", "ap50", "train_seconds")) -> list:

@@ -24,7 +24,7 @@ from ..nets.training import fit_epoch, load_checkpoint, make_optimiser, pick_dev
 
 # %% auto #0
 __all__ = ['QUESTIONS', 'ASKED_OF', 'ANSWERS', 'SLICES', 'answer_probabilities', 'draw_votes', 'dirichlet_multinomial_nll',
-           'concentrations', 'vote_set', 'VoteModel', 'vote_fraction_error', 'PretrainConfig', 'vote_loss',
+           'concentrations', 'vote_set', 'VoteModel', 'vote_fraction_error', 'PretrainConfig', 'withhold', 'vote_loss',
            'validation_row', 'save_encoder', 'pretrain', 'pretrain_summary']
 
 # %% ../../nbs/comparison/20_pretrain.ipynb #f5f7f6f0
@@ -188,6 +188,13 @@ class PretrainConfig:
     train_seed: int = 0
     workers: int = 1  # simulation processes
     device: str = "auto"  # auto | cpu | cuda
+    drop: tuple = ()  # questions whose votes are withheld: the encoder learns nothing from them
+
+    def __post_init__(self):
+        self.drop = tuple(self.drop)
+        unknown = [q for q in self.drop if q not in QUESTIONS]
+        if unknown:
+            raise ClumpnbError(f"drop: no question named {unknown[0]!r}; the questions are {list(QUESTIONS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,7 +203,19 @@ class PretrainConfig:
         "The `clumpnb pretrain` command that runs this configuration."
         flags = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr")
         args = " ".join(f"--{k.replace('_', '-')} {getattr(self, k)}" for k in flags)
-        return f"clumpnb pretrain {args} --out {Path(self.out).as_posix()}"
+        drop = f" --drop {' '.join(self.drop)}" if self.drop else ""
+        return f"clumpnb pretrain {args}{drop} --out {Path(self.out).as_posix()}"
+
+
+def withhold(votes: torch.Tensor, drop: tuple) -> torch.Tensor:
+    """`votes` with the counts of the questions in `drop` set to zero. A question nobody answered adds exactly nothing
+    to `dirichlet_multinomial_nll`, so the network receives no signal from it."""
+    if not drop:
+        return votes
+    votes = votes.clone()
+    for q in drop:
+        votes[:, SLICES[q]] = 0
+    return votes
 
 
 def vote_loss(conc: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
@@ -248,6 +267,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True, d
     x, votes, probs = (
         data if data is not None else vote_set(cfg.n, cfg.seed, cfg.crop, cfg.n_volunteers, cfg.workers, progress)
     )
+    votes = withhold(votes, cfg.drop)
     nv = max(1, int(round(cfg.val_fraction * len(x))))
     xtr, vtr, val = x[:-nv], votes[:-nv], (x[-nv:], votes[-nv:], probs[-nv:])
     seed_everything(cfg.train_seed)

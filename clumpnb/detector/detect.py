@@ -310,7 +310,7 @@ class CutoutFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         t0, f = time.perf_counter(), self.files[i]
-        item = dict(file=f, key=input_key(f), x=None, wcs=None, raw=None, error=None, native=None)
+        item = dict(file=f, key=input_key(f), x=None, wcs=None, raw=None, error=None, native=None, retry=False)
         try:
             x, wcs, raw = load_cutout(f)
             scale = pixel_scale(wcs)
@@ -320,8 +320,8 @@ class CutoutFiles(torch.utils.data.Dataset):
             item.update(x=x.numpy(), wcs=wcs, raw=raw)
         except DataError as e:
             item["error"] = str(e)
-        except ClumpnbError as e:  # a resampling the installation cannot do
-            item["error"] = f"{f}: {e}"
+        except ClumpnbError as e:  # a resampling the installation cannot do: not done, tried again on a rerun
+            item.update(error=f"{f}: {e}", retry=True)
         return item | dict(read_s=time.perf_counter() - t0)
 
 
@@ -356,7 +356,8 @@ def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
         post_s, phot_s = post_s + t1 - t0, phot_s + time.perf_counter() - t1
     t = catalog_table(rows)
     bad = [b for b in batch if b["error"] is not None]
-    t.meta.update(files=[str(b["file"]) for b in batch], keys=[b["key"] for b in batch],
+    done = [b for b in batch if not b["retry"]]  # a file the installation could not handle is not done
+    t.meta.update(files=[str(b["file"]) for b in done], keys=[b["key"] for b in done],
                   skipped=[b["error"] for b in bad], skipped_keys=[b["key"] for b in bad])  # fmt: skip
     return t, dict(post_s=post_s, phot_s=phot_s)
 
@@ -383,12 +384,16 @@ def check_parts(parts: Path, settings: dict):
 def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, current: set) -> dict:
     """Assemble the catalogue `out` from the part files in `parts`, keeping only what they hold for the `current`
     input keys (a file changed since its part was written is not in it); returns the counts."""
-    tabs, skipped = [], []
+    tabs, gone, retry, done = [], {}, {}, set()
     for p in sorted(parts.glob("part-*.ecsv")):
         t = Table.read(p, format="ascii.ecsv")
         key = dict(zip(t.meta.get("files", []), t.meta.get("keys", [])))
         tabs.append(t[np.array([key.get(str(f)) in current for f in t["file"]], bool)] if len(t) else t)
-        skipped += [s for s, k in zip(t.meta.get("skipped", []), t.meta.get("skipped_keys", [])) if k in current]
+        done |= set(key.values())
+        for k, why in zip(t.meta.get("skipped_keys", []), t.meta.get("skipped", [])):
+            if k in current:  # a skip the part counts as done is final; one it does not is tried again
+                (gone if k in key.values() else retry)[k] = why
+    skipped = list(gone.values()) + [w for k, w in retry.items() if k not in done]
     cat = vstack([catalog_table([])] + [t for t in tabs if len(t)], metadata_conflicts="silent")
     n = len(current)
     cat.meta = dict(run=str(run), threshold=threshold, n_inputs=n, skipped=skipped)
