@@ -18,7 +18,8 @@ from ..data.simulate import psf_image
 from .evaluate import PostConfig, segmentation
 
 # %% auto #0
-__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'clump_photometry']
+__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'others_masks',
+           'annulus_medians', 'clump_photometry']
 
 # %% ../../nbs/detector/15_photometry.ipynb #08a9ab76
 @dataclass
@@ -82,14 +83,24 @@ def host_fluxes(image: np.ndarray, seg, label: int) -> np.ndarray:
     return np.array(out)
 
 # %% ../../nbs/detector/15_photometry.ipynb #598f5e67
-def _others_mask(shape, pos, i, radius):
-    "True on pixels within `radius` of any position but the `i`-th."
+def others_masks(shape, pos, radius) -> np.ndarray:
+    "(len(pos), H, W): for each position, True on pixels within `radius` of any of the other positions."
     yy, xx = np.mgrid[: shape[0], : shape[1]]
-    m = np.zeros(shape, bool)
-    for j, (x, y) in enumerate(pos):
-        if j != i:
-            m |= np.hypot(xx - x, yy - y) < radius
-    return m
+    near = np.array([np.hypot(xx - x, yy - y) < radius for x, y in pos]).reshape(len(pos), *shape)
+    return (near.sum(0) - near) > 0
+
+
+def annulus_medians(data: np.ndarray, annuli, masks) -> np.ndarray:
+    """Median of `data` in each of `annuli` (photutils apertures, pixel centres inside), leaving out the pixels of the
+    matching `masks` and non-finite ones: what `ApertureStats(data, annulus, mask=m, sigma_clip=None).median` gives,
+    without building the statistics object per clump (checked below)."""
+    out = np.full(len(masks), np.nan)
+    for i, m in enumerate(masks):
+        v = annuli[i].to_mask(method="center").get_values(data, mask=m)
+        v = v[np.isfinite(v)]
+        if len(v):
+            out[i] = np.median(v)
+    return out
 
 
 PHOT_COLUMNS = (
@@ -114,7 +125,7 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
     """Per-band aperture fluxes (nanomaggies) of point sources at pixel `x`, `y` (0-based) in a (3, H, W) g r i
     nanomaggy
     `image`, their host's Kron fluxes, flux ratios, AB colours, whether each lies on the host, and the 3% / 8% flags."""
-    from photutils.aperture import CircularAperture, CircularAnnulus, aperture_photometry, ApertureStats
+    from photutils.aperture import CircularAperture, CircularAnnulus, aperture_photometry
 
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[0] != 3:
@@ -126,21 +137,12 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
     cols = {c: np.full(len(x), np.nan) for c in PHOT_COLUMNS}
     if len(x):
         pos = np.stack([x, y], 1)
+        masks = others_masks(image.shape[1:], pos, cfg.mask_others * cfg.fwhm_px[1])  # the same in every band
         for b, band in enumerate(BANDS):
             f = cfg.fwhm_px[b]
             ap = CircularAperture(pos, cfg.aperture * f)
             an = CircularAnnulus(pos, cfg.annulus[0] * f, cfg.annulus[1] * f)
-            bg = np.array(
-                [
-                    ApertureStats(
-                        image[b],
-                        an[i],
-                        sigma_clip=None,
-                        mask=_others_mask(image.shape[1:], pos, i, cfg.mask_others * cfg.fwhm_px[1]),
-                    ).median
-                    for i in range(len(pos))
-                ]
-            )
+            bg = annulus_medians(image[b], an, masks)
             s = np.atleast_1d(aperture_photometry(image[b], ap)["aperture_sum"])
             ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
             kept = [aperture_correction(f, cfg.aperture * f, ring, tuple(sorted(map(pixel_offset, p)))) for p in pos]
