@@ -17,7 +17,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate', 'bench_detector',
-           'detect_rates', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
+           'detect_rates', 'detect_memory', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #a0c1d002
 def device_name(device="cpu") -> str:
@@ -212,13 +212,33 @@ def detect_rates(s: dict, n: int) -> dict:
     )
 
 # %% ../nbs/91_bench.ipynb #b7d3c003
+def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: bool) -> list:
+    """Peak memory of `clumpnb detect --workers 0` (every stage in one process, so its peak is the whole run's) over
+    folders listing each of `ns` cutouts: hard links to `files` in turn (copies where links are refused)."""
+    rows = []
+    for n in ns:
+        folder = d / f"listed{n}"
+        folder.mkdir()
+        for i in range(n):
+            src, dst = files[i % len(files)], folder / f"c{i:07d}.fits"
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        s = _detect_child(run, [folder], d / f"listed{n}.csv", batch, 0, device, amp)
+        rows.append(dict(n_listed=n, peak_rss_mb=s["stages"]["peak_rss_mb"], wall_s=s["stages"]["wall_s"]))
+        shutil.rmtree(folder)
+    return rows
+
+
 def bench_detect(
     n: int = 256, run=None, workers: int = 2, batch: int = 16, device: str = "cpu", amp: bool = False, epochs: int = 2,
-    seed: int = 0, n_serial: int = 512, n_model: int = 2000,
+    seed: int = 0, n_serial: int = 512, n_model: int = 2000, memory: tuple = (),
 ) -> dict:  # fmt: skip
     """End-to-end `clumpnb detect` on `n` simulated FITS cutouts with `workers`, and serially on the first `n_serial`,
     against the model alone on the first `n_model` in this process (in memory); trains a throw-away detector for
-    `epochs` when no `run` is given."""
+    `epochs` when no `run` is given. With `memory` (numbers of cutouts), also `detect_memory` over folders of those
+    sizes made from the `n` cutouts."""
     from clumpnb.data.io import write_survey
     from clumpnb.detector.detect import input_files
     from clumpnb.detector.train import TrainConfig, train
@@ -238,6 +258,7 @@ def bench_detect(
         staged = detect_rates(_detect_child(run, [folder], d / "staged.csv", batch, workers, device, amp), n)
         n_serial = min(n, n_serial)
         serial = detect_rates(_detect_child(run, files[:n_serial], d / "serial.csv", batch, 0, device, amp), n_serial)
+        mem = detect_memory(run, files, sorted(memory), d, batch, device, amp) if memory else []
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return dict(
@@ -253,6 +274,7 @@ def bench_detect(
         serial=serial,
         pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
         staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
+        **(dict(memory=mem, memory_ratio=mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]) if mem else {}),
         **machine_info(device),
     )
 

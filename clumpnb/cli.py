@@ -772,7 +772,8 @@ def _bench_lst(a):
 def _bench_detect(a):
     from clumpnb.bench import bench_detect
 
-    r = bench_detect(a.n, a.run, a.workers, a.batch_size, a.device, a.amp, a.epochs, n_serial=a.n_serial)
+    r = bench_detect(a.n, a.run, a.workers, a.batch_size, a.device, a.amp, a.epochs, n_serial=a.n_serial,
+                     memory=tuple(a.memory or ()))  # fmt: skip
     emit_bench(a, r)
 
 
@@ -832,6 +833,8 @@ def _add_bench_detect(what):
     add_workers(d, "reading processes, and as many for post-processing", default=2, lo=0)
     add_device(d)
     d.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network (for GPUs)")
+    d.add_argument("--memory", nargs="+", type=at_least(1), metavar="N",
+                   help="also the peak memory of detect over folders of N cutouts each, e.g. 1000 4000")  # fmt: skip
     add_json(d, "the measurements")
     add_save(d)
 
