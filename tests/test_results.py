@@ -86,6 +86,14 @@ JSON_FILES = [
     ResultsFile("blindspots/results/galaxy_encoder/pretrain.json",
                 ("arch", "n_train", "config/init", "config/seed", "config/epochs", "final/val_clumpy",
                  "final/val_smooth-or-featured")),
+    *[ResultsFile(f"comparison/pretrain_{name}.json",
+                  ("command", "arch", "n_train", "config/init", "config/drop", "config/epochs", "config/seed")
+                  + tuple(f"final/val_{q}" for q in QUESTIONS))
+      for name in ("lite0-imagenet-votes", "lite0-imagenet-votes-noclumpy")],
+    ResultsFile("comparison/confirm_backbones.json",
+                ("command", "seed", "grid", "n_test", "rows/0/variant", "rows/0/n_train", "rows/0/seed",
+                 "rows/0/threshold", "rows/0/completeness_ge8", "rows/0/completeness_3to8", "rows/0/purity",
+                 "rows/0/ap50", "needed_for_0p8")),
     ResultsFile("comparison/pretrain_cpu.json",
                 ("arch", "n_train", "n_val", "config/seed", "config/crop", "config/epochs", "config/n", "config/arch",
                  "history/0/seconds")
@@ -139,7 +147,8 @@ def test_lst_summary_reads():
     assert s.command.startswith("python -c") and s.clumpnb_version
 
 
-@pytest.mark.parametrize("name,preset", [("results_cpu.csv", "cpu"), ("results_cpu_small.csv", "cpu-small")])
+@pytest.mark.parametrize("name,preset", [("results_cpu.csv", "cpu"), ("results_cpu_small.csv", "cpu-small"),
+                                         ("results_cpu_pairs.csv", "cpu-pairs")])
 def test_comparison_grids(name, preset):
     from clumpnb.comparison.compare import read_results, get_preset, COLUMNS
     path = NBS/"comparison"/name
@@ -175,3 +184,11 @@ def test_confirmatory_results_read():
     d = json.loads((NBS/"detector/results/confirm_detector.json").read_text())
     assert d["command"].startswith("clumpnb confirm --only detector") and d["seed"] == CONFIRM_SEEDS[0]
     assert [row["train_seed"] for row in d["rows"]] == [0, 1, 2]
+    b = json.loads((NBS/"comparison/confirm_backbones.json").read_text())
+    from clumpnb.comparison.compare import get_preset, read_results
+    p = get_preset("cpu-pairs")
+    grid = read_results(NBS/"comparison/results_cpu_pairs.csv", p.digest())
+    assert b["command"].startswith("clumpnb confirm --only backbones") and b["seed"] == CONFIRM_SEEDS[2]
+    assert b["grid"] == p.digest() and b["n_test"] == p.test_survey["n"]
+    key = lambda r: (r["variant"], r["n_train"], r["seed"], r["threshold"])  # noqa: E731
+    assert sorted(map(key, b["rows"])) == sorted(map(key, grid))  # every grid run, at its own threshold

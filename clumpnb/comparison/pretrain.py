@@ -267,9 +267,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True, d
     x, votes, probs = (
         data if data is not None else vote_set(cfg.n, cfg.seed, cfg.crop, cfg.n_volunteers, cfg.workers, progress)
     )
-    votes = withhold(votes, cfg.drop)
     nv = max(1, int(round(cfg.val_fraction * len(x))))
-    xtr, vtr, val = x[:-nv], votes[:-nv], (x[-nv:], votes[-nv:], probs[-nv:])
+    xtr, vtr, val = x[:-nv], withhold(votes[:-nv], cfg.drop), (x[-nv:], votes[-nv:], probs[-nv:])  # val keeps all
     seed_everything(cfg.train_seed)
     dev = pick_device(cfg.device)
     model = VoteModel(cfg.arch, cfg.init).to(dev)
