@@ -88,7 +88,7 @@ JSON_FILES = [
                  "final/val_smooth-or-featured")),
     *[ResultsFile(f"comparison/pretrain_{name}.json",
                   ("command", "arch", "n_train", "config/init", "config/drop", "config/epochs", "config/seed")
-                  + tuple(f"final/val_{q}" for q in QUESTIONS))
+                  + tuple(f"final/val_{q}" for q in QUESTIONS if q != "clumpy" or "noclumpy" not in name))
       for name in ("lite0-imagenet-votes", "lite0-imagenet-votes-noclumpy")],
     ResultsFile("comparison/confirm_backbones.json",
                 ("command", "seed", "grid", "n_test", "rows/0/variant", "rows/0/n_train", "rows/0/seed",
