@@ -22,7 +22,7 @@ from .model import DetectorConfig, build_detector
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_weights', 'load_run', 'training_sets',
+__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'load_run', 'training_sets',
            'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
@@ -125,18 +125,20 @@ def params_digest(model, buffers: bool = True) -> str:
     return h.hexdigest()[:16]
 
 
-def run_weights(run, cfg):
-    """`cfg` (a run's `TrainConfig`) with a relative `--weights` path found again from elsewhere: paths are recorded as
-    training was given them, and the run's own recorded `out`, which leads from the directory training ran in to the
-    run folder, says where that directory is."""
-    w = cfg.detector.weights
-    if w in (None, "random", "none", "imagenet", "zoobot") or Path(w).is_absolute() or Path(w).exists():
+def run_paths(run, cfg):
+    """`cfg` (a run's `TrainConfig`) with its relative `--weights` and `data` paths found again from another working
+    directory: paths are recorded as training was given them, and the run's own recorded `out`, which leads from the
+    directory training ran in to the run folder, says where that directory was."""
+    out, here = Path(cfg.out or "").parts, Path(run).resolve().parts
+    if not out or Path(cfg.out).is_absolute() or here[-len(out) :] != out:
         return cfg
-    out, here = Path(cfg.out).parts, Path(run).resolve().parts
-    if out and not Path(cfg.out).is_absolute() and here[-len(out) :] == out:
-        base = Path(*here[: -len(out)])
-        if (base / w).exists():
-            cfg.detector = replace(cfg.detector, weights=str(base / w))
+    base = Path(*here[: -len(out)])
+    moved = lambda p: p and not Path(p).is_absolute() and not Path(p).exists() and (base / p).exists()  # noqa: E731
+    w = cfg.detector.weights
+    if w not in (None, "random", "none", "imagenet", "zoobot") and moved(w):
+        cfg.detector = replace(cfg.detector, weights=str(base / w))
+    if moved(cfg.data):
+        cfg.data = str(base / cfg.data)
     return cfg
 
 
@@ -150,7 +152,7 @@ def load_run(run, map_location="cpu"):
         ck = torch.load(f, map_location=map_location, weights_only=False)
     except Exception as e:
         raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
-    cfg = run_weights(run, TrainConfig.from_dict(ck["config"]))
+    cfg = run_paths(run, TrainConfig.from_dict(ck["config"]))
     m = build_detector(cfg.detector)
     try:
         m.load_state_dict(ck["model"])
