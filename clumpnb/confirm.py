@@ -97,7 +97,7 @@ def confirm_blindspots(nbs, progress: bool = True) -> dict:
 def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: str = "auto") -> dict:
     """Finish grid `preset` in `work/backbones` (finished runs are reused) and measure each of its runs on confirmatory
     survey `CONFIRM_SEEDS[2]`; the sizes each variant needs for 0.8/0.8 there."""
-    from clumpnb.comparison.compare import compare, get_preset, images_needed
+    from clumpnb.comparison.compare import compare, get_preset, images_needed, run_key
     from clumpnb.data.io import write_survey
     from clumpnb.data.simulate import SimConfig
     from clumpnb.detector.detect import evaluate_run
@@ -110,7 +110,7 @@ def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: s
         if not (conf / "survey.json").exists():
             write_survey(conf, hs["n"], seed, SimConfig(size=hs.get("size", 128)), progress=progress)
         for r in dev_rows:
-            run = grid / "runs" / f"{r['variant']}_n{r['n_train']}_s{r['seed']}"
+            run = grid / "runs" / run_key(r["variant"], r["n_train"], r["seed"])
             t = evaluate_run(run, conf, n_boot=0, device=device)["truth"]
             rows.append(dict(variant=r["variant"], n_train=r["n_train"], seed=r["seed"], threshold=r["threshold"],
                              completeness_ge8=t["completeness_ge8"], completeness_3to8=t["completeness_3to8"],

@@ -32,7 +32,7 @@ from ..nets.training import fit_classifier, pick_device, save_checkpoint
 # %% auto #0
 __all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'GridRow', 'read_results',
            'write_results', 'run_key', 'clumpy_encoder', 'encoder_name', 'encoder_settings', 'variant_weights',
-           'run_config', 'run_one', 'prepare_grid', 'compare', 'images_needed', 'paired', 'summarise',
+           'run_config', 'run_one', 'prepare_grid', 'compare', 'images_needed', 'mean_interval', 'paired', 'summarise',
            'plot_efficiency', 'table', 'plot_side_by_side', 'plan', 'compare_cli']
 
 # %% ../../nbs/comparison/21_compare.ipynb #3f114fa9
@@ -240,8 +240,9 @@ def write_results(path, rows: list):
         f.write(buf.getvalue())
 
 # %% ../../nbs/comparison/21_compare.ipynb #259f6b87
-def run_key(v: Variant, n: int, seed: int) -> str:
-    return f"{v.name}_n{n}_s{seed}"
+def run_key(v, n: int, seed: int) -> str:
+    "The folder name, under OUT/runs, of the run of variant `v` (a `Variant` or its name) at `n` galaxies and `seed`."
+    return f"{getattr(v, 'name', v)}_n{n}_s{seed}"
 
 
 def clumpy_encoder(encoder, arch: str, data, n: int, seed: int, out: Path, epochs: int, device="auto") -> Path:
@@ -463,21 +464,27 @@ def images_needed(rows: list, target: float = 0.8) -> dict:
     return out
 
 # %% ../../nbs/comparison/21_compare.ipynb #6a1f0c02
+def mean_interval(values, level: float = 0.95) -> tuple:
+    "(mean, low, high): the mean of `values` and its `level` Student-t interval (nan ends with fewer than two values)."
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else math.nan
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
 def paired(rows: list, a: str, b: str, metric: str, n_a: int, n_b: int = None, level: float = 0.95) -> dict:
     """Per seed, `metric` of variant `b` at `n_b` galaxies (default `n_a`) minus that of variant `a` at `n_a`; the mean
     over the seeds both have, and its `level` Student-t interval (nan with fewer than two seeds)."""
-    from scipy import stats
-
     n_b = n_a if n_b is None else n_b
     va = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (a, n_a)}
     vb = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (b, n_b)}
     seeds = sorted(va.keys() & vb.keys())
     if not seeds:
         raise ClumpnbError(f"no seed has both {a!r} at {n_a} and {b!r} at {n_b} training galaxies")
-    d = np.array([vb[s] - va[s] for s in seeds], dtype=float)
-    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else math.nan
-    return dict(a=a, b=b, metric=metric, n_a=n_a, n_b=n_b, seeds=seeds, diffs=d.tolist(), mean=float(d.mean()),
-                lo=float(d.mean() - half), hi=float(d.mean() + half))  # fmt: skip
+    d = [vb[s] - va[s] for s in seeds]
+    mean, lo, hi = mean_interval(d, level)
+    return dict(a=a, b=b, metric=metric, n_a=n_a, n_b=n_b, seeds=seeds, diffs=d, mean=mean, lo=lo, hi=hi)
 
 # %% ../../nbs/comparison/21_compare.ipynb #2fe17c7d
 def summarise(rows: list, metrics=("completeness_ge8", "completeness_3to8", "purity", "ap50", "train_seconds")) -> list:
@@ -559,7 +566,7 @@ def plot_side_by_side(out, names: list, n_train: int, seed: int = 0, n: int = 6,
     truth = Table.read(test / "clumps.ecsv")
     fig, axes = plt.subplots(len(names), n, figsize=(2.1 * n, 2.3 * len(names)), squeeze=False)
     for row, name in zip(axes, names):
-        run = out / "runs" / f"{name}_n{n_train}_s{seed}"
+        run = out / "runs" / run_key(name, n_train, seed)
         model, _ = load_run(run)
         thr = run_threshold(run)
         ims = [ds[i][0] for i in range(len(ds))]

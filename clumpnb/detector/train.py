@@ -19,6 +19,7 @@ from ..data.dataset import ClumpDataset, collate
 from ..data.io import best_labels
 from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 from .model import DetectorConfig, build_detector
+from ..nets.encoders import weights_source
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
@@ -134,8 +135,8 @@ def run_paths(run, cfg):
         return cfg
     base = Path(*here[: -len(out)])
     moved = lambda p: p and not Path(p).is_absolute() and not Path(p).exists() and (base / p).exists()  # noqa: E731
-    w = cfg.detector.weights
-    if w not in (None, "random", "none", "imagenet", "zoobot") and moved(w):
+    w = weights_source(cfg.detector.weights)
+    if isinstance(w, Path) and moved(w):  # a checkpoint file, not random, imagenet or zoobot
         cfg.detector = replace(cfg.detector, weights=str(base / w))
     if moved(cfg.data):
         cfg.data = str(base / cfg.data)
