@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 import time
 import warnings
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, fields
-from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,11 @@ from ..nets.training import ddp_setup, pick_device
 from .photometry import clump_photometry, PHOT_COLUMNS
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_TOLERANCE', 'STAGES', 'run_threshold',
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_TOLERANCE', 'PACKED', 'STAGES', 'run_threshold',
            'evaluate_run', 'CatalogRow', 'flag_column', 'input_files', 'input_key', 'load_cutout', 'catalog_rows',
            'catalog_table', 'catalog_format', 'pixel_scale', 'survey_grid', 'to_survey_scale', 'to_native_pixels',
-           'CutoutFiles', 'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts',
-           'check_skipped', 'peak_rss_mb', 'finish_pool', 'run_stages', 'detect']
+           'CutoutFiles', 'unpack', 'cutout_batches', 'model_stage', 'finish_batch', 'check_parts', 'merge_parts',
+           'check_skipped', 'peak_rss_mb', 'finish_pool', 'PartWriter', 'finish_and_write', 'run_stages', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
@@ -300,7 +300,9 @@ class CutoutFiles(torch.utils.data.Dataset):
     """The cutouts `files`, decoded and stretched where the DataLoader asks (in its worker processes): item `i` is a
     dict of the file, its `input_key`, stretched image `x` (numpy), WCS and nanomaggy image `raw`, or the `error` that
     made it unusable, and the seconds spent reading it. A FITS cutout at another pixel scale than the survey's is
-    resampled to it (`to_survey_scale`; its own WCS is kept as `native`, where the catalogue's positions go)."""
+    resampled to it (`to_survey_scale`; its own WCS is kept as `native`, where the catalogue's positions go).
+    In a DataLoader worker, `wcs`, `raw` and `native` travel as one pickled `packed` field (see `unpack`): the main
+    process, which only runs the model, then never rebuilds a WCS (astropy does so from its header, slowly)."""
 
     def __init__(self, files: list):
         self.files = files
@@ -322,7 +324,19 @@ class CutoutFiles(torch.utils.data.Dataset):
             item["error"] = str(e)
         except ClumpnbError as e:  # a resampling the installation cannot do: not done, tried again on a rerun
             item.update(error=f"{f}: {e}", retry=True)
+        if torch.utils.data.get_worker_info() is not None:
+            item["packed"] = pickle.dumps({k: item.pop(k) for k in PACKED})
         return item | dict(read_s=time.perf_counter() - t0)
+
+
+PACKED = ("wcs", "raw", "native")  # the fields of a `CutoutFiles` item that only post-processing and photometry use
+
+
+def unpack(item: dict) -> dict:
+    "A `CutoutFiles` item with its `packed` fields (made in a DataLoader worker) unpacked; others as they are."
+    if "packed" not in item:
+        return item
+    return {k: v for k, v in item.items() if k != "packed"} | pickle.loads(item["packed"])
 
 
 def cutout_batches(files: list, batch_size: int, workers: int = 0):
@@ -344,6 +358,7 @@ def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
     workers): (catalogue part, seconds of post-processing and of photometry). The part's `meta` names the files it
     covers (`files`, `keys`: see `input_key`) and those skipped (`skipped`: why, `skipped_keys`)."""
     rows, post_s, phot_s = [], 0.0, 0.0
+    batch = [unpack(b) for b in batch]
     for b in batch:
         if b["error"] is not None:
             continue
@@ -446,6 +461,26 @@ def finish_pool(workers: int):
     return cf.ProcessPoolExecutor(workers, mp.get_context(), initializer=torch.set_num_threads, initargs=(1,))
 
 
+class PartWriter:
+    """Writes a batch's catalogue part as `parts/part-rRRR-NNNNNN.ecsv` (rank, then `start` + the batch's index), all
+    or nothing. An object, not a closure, so that the pool's processes can be handed it and write the parts there."""
+
+    def __init__(self, parts: Path, rank: int = 0, start: int = 0):
+        self.parts, self.rank, self.start = Path(parts), rank, start
+
+    def __call__(self, t: Table, i: int):
+        with atomic_write(self.parts / f"part-r{self.rank:03d}-{self.start + i:06d}.ecsv", "w") as fh:
+            t.write(fh, format="ascii.ecsv")
+
+
+def finish_and_write(batch: list, threshold: float, post: PostConfig, write_part, i: int) -> tuple:
+    "`finish_batch`, then `write_part(part, i)`: (the part's `meta`, the seconds of each stage)."
+    t, st = finish_batch(batch, threshold, post)
+    t0 = time.perf_counter()
+    write_part(t, i)
+    return t.meta, st | dict(write_s=time.perf_counter() - t0)
+
+
 def _done(value):
     f = Future()
     f.set_result(value)
@@ -455,33 +490,32 @@ def _done(value):
 def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=PostConfig(), device="cpu",
                workers=0, amp=False, bar=None) -> dict:  # fmt: skip
     """Stream `files` through three overlapping stages: reading (`workers` DataLoader processes), the model (here, in
-    batches), post-processing and photometry (a pool of `workers` processes). `write_part(table)` gets each batch's
-    catalogue part in input order as it finishes; at most `2 * workers` batches wait in the pool, so memory stays flat
-    however many files there are. Returns the seconds spent in each stage (summed over processes) and the wall time."""
+    batches), then post-processing, photometry and writing (a pool of `workers` processes). `write_part(table, i)`
+    writes batch `i`'s catalogue part (in the pool: it must pickle, like `PartWriter`); at most `2 * workers` batches
+    wait in the pool, so memory stays flat however many files there are. Returns the seconds spent in each stage
+    (summed over processes) and the wall time."""
     device, t_start = torch.device(device), time.perf_counter()
     stats = dict.fromkeys(STAGES, 0.0)
     pool, pending = finish_pool(workers), deque()
 
     def drain(limit: int):
         while pending and (len(pending) > limit or pending[0].done()):
-            t, st = pending.popleft().result()
-            t0 = time.perf_counter()
-            write_part(t)
-            stats["write_s"] += time.perf_counter() - t0
+            meta, st = pending.popleft().result()
             for k, v in st.items():
                 stats[k] += v
-            for why in t.meta["skipped"]:
+            for why in meta["skipped"]:
                 warnings.warn(f"skipped: {why}")
             if bar is not None:
-                bar.update(len(t.meta["files"]))
+                bar.update(len(meta["files"]))
 
     try:
-        for batch in cutout_batches(files, batch_size, workers):
+        for i, batch in enumerate(cutout_batches(files, batch_size, workers)):
             stats["read_s"] += sum(b["read_s"] for b in batch)
             t0 = time.perf_counter()
             model_stage(model, batch, device, amp)
             stats["model_s"] += time.perf_counter() - t0
-            job = (pool.submit if pool else lambda f, *a: _done(f(*a)))(finish_batch, batch, threshold, post)
+            job = (pool.submit if pool else lambda f, *a: _done(f(*a)))(finish_and_write, batch, threshold, post,
+                                                                        write_part, i)  # fmt: skip
             pending.append(job)
             drain(2 * workers)
         drain(0)
@@ -533,11 +567,7 @@ def detect(
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))
     keys = {input_key(f): f for f in files}
     mine = [f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done]
-    n_part = count(len(list(parts.glob(f"part-r{rank:03d}-*.ecsv"))))
-
-    def write_part(t):
-        with atomic_write(parts / f"part-r{rank:03d}-{next(n_part):06d}.ecsv", "w") as fh:
-            t.write(fh, format="ascii.ecsv")
+    write_part = PartWriter(parts, rank, len(list(parts.glob(f"part-r{rank:03d}-*.ecsv"))))
 
     desc = f"detect [{rank}]" if world > 1 else "detect"
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
