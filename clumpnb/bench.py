@@ -17,7 +17,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate', 'bench_detector',
-           'detect_rates', 'detect_memory', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
+           'detect_rates', 'centre_crops', 'detect_memory', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #a0c1d002
 def device_name(device="cpu") -> str:
@@ -212,9 +212,29 @@ def detect_rates(s: dict, n: int) -> dict:
     )
 
 # %% ../nbs/91_bench.ipynb #b7d3c003
-def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: bool) -> list:
+def centre_crops(files: list, side: int, out: Path) -> list:
+    """The central `side` x `side` pixels of FITS cutouts `files`, written into folder `out` as clumpnb cutouts (G, R, I
+    extensions, each with the crop's WCS)."""
+    from clumpnb.data.fetch import write_fetched
+    from clumpnb.data.io import read_cutout
+
+    out.mkdir(parents=True, exist_ok=True)
+    crops = []
+    for i, f in enumerate(files):
+        c = read_cutout(f, tables=False)
+        y0, x0 = ((n - side) // 2 for n in c.image.shape[1:])
+        cut = (slice(y0, y0 + side), slice(x0, x0 + side))
+        header = c.wcs[cut].to_header(relax=True)
+        crops.append(out / f"crop{i:05d}.fits")
+        write_fetched(crops[-1], list(c.image[(slice(None), *cut)]), [header] * 3, crops[-1].stem, {})
+    return crops
+
+
+def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: bool, side: int = None) -> list:
     """Peak memory of `clumpnb detect --workers 0` (every stage in one process, so its peak is the whole run's) over
-    folders listing each of `ns` cutouts: hard links to `files` in turn (copies where links are refused)."""
+    folders listing each of `ns` cutouts: hard links to `files` in turn (copies where links are refused). `side`:
+    link to centre crops of that many pixels instead, so that a long list takes minutes, not hours."""
+    files = centre_crops(files, side, d / f"crops{side}") if side else files
     rows = []
     for n in ns:
         folder = d / f"listed{n}"
@@ -226,19 +246,20 @@ def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: b
             except OSError:
                 shutil.copyfile(src, dst)
         s = _detect_child(run, [folder], d / f"listed{n}.csv", batch, 0, device, amp)
-        rows.append(dict(n_listed=n, peak_rss_mb=s["stages"]["peak_rss_mb"], wall_s=s["stages"]["wall_s"]))
+        rows.append(dict(n_listed=n, side=side or None, peak_rss_mb=s["stages"]["peak_rss_mb"],
+                         wall_s=s["stages"]["wall_s"], n_clumps=s["n_clumps"]))  # fmt: skip
         shutil.rmtree(folder)
     return rows
 
 
 def bench_detect(
     n: int = 256, run=None, workers: int = 2, batch: int = 16, device: str = "cpu", amp: bool = False, epochs: int = 2,
-    seed: int = 0, n_serial: int = 512, n_model: int = 2000, memory: tuple = (),
+    seed: int = 0, n_serial: int = 512, n_model: int = 2000, memory: tuple = (), memory_side: int = None,
 ) -> dict:  # fmt: skip
     """End-to-end `clumpnb detect` on `n` simulated FITS cutouts with `workers`, and serially on the first `n_serial`,
     against the model alone on the first `n_model` in this process (in memory); trains a throw-away detector for
     `epochs` when no `run` is given. With `memory` (numbers of cutouts), also `detect_memory` over folders of those
-    sizes made from the `n` cutouts."""
+    sizes made from the `n` cutouts (their centre crops of `memory_side` pixels, when given)."""
     from clumpnb.data.io import write_survey
     from clumpnb.detector.detect import input_files
     from clumpnb.detector.train import TrainConfig, train
@@ -258,7 +279,7 @@ def bench_detect(
         staged = detect_rates(_detect_child(run, [folder], d / "staged.csv", batch, workers, device, amp), n)
         n_serial = min(n, n_serial)
         serial = detect_rates(_detect_child(run, files[:n_serial], d / "serial.csv", batch, 0, device, amp), n_serial)
-        mem = detect_memory(run, files, sorted(memory), d, batch, device, amp) if memory else []
+        mem = detect_memory(run, files, sorted(memory), d, batch, device, amp, memory_side) if memory else []
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return dict(

@@ -773,7 +773,7 @@ def _bench_detect(a):
     from clumpnb.bench import bench_detect
 
     r = bench_detect(a.n, a.run, a.workers, a.batch_size, a.device, a.amp, a.epochs, n_serial=a.n_serial,
-                     memory=tuple(a.memory or ()))  # fmt: skip
+                     memory=tuple(a.memory or ()), memory_side=a.memory_side)  # fmt: skip
     emit_bench(a, r)
 
 
@@ -835,6 +835,8 @@ def _add_bench_detect(what):
     d.add_argument("--amp", action="store_true", help="bfloat16 autocast for the network (for GPUs)")
     d.add_argument("--memory", nargs="+", type=at_least(1), metavar="N",
                    help="also the peak memory of detect over folders of N cutouts each, e.g. 1000 4000")  # fmt: skip
+    d.add_argument("--memory-side", type=at_least(32), metavar="PX",
+                   help="for --memory, centre crops of PX pixels (at least 32), so a long list runs in minutes")  # fmt: skip
     add_json(d, "the measurements")
     add_save(d)
 

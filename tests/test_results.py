@@ -53,17 +53,19 @@ JSON_FILES = [
                 + tuple(f"bench/{r}/{k}" for r in ("serial", "staged")
                         for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/phot",
                                   "stage_share/read"))),
-    ResultsFile("detector/results/bench_gpu_h200_1.json",
-                ("bench/device", "bench/sizes/n_train", "bench/detector/batch", "bench/training/epoch",
-                 "bench/training/images_per_s", "bench/training/val_completeness_ge8", "bench/training/val_purity",
+    ResultsFile("detector/results/bench_gpu.json",
+                ("bench/device", "bench/dry_run", "bench/failed", "bench/seconds", "bench/cpu_count", "bench/workers",
+                 "bench/sizes/n_train", "bench/detector/batch", "bench/training/epoch", "bench/training/images_per_s",
+                 "bench/training/val_completeness_ge8", "bench/training/val_purity",
                  "bench/cuda_cells")
                 + tuple(f"bench/detector/{c}/{k}" for c in ("clumpnb", "torchvision_defaults")
-                        for k in ("train_images_per_s", "inference_images_per_s"))),
-    ResultsFile("detector/results/bench_gpu_h200_2.json",
-                tuple(f"bench/detect/{k}" for k in ("n", "n_serial", "workers", "model_images_per_s",
-                                                    "staged_over_serial"))
-                + tuple(f"bench/detect/{r}/{k}" for r in ("serial", "staged")
-                        for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/read"))
+                        for k in ("train_images_per_s", "inference_images_per_s"))
+                + tuple(f"bench/{d}/{k}" for d in ("detect", "detect_small")
+                        for k in ("n", "n_serial", "workers", "model_images_per_s", "staged_over_serial",
+                                  "pipeline_over_model"))
+                + tuple(f"bench/{d}/{r}/{k}" for d in ("detect", "detect_small") for r in ("serial", "staged")
+                        for k in ("pipeline_images_per_s", "call_images_per_s", "startup_s", "clumps_per_image",
+                                  "stage_share/read", "stage_share/phot"))
                 + tuple(f"bench/lst/{k}" for k in ("device", "pairs", "size", "speedup", "speedup_bf16",
                                                    "s_per_pair_iteration", "s_per_pair_iteration_reference"))),
     ResultsFile("blindspots/results/imagenet_lst.json",
