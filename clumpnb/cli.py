@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .core import DEVICES, ClumpnbError, atomic_write, jsonable
+from .data.shifts import SHIFTS
 from .demo import DEMO_SIZES, run_demo
 
 # %% auto #0
@@ -22,7 +23,8 @@ __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NA
            'GPU_PART_NAMES', 'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least',
            'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n',
            'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option',
-           'settings', 'lst_line', 'key_lines', 'bench_record', 'emit_bench', 'add_save', 'parser', 'main']
+           'settings', 'lst_line', 'key_lines', 'command_line', 'bench_record', 'emit_bench', 'add_save', 'parser',
+           'main']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -225,7 +227,7 @@ def _simulate(a):
         a.out,
         a.n,
         a.seed,
-        SimConfig(size=a.cutout_size),
+        SimConfig(size=a.cutout_size, shift=SHIFTS[a.shift] if a.shift else None),
         volunteers=a.volunteers,
         workers=a.workers,
         progress=not a.json,
@@ -249,6 +251,8 @@ def _add_simulate(sub):
     add_seed(p, "survey seed: galaxy i of seed k is always the same")
     option(p, "--start", at_least(0), 0, "index of the first galaxy", "I")
     option(p, "--volunteers", at_least(0), 10, "simulated volunteers per image; 0 for none", "N")
+    p.add_argument("--shift", choices=tuple(SHIFTS), metavar="NAME",
+                   help="the same galaxies imaged otherwise (see Imaging shifts): " + ", ".join(SHIFTS))  # fmt: skip
     add_workers(p, "simulation processes")
     add_out(p, "survey folder")
     add_json(p, "the survey's summary")
@@ -655,6 +659,40 @@ def _add_confirm(sub):
     add_json(p, "the files written")
 
 
+def _robustness(a):
+    from clumpnb.detector.robustness import robustness
+
+    record = lambda r: dict(command=command_line(), clumpnb_version=__version__) | r  # r holds the survey's seed
+    r = robustness(a.runs, a.out, a.n, a.seed, a.shifts, a.workers, a.device, a.save, record, progress=not a.json)
+    emit(a, r, lambda r: "\n".join(f"{w['shift']} {w['run']}: completeness(>=8%) {w['completeness_ge8']:.3f}, "
+                                     f"purity {w['purity']:.3f}" for w in r["rows"]))  # fmt: skip
+
+
+def _add_robustness(sub):
+    from clumpnb.detector.robustness import ROBUSTNESS_SHIFTS
+
+    p = command(
+        sub,
+        "robustness",
+        _robustness,
+        "measure trained runs on one held-out survey under each imaging shift, at each run's own threshold",
+        "Simulate survey --seed (--n galaxies) as the default simulator images it and under each --shifts (chapter "
+        "Imaging shifts: the same galaxies and truth, other seeing, PSF, clump sizes, noise or artefacts) into OUT, "
+        "once, and measure each RUN on every one at the threshold it chose in training: completeness for flux "
+        "ratio >= 8% and 3-8%, purity, with bootstrap intervals.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="trained run folders (clumpnb train)")
+    add_out(p, "folder for the shifted surveys (reused on a rerun)")
+    add_n(p, "held-out galaxies per survey (default %(default)s)", 200)
+    add_seed(p, "held-out survey seed", 1)
+    p.add_argument("--shifts", nargs="+", choices=("default", *SHIFTS), default=ROBUSTNESS_SHIFTS, metavar="NAME",
+                   help=f"default and/or shifts to measure on (default: {' '.join(ROBUSTNESS_SHIFTS)})")  # fmt: skip
+    add_workers(p, "simulation processes")
+    add_device(p)
+    add_save(p)
+    add_json(p, "the measurements")
+
+
 def _add_demo(sub):
     full, quick = DEMO_SIZES["full"], DEMO_SIZES["quick"]
     p = command(
@@ -735,12 +773,16 @@ def _add_lst(sub):
     add_json(p, "the metrics")
 
 # %% ../nbs/99_cli.ipynb #b939b702
-def bench_record(result: dict) -> dict:
-    "A benchmark's `result` as a results file holds it: with the command that made it and the version."
+def command_line() -> str:
+    "The `clumpnb` command this process runs, as a results file records it (the file given to `--save` by its name)."
     argv = sys.argv[1:]
     argv = [Path(v).name if k == "--save" else v for k, v in zip(["", *argv], argv)]  # where it was saved: a name
-    command = shlex.join(["clumpnb", *argv])
-    return jsonable(dict(command=command, seed=0, clumpnb_version=__version__, bench=result))
+    return shlex.join(["clumpnb", *argv])
+
+
+def bench_record(result: dict) -> dict:
+    "A benchmark's `result` as a results file holds it: with the command that made it and the version."
+    return jsonable(dict(command=command_line(), seed=0, clumpnb_version=__version__, bench=result))
 
 
 def emit_bench(a, result: dict):
@@ -836,7 +878,7 @@ def _add_bench_detect(what):
     d.add_argument("--memory", nargs="+", type=at_least(1), metavar="N",
                    help="also the peak memory of detect over folders of N cutouts each, e.g. 1000 4000")  # fmt: skip
     d.add_argument("--memory-side", type=at_least(32), metavar="PX",
-                   help="for --memory, centre crops of PX pixels (at least 32), so a long list runs in minutes")  # fmt: skip
+                   help="for --memory, centre crops of PX pixels (32 or more): a long list in minutes")  # fmt: skip
     add_json(d, "the measurements")
     add_save(d)
 
@@ -903,6 +945,7 @@ COMMANDS = (
     _add_pretrain,
     _add_compare,
     _add_demo,
+    _add_robustness,
     _add_confirm,
     _add_lst,
     _add_bench,

@@ -516,15 +516,15 @@ def _write_files(g, out: Path):
     return g
 
 
-def check_survey_folder(out: Path, seed: int, size: int, start: int):
+def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: str = None):
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
-    the folder holds another survey (another seed, cutout size or first galaxy), which would leave labels describing
-    other files than those on disk. The same settings resume. Writes nothing."""
+    the folder holds another survey (another seed, cutout size, first galaxy or imaging `shift`), which would leave
+    labels describing other files than those on disk. The same settings resume. Writes nothing."""
     check_survey_seed(seed)
     s = out / "survey.json"
     if s.exists():
         old = json.loads(s.read_text())
-        for k, v in (("seed", seed), ("size", size), ("start", start)):
+        for k, v in (("seed", seed), ("size", size), ("start", start), ("shift", shift)):
             if old.get(k) != v:
                 msg = (
                     f"the folder holds a survey made with {k}={old.get(k)}, not {v}: choose another --out, or delete it"
@@ -552,7 +552,7 @@ def write_survey(
     from astropy.table import vstack
 
     cfg, out = cfg or SimConfig(), Path(out)
-    check_survey_folder(out, seed, cfg.size, start)  # before anything is written
+    check_survey_folder(out, seed, cfg.size, start, getattr(cfg.shift, "name", None))  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     gals, gal_rows, clump_tabs = [], [], []
@@ -586,7 +586,8 @@ def write_survey(
         Table(rows=[list(r.values()) for r in gal_rows], names=list(gal_rows[0])).write(f, format="ascii.ecsv")
     with atomic_write(out / "clumps.ecsv", "w") as f:
         vstack(clump_tabs).write(f, format="ascii.ecsv")
-    summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers)
+    summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers,
+                   **({"shift": cfg.shift.name} if cfg.shift else {}))  # fmt: skip
     if volunteers:
         imgs, vol = crowd_survey(gals, per_image=volunteers, seed=seed)
         cons, _ = aggregate(imgs, len(vol), size=cfg.size)

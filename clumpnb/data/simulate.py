@@ -41,6 +41,7 @@ class SimConfig:
     noise: bool = True  # add sky and Poisson noise
     oversample: int = 2  # sub-pixel sampling of extended profiles
     pad: int = 8  # pixels rendered beyond each edge before cropping
+    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clump sizes, noise, artefacts per galaxy
 
 # %% ../../nbs/data/02_simulate.ipynb #e80c4ab8
 @lru_cache(None)
@@ -269,9 +270,12 @@ def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa):
     return img / tot if tot > 0 else img
 
 
-def render(params: dict, cfg: SimConfig = SimConfig()):
+def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     """Render a parameter set to `(image, model, components)`: the noisy g r i image (3, H, W) float32 in
-    nanomaggies, the noiseless one, and per-component total fluxes."""
+    nanomaggies, the noiseless one, and per-component total fluxes. `imaging` (see `draw_imaging`) replaces the
+    median seeing's PSF (`otf`, per band), gives the clumps an intrinsic size (`clump_sigma_px`) and scales the sky
+    noise (`noise_scale`)."""
+    imaging = imaging or {}
     S, pad, os_, sv = cfg.size, cfg.pad, cfg.oversample, cfg.survey
     N = S + 2 * pad
     G = _grids(S, pad, os_)
@@ -294,13 +298,18 @@ def render(params: dict, cfg: SimConfig = SimConfig()):
     if len(pts):
         p = np.array(pts) + pad  # canvas coordinates
         ramp = np.exp(-2j * np.pi * (fy[None] * p[:, 1, None, None] + fx[None] * p[:, 0, None, None]))  # (K, N, N//2+1)
+        if "clump_sigma_px" in imaging:  # resolved clumps: Gaussians of that sigma, flux unchanged (stars stay points)
+            sig = np.zeros(len(pts))
+            sig[: len(clump_f)] = imaging["clump_sigma_px"]
+            ramp *= np.exp(-2 * np.pi**2 * sig[:, None, None] ** 2 * (fx**2 + fy**2)[None])
         ft += np.einsum("kb,kyx->byx", pf, ramp) * (np.sinc(fx) * np.sinc(fy))[None]
     for b in range(3):
-        ft[b] *= psf_otf(sv.psf_fwhm_px[b], (N, N))
+        ft[b] *= imaging["otf"][b] if "otf" in imaging else psf_otf(sv.psf_fwhm_px[b], (N, N))
     model = np.fft.irfft2(ft, s=(N, N))[:, pad : pad + S, pad : pad + S]
     if cfg.noise:
         rng = np.random.default_rng(params["noise_seed"])
-        var = np.array(sv.sky_sigma)[:, None, None] ** 2 + np.clip(model, 0, None) / sv.gain[:, None, None]
+        sky = np.array(sv.sky_sigma) * imaging.get("noise_scale", 1.0)
+        var = sky[:, None, None] ** 2 + np.clip(model, 0, None) / sv.gain[:, None, None]
         image = model + rng.standard_normal(model.shape) * np.sqrt(var)
     else:
         image = model
@@ -350,9 +359,17 @@ def make_wcs(centre, radec, cfg: SimConfig) -> WCS:
 
 
 def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_model: bool = False) -> Galaxy:
-    "Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in."
+    """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
+    the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change)."""
     p = draw_params(seed, index, cfg)
-    image, model, comps = render(p, cfg)
+    imaging = None
+    if cfg.shift is not None:
+        from clumpnb.data.shifts import add_artefacts, draw_imaging
+
+        imaging = draw_imaging(cfg.shift, p, cfg)
+    image, model, comps = render(p, cfg, imaging)
+    if imaging is not None:
+        image = add_artefacts(image, imaging, cfg)
     w = make_wcs(p["centre"], p["radec"], cfg)
     head = w.to_header()
     head["BUNIT"] = ("nanomaggy", "m_AB = 22.5 - 2.5 log10(f)")
@@ -393,6 +410,7 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
         flux_r=gal[1],
         flux_i=gal[2],
         n_clumps=len(cl),
+        **({} if imaging is None else imaging["meta"]),
     )
     return Galaxy(image, head, clumps, cont, meta, model if keep_model else None)
 
