@@ -36,12 +36,10 @@ def machine_info(device="cpu") -> dict:
                 device=device_name(device))  # fmt: skip
 
 # %% ../nbs/91_bench.ipynb #59ba5385
-def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None) -> dict:
-    "Galaxies per second: generation on one core, and the full write of a survey folder on `workers` processes."
-    from clumpnb.data.simulate import SimConfig, simulate
+def _simulate_rates(n: int, seed: int, cfg, workers: int) -> dict:
+    from clumpnb.data.simulate import simulate
     from clumpnb.data.io import write_survey
 
-    cfg, workers = SimConfig(size=size), workers or os.cpu_count()
     list(simulate(4, seed, cfg))  # warm-up: caches, imports
     t = time.perf_counter()
     list(simulate(n, seed, cfg))
@@ -53,16 +51,21 @@ def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = 
         full = time.perf_counter() - t
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    return dict(
-        benchmark="simulate",
-        n=n,
-        size=size,
-        galaxies_per_s_one_core=n / gen,
-        survey_write_s=full,
-        survey_galaxies_per_s=n / full,
-        workers=workers,
-        **machine_info(),
-    )
+    return dict(galaxies_per_s_one_core=n / gen, survey_write_s=full, survey_galaxies_per_s=n / full)
+
+
+def bench_simulate(n: int = 256, size: int = 128, seed: int = 0, workers: int = None, shifts=()) -> dict:
+    """Galaxies per second: generation on one core, and the full write of a survey folder on `workers` processes; for
+    the default imaging and (in `shifted`, with each one's time over the default's) under each of `shifts`."""
+    from clumpnb.data.shifts import SHIFTS
+    from clumpnb.data.simulate import SimConfig
+
+    workers = workers or os.cpu_count()
+    base = _simulate_rates(n, seed, SimConfig(size=size), workers)
+    shifted = {s: _simulate_rates(n, seed, SimConfig(size=size, shift=SHIFTS[s]), workers) for s in shifts}
+    for r in shifted.values():
+        r["write_time_over_default"] = r["survey_write_s"] / base["survey_write_s"]
+    return dict(benchmark="simulate", n=n, size=size, **base, workers=workers, shifted=shifted, **machine_info())
 
 # %% ../nbs/91_bench.ipynb #26966c7a
 def _measure(cfg_dict: dict, batch: int, steps: int, q, device: str = "cpu"):

@@ -796,7 +796,7 @@ def emit_bench(a, result: dict):
 def _bench_simulate(a):
     from clumpnb.bench import bench_simulate
 
-    emit_bench(a, bench_simulate(n=a.n, workers=a.workers))
+    emit_bench(a, bench_simulate(n=a.n, workers=a.workers, shifts=a.shifts or ()))
 
 
 def _bench_detector(a):
@@ -841,6 +841,8 @@ def _add_bench(sub):
     s = command(what, "simulate", _bench_simulate, "galaxies per second: generation on one core, and a survey write")
     add_n(s, "number of galaxies (default %(default)s)", 256)
     add_workers(s, "survey-writing processes")
+    s.add_argument("--shifts", nargs="+", choices=tuple(SHIFTS), metavar="NAME",
+                   help="also the same galaxies under these imaging shifts, e.g. randomised variant")  # fmt: skip
     add_json(s, "the measurements")
     add_save(s)
     d = command(

@@ -53,6 +53,15 @@ JSON_FILES = [
                 + tuple(f"bench/{r}/{k}" for r in ("serial", "staged")
                         for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/phot",
                                   "stage_share/read"))),
+    ResultsFile("detector/results/bench_detect_memory.json",
+                ("bench/memory_ratio",) + tuple(f"bench/memory/{i}/{k}" for i in (0, 1)
+                                                for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
+    ResultsFile("detector/results/robustness.json",
+                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/1", "shifts/6")
+                + tuple(f"rows/{i}/{k}" for i in (0, 13) for k in ("shift", "run", "threshold", "completeness_ge8",
+                                                                   "completeness_ge8_ci95", "completeness_3to8",
+                                                                   "purity", "purity_ci95", "n_true_ge8",
+                                                                   "n_true_3to8"))),
     ResultsFile("detector/results/bench_gpu.json",
                 ("bench/device", "bench/dry_run", "bench/failed", "bench/seconds", "bench/cpu_count", "bench/workers",
                  "bench/sizes/n_train", "bench/detector/batch", "bench/training/epoch", "bench/training/images_per_s",

@@ -26,7 +26,7 @@ __all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'BAND_TAG', 'CLUMPSCOUT_COLUMNS', 'B
            'write_cutout', 'read_band_files', 'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem',
            'band_split', 'BandFiles', 'group_bands', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
            'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
-           'check_survey_folder', 'write_survey', 'scan_cutouts']
+           'check_survey_folder', 'truth_label', 'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -542,6 +542,13 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: str 
             raise DataError(cutouts[0], "NAXIS1", msg)
 
 
+def truth_label(image_id: int, c) -> dict:
+    """A row `c` of a galaxy's clump table as a truth label: centre, class, and the flux ratio evaluation bins by (g),
+    with the u-band one (the paper's) beside it."""
+    return {"image_id": image_id, "x": c["x"], "y": c["y"], "cls": int(c["cls"]), "flux_ratio": float(c["frac_g"]),
+            "flux_ratio_band": "g", "flux_ratio_u": float(c["frac_u"])}  # fmt: skip
+
+
 def write_survey(
     out, n: int, seed: int = 0, cfg=None, volunteers: int = 10, workers: int = 1, progress: bool = True, start: int = 0
 ) -> dict:
@@ -569,18 +576,7 @@ def write_survey(
         for i, g in enumerate(gals)
     ]
     ids = {g.name: i + 1 for i, g in enumerate(gals)}
-    truth = [
-        {
-            "image_id": ids[g.name],
-            "x": c["x"],
-            "y": c["y"],
-            "cls": int(c["cls"]),
-            "flux_ratio": float(c["frac_g"]),
-            "flux_ratio_band": "g",
-        }
-        for g in gals
-        for c in g.clumps
-    ]
+    truth = [truth_label(ids[g.name], c) for g in gals for c in g.clumps]
     write_coco(coco_dict(images, truth), labels_path(out, "truth"))
     with atomic_write(out / "galaxies.ecsv", "w") as f:
         Table(rows=[list(r.values()) for r in gal_rows], names=list(gal_rows[0])).write(f, format="ascii.ecsv")

@@ -18,8 +18,9 @@ from ..core import check_survey_seed, rng_for
 from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes', 'component_fluxes',
-           'disc_share', 'draw_params', 'render', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
+           'component_fluxes', 'disc_share', 'draw_params', 'render', 'u_fluxes', 'Galaxy', 'make_wcs',
+           'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -319,7 +320,24 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     return image.astype(np.float32), model.astype(np.float32), comps
 
 # %% ../../nbs/data/02_simulate.ipynb #9e8d2ca1
-CLUMP_COLUMNS = ("x", "y", "ra", "dec", "flux_g", "flux_r", "flux_i", "frac_g", "frac_r", "frac_i", "cls")
+CLUMP_COLUMNS = ("x", "y", "ra", "dec", "flux_g", "flux_r", "flux_i", "frac_g", "frac_r", "frac_i", "cls", "flux_u",
+                 "frac_u")  # fmt: skip
+U_COLOURS = dict(disc=(1.25, 0.12), bulge=(1.75, 0.1), clump=(0.8, 0.2), odd=(1.6, 0.2))  # u-g: mean, sd (AB mag)
+U_STREAM = 12  # the random stream of a galaxy's u-band colours (draw_params uses the galaxy's own)
+
+
+def u_fluxes(params: dict, comps: dict) -> tuple:
+    """u-band fluxes (galaxy, clumps) from each component's g flux (`render`'s `comps`) and a u-g colour drawn per
+    component from a stream of its own, so the g r i images are those of a survey without u: the galaxy's u light is
+    its bulge's, its disc's (after the clumps took theirs) and its clumps' together."""
+    rng = rng_for(params["seed"], params["index"], U_STREAM)
+    to_u = lambda f_g, u_g: f_g * 10 ** (-0.4 * u_g)
+    n = len(params["clumps"])
+    odd = np.array([c["cls"] == 2 for c in params["clumps"]], bool)
+    u_g = np.where(odd, rng.normal(*U_COLOURS["odd"], n), rng.normal(*U_COLOURS["clump"], n))
+    clumps_u = to_u(comps["clumps"][:, 0], u_g)
+    disc_u, bulge_u = to_u(comps["disc"][0], rng.normal(*U_COLOURS["disc"])), rng.normal(*U_COLOURS["bulge"])
+    return float(to_u(comps["bulge"][0], bulge_u) + disc_u + clumps_u.sum()), clumps_u
 
 
 @dataclass
@@ -377,10 +395,11 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     xy = np.array([[c["x"], c["y"]] for c in cl]).reshape(-1, 2)
     ra, dec = w.wcs_pix2world(xy[:, 0], xy[:, 1], 0) if len(xy) else (np.zeros(0), np.zeros(0))
     cf, gal = comps["clumps"], comps["galaxy"]
+    gal_u, cl_u = u_fluxes(p, comps)
     clumps = Table(
-        [xy[:, 0], xy[:, 1], ra, dec, *cf.T, *(cf / gal).T, np.array([c["cls"] for c in cl], int)],
+        [xy[:, 0], xy[:, 1], ra, dec, *cf.T, *(cf / gal).T, np.array([c["cls"] for c in cl], int), cl_u, cl_u / gal_u],
         names=CLUMP_COLUMNS,
-        dtype=[float] * 10 + [int],
+        dtype=[float] * 10 + [int, float, float],
     )
     rows = [("bulge", *p["centre"], *comps["bulge"])]
     rows += [("star", s["x"], s["y"], *f) for s, f in zip(p["stars"], comps["stars"])]
@@ -409,6 +428,7 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
         flux_g=gal[0],
         flux_r=gal[1],
         flux_i=gal[2],
+        flux_u=gal_u,
         n_clumps=len(cl),
         **({} if imaging is None else imaging["meta"]),
     )

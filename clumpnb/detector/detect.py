@@ -67,9 +67,11 @@ def evaluate_run(
     limit: int = None,
     progress: bool = False,
     device: str = "auto",
+    ratio_bands: tuple = (),
 ) -> dict:
     """Metrics of run `run` on survey folder `data`: split `split` ('train', 'val', 'test' or 'all'; default all of a
-    different survey, `test` of its own)."""
+    different survey, `test` of its own). For each of `ratio_bands` (e.g. 'u'), also `truth_BAND`: the truth binned by
+    that band's flux ratio."""
     model, cfg = load_run(run)
     device = pick_device(device)
     model.to(device)
@@ -105,6 +107,9 @@ def evaluate_run(
         m = evaluate_detections(kept, refs, threshold, n_boot=n_boot)
         m["coco"] = coco_metrics(kept, refs)
         res[labels] = m
+    for b in ratio_bands:  # the same detections against the truth, binned by another band's flux ratio
+        ref = load_reference(data, "truth", set(names), band=b)
+        res[f"truth_{b}"] = evaluate_detections(kept, [ref[n] for n in names], threshold, n_boot=n_boot)
     return res
 
 # %% ../../nbs/detector/14_detect.ipynb #a785145f

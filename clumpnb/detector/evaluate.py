@@ -127,8 +127,9 @@ def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostCon
     return {k: v[keep] for k, v in det.items()}, removed
 
 # %% ../../nbs/detector/12_evaluate.ipynb #f3f4def5
-def load_reference(root, labels: str = "truth", names=None) -> dict:
-    "Per image file name: arrays `x`, `y`, `cls`, `frac` (NaN where unknown) of the reference clumps."
+def load_reference(root, labels: str = "truth", names=None, band: str = None) -> dict:
+    """Per image file name: arrays `x`, `y`, `cls`, `frac` (NaN where unknown) of the reference clumps; `frac` is the
+    flux ratio the labels bin by, or with `band` that band's (`flux_ratio_u`, say; NaN where the labels lack it)."""
     f = Path(root) / {"truth": "annotations.json", "consensus": "annotations_consensus.json"}[labels]
     coco = read_coco(f)
     ref = {
@@ -145,7 +146,10 @@ def load_reference(root, labels: str = "truth", names=None) -> dict:
         r["x"].append(x + w / 2 - 0.5)
         r["y"].append(y + h / 2 - 0.5)
         r["cls"].append(a["category_id"])
-        r["frac"].append(a.get("flux_ratio", a.get("frac_g", np.nan)))
+        frac = a.get("flux_ratio", a.get("frac_g", np.nan))
+        if band is not None and a.get("flux_ratio_band") != band:
+            frac = a.get(f"flux_ratio_{band}", np.nan)
+        r["frac"].append(frac)
     return {k: {kk: np.asarray(vv, float) for kk, vv in v.items()} for k, v in ref.items()}
 
 # %% ../../nbs/detector/12_evaluate.ipynb #d5f02198

@@ -47,9 +47,10 @@ def robustness(runs: list, root, n: int = 200, seed: int = 1, shifts=ROBUSTNESS_
     for shift in tqdm(shifts, desc="robustness", unit="survey", disable=not progress):
         d = shifted_survey(root, shift, n, seed, workers)
         for run in runs:
-            ev = evaluate_run(run, d, device=device)
+            ev = evaluate_run(run, d, device=device, ratio_bands=("u",))
             out["rows"].append(dict(shift=shift, run=str(run), threshold=ev["threshold"], split=ev["split"],
-                                    **{k: ev["truth"][k] for k in KEYS}))  # fmt: skip
+                                    **{k: ev["truth"][k] for k in KEYS},
+                                    u={k: ev["truth_u"][k] for k in KEYS}))  # fmt: skip
         if save is not None:
             with atomic_write(save, "w") as f:
                 json.dump(jsonable(record(out)), f, indent=1)
