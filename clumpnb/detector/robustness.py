@@ -12,7 +12,7 @@ from ..core import atomic_write, jsonable
 from ..data.shifts import SHIFTS, VARIANT_PARTS
 
 # %% auto #0
-__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'robustness']
+__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'robustness', 'reliability']
 
 # %% ../../nbs/detector/17_robustness.ipynb #6a2b0006
 ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant")  # the variant's parts one by one, then all at once
@@ -49,9 +49,21 @@ def robustness(runs: list, root, n: int = 200, seed: int = 1, shifts=ROBUSTNESS_
         for run in runs:
             ev = evaluate_run(run, d, device=device, ratio_bands=("u",))
             out["rows"].append(dict(shift=shift, run=str(run), threshold=ev["threshold"], split=ev["split"],
-                                    **{k: ev["truth"][k] for k in KEYS},
-                                    u={k: ev["truth_u"][k] for k in KEYS}))  # fmt: skip
+                                    **{k: ev["truth"][k] for k in KEYS}, u={k: ev["truth_u"][k] for k in KEYS},
+                                    curve=[{k: c[k] for k in ("threshold", "n_pred", "purity")}
+                                           for c in ev["truth"]["curve"]]))  # fmt: skip
         if save is not None:
             with atomic_write(save, "w") as f:
                 json.dump(jsonable(record(out)), f, indent=1)
+    return out
+
+# %% ../../nbs/detector/17_robustness.ipynb #6a2b0006b
+def reliability(curve: list) -> list:
+    """From a row's `curve`: per score bin [threshold, next threshold), its detections, and the share of them that
+    match a true clump (None for an empty bin). A calibrated score would put that share at the bin's score."""
+    out = []
+    for lo, hi in zip(curve, curve[1:] + [dict(threshold=1.0, n_pred=0, purity=0.0)]):
+        n = lo["n_pred"] - hi["n_pred"]
+        matched = lo["n_pred"] * (lo["purity"] or 0.0) - hi["n_pred"] * (hi["purity"] or 0.0)
+        out.append(dict(lo=lo["threshold"], hi=hi["threshold"], n=n, matched_share=matched / n if n else None))
     return out
