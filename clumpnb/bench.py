@@ -218,6 +218,7 @@ def detect_rates(s: dict, n: int) -> dict:
 def centre_crops(files: list, side: int, out: Path) -> list:
     """The central `side` x `side` pixels of FITS cutouts `files`, written into folder `out` as clumpnb cutouts (G, R, I
     extensions, each with the crop's WCS)."""
+    from clumpnb.core import ClumpnbError
     from clumpnb.data.fetch import write_fetched
     from clumpnb.data.io import read_cutout
 
@@ -225,6 +226,8 @@ def centre_crops(files: list, side: int, out: Path) -> list:
     crops = []
     for i, f in enumerate(files):
         c = read_cutout(f, tables=False)
+        if side > min(c.image.shape[1:]):
+            raise ClumpnbError(f"{f}: a {side}-pixel crop of a {c.image.shape[2]}x{c.image.shape[1]} cutout")
         y0, x0 = ((n - side) // 2 for n in c.image.shape[1:])
         cut = (slice(y0, y0 + side), slice(x0, x0 + side))
         header = c.wcs[cut].to_header(relax=True)

@@ -534,12 +534,15 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: str 
     stray = [f.name for f in cutouts if not f.name.startswith(f"sim{seed:04d}_")]
     if stray:
         raise DataError(out / "cutouts", stray[0], f"a cutout of another survey than seed {seed}: choose another --out")
-    if cutouts:  # a run killed before survey.json was written: its cutouts say their size
+    if cutouts:  # a run killed before survey.json was written: its cutouts say their size and imaging shift
         with fits.open(cutouts[0]) as hl:
-            side = hl[1].header.get("NAXIS1")
+            side, had = hl[1].header.get("NAXIS1"), hl[0].header.get("HIERARCH SIM SHIFT")
         if side != size:
             msg = f"cutouts of {side} px are already here, not {size}: choose another --out, or delete it"
             raise DataError(cutouts[0], "NAXIS1", msg)
+        if had != shift:
+            msg = f"cutouts imaged with shift {had} are already here, not {shift}: choose another --out, or delete it"
+            raise DataError(cutouts[0], "SIM SHIFT", msg)
 
 
 def truth_label(image_id: int, c) -> dict:

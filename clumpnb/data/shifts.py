@@ -32,7 +32,8 @@ class Shift:
     `seeing`: r-band PSF FWHM in arcsec as (median, log-normal sigma, low, high); `psf`: the families drawn from
     (`PSF_FAMILIES`); `moffat_beta`: uniform range of the Moffat index; `clump_fwhm_kpc`: uniform range of the clumps'
     intrinsic FWHM; `noise_scale`: uniform range of the sky-noise factor; `artefacts`: the share of cutouts with one
-    artefact (`ARTEFACTS`); `sky_gradient`: the largest linear sky residual across the cutout, in sky sigmas."""
+    artefact (`ARTEFACTS`); `sky_gradient`: the largest change of a linear sky residual across the cutout, along its
+    direction (drawn per band), in sky sigmas."""
 
     name: str
     seeing: tuple = None
@@ -88,7 +89,7 @@ def psf_otf_of(family: str, fwhm_px: float, n: int, beta: float = 3.0) -> np.nda
     import galsim
 
     prof = galsim.Moffat(beta=beta, fwhm=fwhm_px) if family == "moffat" else galsim.Kolmogorov(fwhm=fwhm_px)
-    im = prof.drawImage(nx=n, ny=n, scale=1.0, method="no_pixel", use_true_center=False).array
+    im = prof.drawImage(nx=n, ny=n, scale=1.0, method="no_pixel", use_true_center=False, dtype=np.float64).array
     otf = np.fft.rfft2(np.fft.ifftshift(im))  # GalSim centres it on pixel n // 2: moved to the origin
     return otf / otf[0, 0].real
 
@@ -101,21 +102,23 @@ def _seeing(rng, seeing, median: float) -> float:
 
 
 def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
-    """One galaxy's imaging under `shift` (its `draw_params` are `params`): `otf` (3 bands), `clump_sigma_px`,
-    `noise_scale`, `artefact` (a dict, or None), `gradient` (3 bands of (gx, gy) sky sigmas per cutout), `meta`."""
+    """One galaxy's imaging under `shift` (its `draw_params` are `params`): `otf` (3 bands) and the `psf` it is made
+    from (family, FWHM per band in pixels, Moffat beta), `clump_sigma_px`, `noise_scale`, `artefact` (a dict, or
+    None), `gradient` (3 bands of (gx, gy): the sky residual's change across the cutout in sky sigmas), `meta`."""
     rng = rng_for(params["seed"], params["index"], IMAGING_STREAM)
     sv, n = cfg.survey, cfg.size + 2 * cfg.pad
     fwhm_r = _seeing(rng, shift.seeing, sv.psf_fwhm[1])
     fwhm_px = np.array(sv.psf_fwhm) / sv.psf_fwhm[1] * fwhm_r / sv.pixel_scale
     family = str(rng.choice(shift.psf))
     beta = float(rng.uniform(*shift.moffat_beta))
-    out = dict(otf=[psf_otf_of(family, f, n, beta) for f in fwhm_px])
+    out = dict(otf=[psf_otf_of(family, f, n, beta) for f in fwhm_px], psf=(family, fwhm_px, beta))
     n_cl = len(params["clumps"])
     kpc = rng.uniform(*shift.clump_fwhm_kpc, n_cl) if shift.clump_fwhm_kpc else np.zeros(n_cl)
     if shift.clump_fwhm_kpc:
         out["clump_sigma_px"] = kpc / sv.kpc_per_arcsec(params["host"]["z"]) / sv.pixel_scale / 2.3548
     out["noise_scale"] = float(rng.uniform(*shift.noise_scale)) if shift.noise_scale else 1.0
-    out["gradient"] = rng.uniform(-1, 1, (3, 2)) * shift.sky_gradient / np.sqrt(2)
+    angle, size = rng.uniform(0, 2 * np.pi, 3), rng.uniform(0, shift.sky_gradient, 3)  # per band
+    out["gradient"] = np.stack([size * np.cos(angle), size * np.sin(angle)], 1)
     out["artefact"] = _draw_artefact(rng, cfg) if rng.random() < shift.artefacts else None
     out["meta"] = dict(shift=shift.name, psf=family, psf_fwhm_r=fwhm_r, moffat_beta=beta if family == "moffat" else 0.0,
                        clump_fwhm_kpc_max=float(kpc.max()) if n_cl else 0.0, noise_scale=out["noise_scale"],
@@ -138,6 +141,15 @@ def _draw_artefact(rng, cfg: SimConfig) -> dict:
     return a
 
 
+def _star_stamp(psf: tuple, band: int, size: int) -> np.ndarray:
+    "A point source through this galaxy's PSF in `band`, pixel-integrated, centred on a (2 size + 1)-pixel stamp."
+    family, fwhm_px, beta = psf
+    k = 2 * size + 1  # as wide as the cutout on each side of the star: none of its light wraps round into the cutout
+    fy, fx = np.fft.fftfreq(k)[:, None], np.fft.rfftfreq(k)[None]
+    otf = psf_otf_of(family, fwhm_px[band], k, beta) * np.sinc(fx) * np.sinc(fy)
+    return np.fft.fftshift(np.fft.irfft2(otf, s=(k, k)))
+
+
 def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarray:
     "`image` with `imaging`'s sky gradient and artefact (see `draw_imaging`) added; a new array."
     sv, S = cfg.survey, cfg.size
@@ -158,12 +170,11 @@ def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarra
     elif a["kind"] == "bad-column":
         out[b, :, x] += a["sigmas"] * sky[b]
     else:
-        from clumpnb.data.simulate import colour_fluxes, psf_image
+        from clumpnb.data.simulate import colour_fluxes
 
         f = colour_fluxes(sv.mag_to_flux(a["mag_r"]), 0.7, 0.25)
-        k = 2 * (S // 2) + 1
         for band in range(3):
-            stamp = np.roll(psf_image(sv.psf_fwhm_px[band], k, pixel=True), (y - k // 2, x - k // 2), (0, 1))[:S, :S]
+            stamp = _star_stamp(imaging["psf"], band, S)[S - y : 2 * S - y, S - x : 2 * S - x]  # the star at (x, y)
             out[band] = np.minimum(out[band] + f[band] * stamp, SATURATION)
             lo, hi = max(0, y - a["length"]), min(S, y + a["length"] + 1)
             out[band, lo:hi, x] = SATURATION

@@ -455,7 +455,7 @@ def peak_rss_mb() -> float:
 
 
 def finish_pool(workers: int):
-    """A pool of `workers` single-threaded processes for `finish_batch`; None for 0 (the work is then done here).
+    """A pool of `workers` single-threaded processes for `finish_and_write`; None for 0 (the work is then done here).
     The platform's own way of starting processes (fork on Linux, like the DataLoader's), so scripts and notebooks need
     no `__main__` guard there."""
     if not workers:
@@ -496,7 +496,8 @@ def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=Post
                workers=0, amp=False, bar=None) -> dict:  # fmt: skip
     """Stream `files` through three overlapping stages: reading (`workers` DataLoader processes), the model (here, in
     batches), then post-processing, photometry and writing (a pool of `workers` processes). `write_part(table, i)`
-    writes batch `i`'s catalogue part (in the pool: it must pickle, like `PartWriter`); at most `2 * workers` batches
+    writes batch `i`'s catalogue part (in the pool: it must pickle, like `PartWriter`), numbered by the batch's place
+    in `files`, not by when it finished (the pool finishes batches in any order); at most `2 * workers` batches
     wait in the pool, so memory stays flat however many files there are. Returns the seconds spent in each stage
     (summed over processes) and the wall time."""
     device, t_start = torch.device(device), time.perf_counter()
@@ -572,7 +573,8 @@ def detect(
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))
     keys = {input_key(f): f for f in files}
     mine = [f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done]
-    write_part = PartWriter(parts, rank, len(list(parts.glob(f"part-r{rank:03d}-*.ecsv"))))
+    mine_before = [int(p.stem.rsplit("-", 1)[1]) for p in parts.glob(f"part-r{rank:03d}-*.ecsv")]
+    write_part = PartWriter(parts, rank, max(mine_before, default=-1) + 1)  # after the last: a killed run leaves gaps
 
     desc = f"detect [{rank}]" if world > 1 else "detect"
     with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:

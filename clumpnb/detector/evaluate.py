@@ -147,7 +147,7 @@ def load_reference(root, labels: str = "truth", names=None, band: str = None) ->
         r["y"].append(y + h / 2 - 0.5)
         r["cls"].append(a["category_id"])
         frac = a.get("flux_ratio", a.get("frac_g", np.nan))
-        if band is not None and a.get("flux_ratio_band") != band:
+        if band is not None and a.get("flux_ratio_band", "g") != band:  # labels without a band are g (clumpnb 0.1)
             frac = a.get(f"flux_ratio_{band}", np.nan)
         r["frac"].append(frac)
     return {k: {kk: np.asarray(vv, float) for kk, vv in v.items()} for k, v in ref.items()}

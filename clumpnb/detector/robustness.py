@@ -64,6 +64,6 @@ def reliability(curve: list) -> list:
     out = []
     for lo, hi in zip(curve, curve[1:] + [dict(threshold=1.0, n_pred=0, purity=0.0)]):
         n = lo["n_pred"] - hi["n_pred"]
-        matched = lo["n_pred"] * (lo["purity"] or 0.0) - hi["n_pred"] * (hi["purity"] or 0.0)
+        matched = (lo["n_pred"] and lo["n_pred"] * lo["purity"]) - (hi["n_pred"] and hi["n_pred"] * hi["purity"])
         out.append(dict(lo=lo["threshold"], hi=hi["threshold"], n=n, matched_share=matched / n if n else None))
     return out
