@@ -53,6 +53,10 @@ JSON_FILES = [
                 + tuple(f"bench/{r}/{k}" for r in ("serial", "staged")
                         for k in ("pipeline_images_per_s", "startup_s", "clumps_per_image", "stage_share/phot",
                                   "stage_share/read"))),
+    ResultsFile("data/results/bench_simulate.json",
+                ("bench/n", "bench/workers", "bench/galaxies_per_s_one_core", "bench/survey_write_s")
+                + tuple(f"bench/shifted/{s}/{k}" for s in ("randomised", "variant")
+                        for k in ("galaxies_per_s_one_core", "survey_write_s"))),
     ResultsFile("detector/results/bench_detect_memory.json",
                 ("bench/memory_ratio",) + tuple(f"bench/memory/{i}/{k}" for i in (0, 1)
                                                 for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
