@@ -15,6 +15,7 @@ from clumpnb.data.dataset import dihedral
 from clumpnb.data.io import (clump_pixels, clumpscout_rows, coco_dict, read_clumpscout, read_coco, read_cutout,
                              write_clumpscout, write_coco, write_cutout)
 from clumpnb.core import CONFIRM_SEEDS
+from clumpnb.data.shifts import SHIFTS
 from clumpnb.data.simulate import SimConfig, simulate, simulate_galaxy
 from clumpnb.data.survey import SDSS
 
@@ -153,3 +154,31 @@ def test_dihedral_keeps_boxes_on_pixels(k, flip, H, W):
     assert im2.sum() == im.sum()
     for b in b2:  # every box covers a lit pixel
         assert im2[0, int(b[1]), int(b[0])] == 1 and (b[2] - b[0]) == 1 and (b[3] - b[1]) == 1
+
+
+SHIFT_NAMES = st.sampled_from(sorted(SHIFTS))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seeds, indices, sizes, SHIFT_NAMES)
+def test_shifted_imaging_keeps_the_galaxy(seed, index, size, name):
+    "Under any imaging shift: the same clumps, inside the image; the same light, within what wider PSFs spread out."
+    base = SimConfig(size=size, star_fraction=0, bg_fraction=0)
+    g0 = simulate_galaxy(seed, index, base, keep_model=True)
+    g = simulate_galaxy(seed, index, SimConfig(size=size, star_fraction=0, bg_fraction=0, shift=SHIFTS[name]),
+                        keep_model=True)
+    assert g.clumps.as_array().tolist() == g0.clumps.as_array().tolist()
+    x, y = np.asarray(g.clumps["x"]), np.asarray(g.clumps["y"])
+    assert ((x >= 0) & (x <= size - 1) & (y >= 0) & (y <= size - 1)).all()
+    for b in range(3):
+        assert abs(g.model[b].sum() - g0.model[b].sum()) <= 0.03 * g0.model[b].sum(), (name, b)
+    assert np.isfinite(g.image).all() and g.meta["shift"] == name
+
+
+@FAST
+@given(seeds, indices)
+def test_u_band_fractions_match_the_tables(seed, index):
+    g = simulate_galaxy(seed, index, SimConfig())
+    fu, flux_u = np.asarray(g.clumps["frac_u"]), np.asarray(g.clumps["flux_u"])
+    assert np.isfinite(g.meta["flux_u"]) and g.meta["flux_u"] > 0
+    assert np.allclose(fu, flux_u / g.meta["flux_u"]) and (flux_u > 0).all() and fu.sum() < 1
