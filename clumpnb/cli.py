@@ -664,8 +664,9 @@ def _robustness(a):
 
     record = lambda r: dict(command=command_line(), clumpnb_version=__version__) | r  # r holds the survey's seed
     r = robustness(a.runs, a.out, a.n, a.seed, a.shifts, a.workers, a.device, a.save, record, progress=not a.json)
-    emit(a, r, lambda r: "\n".join(f"{w['shift']} {w['run']}: completeness(>=8%) {w['completeness_ge8']:.3f}, "
-                                     f"purity {w['purity']:.3f}" for w in r["rows"]))  # fmt: skip
+    line = lambda w: (f"{w['shift']} {w['run']}: completeness(>=8%) u {w['u']['completeness_ge8']:.3f}, "
+                      f"g {w['completeness_ge8']:.3f}; purity {w['purity']:.3f}")  # fmt: skip
+    emit(a, r, lambda r: "\n".join(map(line, r["rows"])))
 
 
 def _add_robustness(sub):

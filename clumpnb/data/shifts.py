@@ -143,11 +143,11 @@ def _draw_artefact(rng, cfg: SimConfig) -> dict:
 
 def _star_stamp(psf: tuple, band: int, size: int) -> np.ndarray:
     "A point source through this galaxy's PSF in `band`, pixel-integrated, centred on a (2 size + 1)-pixel stamp."
+    from clumpnb.data.simulate import psf_image
+
     family, fwhm_px, beta = psf
     k = 2 * size + 1  # as wide as the cutout on each side of the star: none of its light wraps round into the cutout
-    fy, fx = np.fft.fftfreq(k)[:, None], np.fft.rfftfreq(k)[None]
-    otf = psf_otf_of(family, fwhm_px[band], k, beta) * np.sinc(fx) * np.sinc(fy)
-    return np.fft.fftshift(np.fft.irfft2(otf, s=(k, k)))
+    return psf_image(fwhm_px[band], k, pixel=True, otf=psf_otf_of(family, fwhm_px[band], k, beta))
 
 
 def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarray:

@@ -84,14 +84,15 @@ def psf_otf(fwhm_px: float, shape, oversample: int = 1):
     return (1 - w) * np.exp(-2 * np.pi**2 * s**2 * f2) + w * np.exp(-2 * np.pi**2 * (k * s) ** 2 * f2)
 
 
-def psf_image(fwhm_px: float, size: int = 25, pixel: bool = False, offset: tuple = (0.0, 0.0)) -> np.ndarray:
+def psf_image(fwhm_px: float, size: int = 25, pixel: bool = False, offset: tuple = (0.0, 0.0), otf=None):
     """The PSF as a normalised image, centred on the middle pixel (moved by `offset`, x and y in pixels): sampled at
     pixel centres, or (`pixel`) integrated over each pixel, as `render` draws a point source and as a detector pixel
-    collects its light."""
+    collects its light. `otf`: another PSF's transform on the `size` x `size` grid (default: the double Gaussian)."""
     fy, fx = np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None]
     ph = np.exp(-2j * np.pi * (fy * (size // 2 + offset[1]) + fx * (size // 2 + offset[0])))
     response = np.sinc(fx) * np.sinc(fy) if pixel else 1.0
-    return np.fft.irfft2(psf_otf(fwhm_px, (size, size)) * response * ph, s=(size, size))
+    otf = psf_otf(fwhm_px, (size, size)) if otf is None else otf
+    return np.fft.irfft2(otf * response * ph, s=(size, size))
 
 # %% ../../nbs/data/02_simulate.ipynb #dc0b662b
 def colour_fluxes(flux_r, g_r, r_i):
