@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate', 'bench_detector',
-           'detect_rates', 'centre_crops', 'detect_memory', 'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
+__all__ = ['QUALITY_KEYS', 'GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate',
+           'bench_detector', 'bench_quality', 'detect_rates', 'centre_crops', 'detect_memory', 'bench_detect',
+           'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #a0c1d002
 def device_name(device="cpu") -> str:
@@ -146,26 +147,78 @@ def _child_result(ctx, target, args: tuple, what: str):
 def bench_detector(
     backbone: str = "resnet18", batch: int = 8, steps: int = 4, baseline_steps: int = 2, device: str = "cpu"
 ) -> dict:
-    """Images per second (training, inference) and peak memory of the default detector and of torchvision's defaults,
-    each in a fresh process on `device`."""
+    """Images per second (training, inference) and peak memory of the default detector, of clumpnb 0.2's ROI settings
+    and of torchvision's defaults, each in a fresh process on `device`."""
     import multiprocessing as mp
-    from clumpnb.detector.model import DetectorConfig, torchvision_defaults
+    from clumpnb.detector.model import DetectorConfig, previous_defaults, torchvision_defaults
 
     ctx = mp.get_context("spawn")
     run = lambda cfg, st: _child_result(ctx, _measure, (cfg.to_dict(), batch, st, device), "benchmark")  # noqa: E731
     cfg = DetectorConfig(backbone=backbone)
-    ours, base = run(cfg, steps), run(torchvision_defaults(cfg), baseline_steps)
+    ours, prev = run(cfg, steps), run(previous_defaults(cfg), steps)
+    base = run(torchvision_defaults(cfg), baseline_steps)
+    ratio = lambda a, b, k: a[f"{k}_images_per_s"] / b[f"{k}_images_per_s"]  # noqa: E731
     return dict(
         benchmark="detector",
         size=cfg.size,
         batch=batch,
         backbone=backbone,
         clumpnb=ours,
+        previous_defaults=prev,
         torchvision_defaults=base,
-        train_speedup=ours["train_images_per_s"] / base["train_images_per_s"],
-        inference_speedup=ours["inference_images_per_s"] / base["inference_images_per_s"],
+        train_speedup=ratio(ours, base, "train"),
+        inference_speedup=ratio(ours, base, "inference"),
+        train_over_previous=ratio(ours, prev, "train"),
+        inference_over_previous=ratio(ours, prev, "inference"),
         **machine_info(device),
     )
+
+# %% ../nbs/91_bench.ipynb #e1a20002
+QUALITY_KEYS = ("completeness_ge8", "completeness_3to8", "purity")
+
+
+def _quality_row(run, heldout, device: str) -> dict:
+    "A trained run's headline metrics on `heldout`, with its threshold and training speed."
+    import numpy as np
+    from clumpnb.detector.detect import evaluate_run
+
+    ev = evaluate_run(run, heldout, device=device)
+    hist = json.loads((Path(run) / "history.json").read_text())
+    t = ev["truth"]
+    row = {k: t[k] for k in QUALITY_KEYS} | {f"{k}_ci95": t[f"{k}_ci95"] for k in QUALITY_KEYS}
+    return row | dict(threshold=ev["threshold"], ap50=t["coco"]["AP50"], n_true_ge8=t["n_true_ge8"],
+                      train_images_per_s=float(np.median([h["images_per_s"] for h in hist])))  # fmt: skip
+
+
+def bench_quality(demo, device: str = "auto", progress: bool = True) -> dict:
+    """Held-out completeness and purity of the demo's detector (folder `demo`, written by `clumpnb demo`) against the
+    same detector trained with clumpnb 0.2's ROI settings on the same survey; trains the latter if needed."""
+    from clumpnb.core import DataError
+    from clumpnb.detector.model import DetectorConfig, previous_defaults
+    from clumpnb.detector.train import TrainConfig, load_run, train
+    from clumpnb.nets.training import pick_device
+
+    demo = Path(demo)
+    if not (demo / "metrics.json").exists() or not (demo / "run" / "model.pt").exists():
+        raise DataError(demo, "metrics.json", "not a finished `clumpnb demo` folder: run `clumpnb demo --out` first")
+    m = json.loads((demo / "metrics.json").read_text())
+    if load_run(demo / "run")[1].detector != DetectorConfig():
+        msg = "the demo's detector was not made with today's settings: rerun the demo"
+        raise DataError(demo / "run", "config", msg)
+    run = demo / "run_previous"
+    cfg = TrainConfig(data=str(demo / "survey"), out=str(run), epochs=m["detector"]["epochs"], seed=m["seed"],
+                      device=device, detector=previous_defaults(DetectorConfig()))  # fmt: skip
+    if not (run / "model.pt").exists():
+        train(cfg, resume=(run / "checkpoint.pt").exists(), progress=progress)
+    if load_run(run)[1].detector != cfg.detector:  # a folder left by another version's benchmark
+        raise DataError(run, "config", "not trained with clumpnb 0.2's ROI settings: delete it to train it again")
+    runs = dict(default=demo / "run", previous=run)
+    rows = {k: _quality_row(r, demo / "heldout", device) for k, r in runs.items()}
+    new, old = rows["default"], rows["previous"]
+    inside = {k: old[f"{k}_ci95"][0] <= new[k] <= old[f"{k}_ci95"][1] for k in QUALITY_KEYS}
+    return dict(benchmark="quality", demo_command=m["command"], seed=m["seed"], epochs=cfg.epochs,
+                heldout_seed=m["data"]["heldout_seed"], n_heldout=m["data"]["n_heldout"], **rows,
+                default_inside_previous_ci95=inside, **machine_info(str(pick_device(device))))  # fmt: skip
 
 # %% ../nbs/91_bench.ipynb #b7d3c002
 def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:

@@ -252,7 +252,8 @@ def _add_simulate(sub):
     option(p, "--start", at_least(0), 0, "index of the first galaxy", "I")
     option(p, "--volunteers", at_least(0), 10, "simulated volunteers per image; 0 for none", "N")
     p.add_argument("--shift", choices=tuple(SHIFTS), metavar="NAME",
-                   help="the same galaxies imaged otherwise (see Imaging shifts): " + ", ".join(SHIFTS))  # fmt: skip
+                   help="the same galaxies imaged otherwise, or as spiral hosts (see Imaging shifts): "
+                   + ", ".join(SHIFTS))  # fmt: skip
     add_workers(p, "simulation processes")
     add_out(p, "survey folder")
     add_json(p, "the survey's summary")
@@ -678,7 +679,8 @@ def _add_robustness(sub):
         _robustness,
         "measure trained runs on one held-out survey under each imaging shift, at each run's own threshold",
         "Simulate survey --seed (--n galaxies) as the default simulator images it and under each --shifts (chapter "
-        "Imaging shifts: the same galaxies and truth, other seeing, PSF, clump sizes, noise or artefacts) into OUT, "
+        "Imaging shifts: the same galaxies, other seeing, PSF, clump sizes, noise or artefacts; spiral hosts move "
+        "their clumps onto the arms) into OUT, "
         "once, and measure each RUN on every one at the threshold it chose in training: completeness for flux "
         "ratio >= 8% and 3-8%, purity, with bootstrap intervals.",
     )
@@ -806,6 +808,12 @@ def _bench_detector(a):
     emit_bench(a, bench_detector(a.backbone))
 
 
+def _bench_quality(a):
+    from clumpnb.bench import bench_quality
+
+    emit_bench(a, bench_quality(a.demo, a.device, progress=not a.json))
+
+
 def _bench_lst(a):
     from clumpnb.bench import bench_lst
 
@@ -861,6 +869,12 @@ def _add_bench(sub):
     )
     add_json(d, "the measurements")
     add_save(d)
+    what_q = "the demo's held-out completeness and purity, against clumpnb 0.2's ROI settings trained alike"
+    q = command(what, "quality", _bench_quality, what_q)
+    q.add_argument("demo", type=Path, metavar="DIR", help="a finished `clumpnb demo --out DIR` folder")
+    add_device(q)
+    add_json(q, "the measurements")
+    add_save(q)
     ls = command(what, "lst", _bench_lst, "seconds per LST iteration and image pair, against the reference loop")
     add_json(ls, "the measurements")
     add_save(ls)

@@ -20,6 +20,7 @@ class ResultsFile:
 TRUTH = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
          "purity_ci95", "completeness_cls1", "completeness_cls2", "n_true_ge8", "n_true_3to8", "coco/AP50")
 CONSENSUS = ("purity", "completeness_cls1", "completeness_cls2", "coco/AP50")
+QUALITY = ("completeness_ge8", "completeness_3to8", "purity")
 QUESTIONS = ("smooth-or-featured", "disk-edge-on", "bulge-size", "clumpy", "foreground-star", "companion")
 
 JSON_FILES = [
@@ -32,6 +33,7 @@ JSON_FILES = [
                  "metrics/detector/n_train_galaxies", "metrics/detector/threshold", "metrics/detector/train_seconds",
                  "metrics/detector/train_images_per_s", "metrics/detector/post_removed", "metrics/seconds/total")
                 + tuple(f"metrics/detector/heldout_vs_truth/{k}" for k in TRUTH)
+                + tuple(f"metrics/detector/heldout_vs_truth_u/{k}" for k in TRUTH[:4] + ("n_true_ge8", "n_true_3to8"))
                 + tuple(f"metrics/detector/heldout_vs_consensus/{k}" for k in CONSENSUS)),
     ResultsFile("detector/results/confirm_detector.json",
                 ("simulated", "settings/n_train", "settings/n_test", "settings/epochs", "n_true_clumps",
@@ -45,8 +47,14 @@ JSON_FILES = [
     ResultsFile("detector/results/bench_detector.json",
                 tuple(f"bench/{k}" for k in ("size", "batch", "backbone", "threads", "device", "train_speedup",
                                              "inference_speedup"))
-                + tuple(f"bench/{c}/{k}" for c in ("clumpnb", "torchvision_defaults")
+                + tuple(f"bench/{k}" for k in ("train_over_previous", "inference_over_previous"))
+                + tuple(f"bench/{c}/{k}" for c in ("clumpnb", "previous_defaults", "torchvision_defaults")
                         for k in ("train_images_per_s", "inference_images_per_s", "peak_rss_mb"))),
+    ResultsFile("detector/results/bench_quality.json",
+                tuple(f"bench/{k}" for k in ("demo_command", "seed", "epochs", "heldout_seed", "n_heldout"))
+                + tuple(f"bench/default_inside_previous_ci95/{k}" for k in QUALITY)
+                + tuple(f"bench/{r}/{k}" for r in ("default", "previous")
+                        for k in QUALITY + tuple(f"{q}_ci95" for q in QUALITY) + ("threshold", "ap50", "n_true_ge8"))),
     ResultsFile("detector/results/bench_detect.json",
                 tuple(f"bench/{k}" for k in ("n", "n_serial", "workers", "device", "model_images_per_s",
                                              "staged_over_serial"))
@@ -61,8 +69,8 @@ JSON_FILES = [
                 ("bench/memory_ratio",) + tuple(f"bench/memory/{i}/{k}" for i in (0, 1)
                                                 for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
     ResultsFile("detector/results/robustness.json",
-                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/1", "shifts/6")
-                + tuple(f"rows/{i}/{k}" for i in (0, 13) for k in ("shift", "run", "threshold", "completeness_ge8",
+                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/2", "shifts/7")
+                + tuple(f"rows/{i}/{k}" for i in (0, 23) for k in ("shift", "run", "threshold", "completeness_ge8",
                                                                    "completeness_ge8_ci95", "completeness_3to8",
                                                                    "purity", "purity_ci95", "n_true_ge8",
                                                                    "n_true_3to8"))),

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,7 @@ __all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'BAND_TAG', 'CLUMPSCOUT_COLUMNS', 'B
            'write_cutout', 'read_band_files', 'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem',
            'band_split', 'BandFiles', 'group_bands', 'read_clumpscout', 'clump_pixels', 'clumpscout_rows',
            'write_clumpscout', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'labels_path', 'best_labels',
-           'check_survey_folder', 'truth_label', 'write_survey', 'scan_cutouts']
+           'shift_settings', 'check_survey_folder', 'truth_label', 'write_survey', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -516,20 +516,31 @@ def _write_files(g, out: Path):
     return g
 
 
-def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: str = None):
+def shift_settings(shift) -> dict:
+    "A `Shift`'s every setting as `survey.json` records it (None without a shift)."
+    return None if shift is None else json.loads(json.dumps(asdict(shift)))
+
+
+def check_survey_folder(out: Path, seed: int, size: int, start: int, shift=None):
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
-    the folder holds another survey (another seed, cutout size, first galaxy or imaging `shift`), which would leave
-    labels describing other files than those on disk. The same settings resume. Writes nothing."""
+    the folder holds another survey (another seed, cutout size, first galaxy, or imaging `shift`: its name and, where
+    `survey.json` records them, every setting, so a shift whose definition changed since is not mistaken for it; a
+    folder killed before `survey.json` was written is checked by the shift's name, which its cutouts carry), which
+    would leave labels describing other files than those on disk. The same settings resume. Writes nothing."""
     check_survey_seed(seed)
-    s = out / "survey.json"
+    s, name = out / "survey.json", getattr(shift, "name", None)
     if s.exists():
         old = json.loads(s.read_text())
-        for k, v in (("seed", seed), ("size", size), ("start", start), ("shift", shift)):
+        for k, v in (("seed", seed), ("size", size), ("start", start), ("shift", name)):
             if old.get(k) != v:
                 msg = (
                     f"the folder holds a survey made with {k}={old.get(k)}, not {v}: choose another --out, or delete it"
                 )
                 raise DataError(s, k, msg)
+        if shift is not None and old.get("shift_settings") != shift_settings(shift):
+            msg = (f"the folder holds a survey made under another definition of shift {name!r} (or before clumpnb "
+                   "0.3 recorded the definition): delete it to remake it")  # fmt: skip
+            raise DataError(s, "shift_settings", msg)
     cutouts = sorted((out / "cutouts").glob("*.fits"))
     stray = [f.name for f in cutouts if not f.name.startswith(f"sim{seed:04d}_")]
     if stray:
@@ -540,8 +551,8 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: str 
         if side != size:
             msg = f"cutouts of {side} px are already here, not {size}: choose another --out, or delete it"
             raise DataError(cutouts[0], "NAXIS1", msg)
-        if had != shift:
-            msg = f"cutouts imaged with shift {had} are already here, not {shift}: choose another --out, or delete it"
+        if had != name:
+            msg = f"cutouts imaged with shift {had} are already here, not {name}: choose another --out, or delete it"
             raise DataError(cutouts[0], "SIM SHIFT", msg)
 
 
@@ -562,7 +573,7 @@ def write_survey(
     from astropy.table import vstack
 
     cfg, out = cfg or SimConfig(), Path(out)
-    check_survey_folder(out, seed, cfg.size, start, getattr(cfg.shift, "name", None))  # before anything is written
+    check_survey_folder(out, seed, cfg.size, start, cfg.shift)  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     gals, gal_rows, clump_tabs = [], [], []
@@ -585,8 +596,9 @@ def write_survey(
         Table(rows=[list(r.values()) for r in gal_rows], names=list(gal_rows[0])).write(f, format="ascii.ecsv")
     with atomic_write(out / "clumps.ecsv", "w") as f:
         vstack(clump_tabs).write(f, format="ascii.ecsv")
-    summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers,
-                   **({"shift": cfg.shift.name} if cfg.shift else {}))  # fmt: skip
+    summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers)
+    if cfg.shift:
+        summary.update(shift=cfg.shift.name, shift_settings=shift_settings(cfg.shift))
     if volunteers:
         imgs, vol = crowd_survey(gals, per_image=volunteers, seed=seed)
         cons, _ = aggregate(imgs, len(vol), size=cfg.size)

@@ -19,8 +19,8 @@ from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
 __all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
-           'component_fluxes', 'disc_share', 'draw_params', 'render', 'u_fluxes', 'Galaxy', 'make_wcs',
-           'simulate_galaxy', 'simulate']
+           'component_fluxes', 'disc_share', 'draw_params', 'disc_coords', 'arm_weight', 'render', 'u_fluxes', 'Galaxy',
+           'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -42,7 +42,7 @@ class SimConfig:
     noise: bool = True  # add sky and Poisson noise
     oversample: int = 2  # sub-pixel sampling of extended profiles
     pad: int = 8  # pixels rendered beyond each edge before cropping
-    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clump sizes, noise, artefacts per galaxy
+    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clumps, noise, artefacts, spiral hosts
 
 # %% ../../nbs/data/02_simulate.ipynb #e80c4ab8
 @lru_cache(None)
@@ -246,8 +246,9 @@ def _grids(size: int, pad: int, os_: int):
     return x.astype(np.float32), y.astype(np.float32), fx, fy
 
 
-def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa):
-    "Pixel-integrated, unit-flux Sérsic image on the padded canvas, evaluated only on a stamp that holds its light."
+def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa, weight=None):
+    """Pixel-integrated, unit-flux Sérsic image on the padded canvas, evaluated only on a stamp that holds its light;
+    `weight(x, y)`, if given, multiplies the profile on the sub-pixel grid (spiral arms) before the flux is set."""
     x, y = grids[:2]
     N = size + 2 * pad
     half = max(6.0, (8 if n == 1 else 12) * re)  # a circle this wide holds 99.99% of the light (n = 1), 97.3% (n = 4)
@@ -257,19 +258,48 @@ def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa):
     img = np.zeros((N, N), np.float32)
     if x1p <= x0p or y1p <= y0p:
         return img
-    sub = sersic(
-        x[y0p * os_ : y1p * os_, x0p * os_ : x1p * os_],
-        y[y0p * os_ : y1p * os_, x0p * os_ : x1p * os_],
-        float(re),
-        float(n),
-        float(x0),
-        float(y0),
-        float(q),
-        float(pa),
-    )
+    xs, ys = x[y0p * os_ : y1p * os_, x0p * os_ : x1p * os_], y[y0p * os_ : y1p * os_, x0p * os_ : x1p * os_]
+    sub = sersic(xs, ys, float(re), float(n), float(x0), float(y0), float(q), float(pa))
+    if weight is not None:
+        sub = sub * weight(xs, ys)
     img[y0p:y1p, x0p:x1p] = sub.reshape(y1p - y0p, os_, x1p - x0p, os_).sum((1, 3))
     tot = img.sum()
     return img / tot if tot > 0 else img
+
+
+def disc_coords(x, y, host: dict, centre) -> tuple:
+    "(radius, azimuth) in the plane of `host`'s disc of sky pixel positions `x`, `y` (its inclination undone)."
+    c, s = np.cos(host["pa"]), np.sin(host["pa"])
+    dx, dy = x - centre[0], y - centre[1]
+    u, v = dx * c + dy * s, (-dx * s + dy * c) / host["q_disc"]
+    return np.hypot(u, v), np.arctan2(v, u)
+
+
+def arm_weight(x, y, host: dict, centre):
+    """The brightness of `host`'s spiral arms (`host["arms"]`: `m` logarithmic arms of pitch angle `pitch`, contrast
+    `amp`, starting at radius `r_in` at azimuth `phase`) relative to the smooth disc, at sky pixels `x`, `y`: 1 on
+    average round every ring, rising on the arms and falling between them; 1 inside half of `r_in` (the bulge's
+    and bar's region)."""
+    a = host["arms"]
+    r, th = disc_coords(x, y, host, centre)
+    ramp = np.clip(r / a["r_in"] - 0.5, 0, 0.5) / 0.5
+    d = a["m"] * (th - a["phase"] - np.log(np.maximum(r, 0.5 * a["r_in"]) / a["r_in"]) / np.tan(a["pitch"]))
+    arms = ((1 + np.cos(d)) / 2) ** 3 / 0.3125  # narrow arms; 0.3125 is the mean of ((1 + cos) / 2)^3 round a ring
+    return 1 + a["amp"] * ramp * (arms - 1)
+
+
+def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
+    "The host's disc (with its spiral arms and bar, if it has them: chapter *Imaging shifts*) and bulge on the canvas."
+    bar = h.get("bar")
+    share = bar["share"] if bar else 0.0  # the disc light the bar takes
+    wt = (lambda x, y: arm_weight(x, y, h, (cx, cy))) if h.get("arms") else None
+    disc = _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"], wt)
+    out = (1 - share) * fd[:, None, None] * disc
+    if bar:
+        out += share * fd[:, None, None] * _profile(G, S, pad, os_, bar["re"], 0.5, cx, cy, bar["q"], bar["pa"])
+    if h["bt"] > 0:
+        out += fb[:, None, None] * _profile(G, S, pad, os_, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
+    return out
 
 
 def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
@@ -284,10 +314,7 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     fx, fy = G[2], G[3]
     h, (cx, cy) = params["host"], params["centre"]
     ftot, fb, fd, clump_f = component_fluxes(h, params["clumps"], sv.mag_to_flux(h["mag_r"]))
-    pre = np.zeros((3, N, N))
-    pre += fd[:, None, None] * _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"])
-    if h["bt"] > 0:
-        pre += fb[:, None, None] * _profile(G, S, pad, os_, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
+    pre = _host_light(G, S, pad, os_, h, cx, cy, fd, fb).astype(float)
     bg_f = []
     for g in params["bg_galaxies"]:
         f = colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"])
@@ -379,12 +406,14 @@ def make_wcs(centre, radec, cfg: SimConfig) -> WCS:
 
 def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_model: bool = False) -> Galaxy:
     """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
-    the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change)."""
+    the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
+    or, for a shift that draws spiral hosts, given arms, perhaps a bar, and clumps moved onto the arms."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
-        from clumpnb.data.shifts import add_artefacts, draw_imaging
+        from clumpnb.data.shifts import add_artefacts, draw_imaging, draw_morphology
 
+        p = draw_morphology(cfg.shift, p, cfg)  # spiral arms and bars, if the shift draws them: a new dict
         imaging = draw_imaging(cfg.shift, p, cfg)
     image, model, comps = render(p, cfg, imaging)
     if imaging is not None:

@@ -5,7 +5,7 @@
 # %% ../../nbs/detector/11_model.ipynb #0a5bea92
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, fields
 
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -17,7 +17,8 @@ from ..core import ClumpnbError
 from .backbones import make_backbone
 
 # %% auto #0
-__all__ = ['DetectorConfig', 'torchvision_defaults', 'NativeScaleTransform', 'build_detector']
+__all__ = ['RECORDED_BEFORE', 'PREVIOUS_DEFAULTS', 'DetectorConfig', 'torchvision_defaults', 'previous_defaults',
+           'NativeScaleTransform', 'build_detector']
 
 # %% ../../nbs/detector/11_model.ipynb #4b1f560a
 @dataclass
@@ -33,9 +34,10 @@ class DetectorConfig:
     num_classes: int = 3  # background, clump, odd clump
     anchor_sizes: tuple = (8, 16, 32, 64)  # one square anchor per level; clump boxes are ~7 px
     rpn_pre_nms: tuple = (300, 150)  # proposals kept before NMS (train, test); torchvision 2000/1000
-    rpn_post_nms: tuple = (150, 100)  # after NMS (train, test); torchvision 2000/1000
+    rpn_post_nms: tuple = (150, 50)  # after NMS (train, test); torchvision 2000/1000
     rpn_batch: int = 128  # anchors sampled per image for the RPN loss (torchvision 256)
-    roi_batch: int = 64  # ROIs sampled per image for the box loss (torchvision 512)
+    roi_batch: int = 32  # ROIs sampled per image for the box loss (torchvision 512)
+    roi_sampling: int = 1  # bilinear samples per ROI bin side (torchvision 2)
     box_head: int = 256  # width of the two-layer box head (torchvision 1024)
     score_thresh: float = 0.05  # detections kept above this score (post-processing thresholds later)
     nms_iou: float = 0.2  # NMS IoU inside the model: Popp et al. use 0.2
@@ -43,6 +45,20 @@ class DetectorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        """The configuration a run recorded (lists read back as tuples). A setting the record lacks was not a setting
+        when the run was made: it takes the value that version used (`RECORDED_BEFORE`), not today's default."""
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ClumpnbError(f"unknown detector setting {bad[0]!r}")
+        d = {**RECORDED_BEFORE, **d}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+RECORDED_BEFORE = dict(roi_sampling=2)  # fixed in the code before it was a setting
 
 # %% ../../nbs/detector/11_model.ipynb #e9ee773f
 def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
@@ -55,12 +71,21 @@ def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
             "rpn_post_nms": (2000, 1000),
             "rpn_batch": 256,
             "roi_batch": 512,
+            "roi_sampling": 2,
             "box_head": 1024,
             "nms_iou": 0.5,
             "max_detections": 100,
             "anchor_sizes": (32, 64, 128, 256),
         }
     )
+
+
+PREVIOUS_DEFAULTS = dict(rpn_post_nms=(150, 100), roi_batch=64, roi_sampling=2)  # clumpnb 0.2's ROI settings
+
+
+def previous_defaults(cfg: DetectorConfig) -> DetectorConfig:
+    "`cfg` with clumpnb 0.2's ROI settings (100 test proposals, 64 sampled ROIs, 2 samples per bin side)."
+    return DetectorConfig(**{**cfg.to_dict(), **PREVIOUS_DEFAULTS})
 
 
 class NativeScaleTransform(GeneralizedRCNNTransform):
@@ -82,7 +107,7 @@ def build_detector(cfg: DetectorConfig = DetectorConfig()) -> FasterRCNN:
     anchors = AnchorGenerator(
         sizes=tuple((s,) for s in cfg.anchor_sizes[: cfg.levels]), aspect_ratios=((1.0,),) * cfg.levels
     )
-    roi = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+    roi = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=cfg.roi_sampling)
     head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_head)
     m = FasterRCNN(
         bb,

@@ -22,15 +22,16 @@ KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "compl
 
 def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, progress: bool = False) -> Path:
     """Folder of survey `seed`'s first `n` galaxies imaged under `shift` (a name in `SHIFTS`, or 'default'), simulated
-    into `root` once and reused."""
-    from clumpnb.data.io import write_survey
+    into `root` once and reused while the shift's definition is the one recorded there (`check_survey_folder`)."""
+    from clumpnb.data.io import check_survey_folder, write_survey
     from clumpnb.data.simulate import SimConfig
 
     if shift != "default" and shift not in SHIFTS:
         raise ValueError(f"unknown shift {shift!r}: choose 'default' or one of {', '.join(SHIFTS)}")
     d = Path(root) / f"seed{seed}-n{n}-{shift}"
+    cfg = SimConfig(shift=None if shift == "default" else SHIFTS[shift])
+    check_survey_folder(d, seed, cfg.size, 0, cfg.shift)  # a folder of another definition is refused, not reused
     if not (d / "survey.json").exists():
-        cfg = SimConfig(shift=None if shift == "default" else SHIFTS[shift])
         write_survey(d, n, seed, cfg, workers=workers or 1, progress=progress)
     return d
 

@@ -61,9 +61,7 @@ class TrainConfig:
         if bad:
             raise ClumpnbError(f"unknown training setting {bad[0]!r}")
         d = dict(d)
-        d["detector"] = DetectorConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("detector", {}).items()}
-        )
+        d["detector"] = DetectorConfig.from_dict(d.get("detector", {}))
         return cls(**d)
 
 # %% ../../nbs/detector/13_train.ipynb #3bc90a3a
