@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology']
+           'COMPANION_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar',
+           'draw_morphology']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -34,7 +35,8 @@ class Shift:
     intrinsic FWHM; `noise_scale`: uniform range of the sky-noise factor; `artefacts`: the share of cutouts with one
     artefact (`ARTEFACTS`); `sky_gradient`: the largest change of a linear sky residual across the cutout, along its
     direction (drawn per band), in sky sigmas; `spiral`: the share of hosts given spiral arms (a third of them barred),
-    on which each clump is moved onto an arm with probability `arm_clumps` (chapter section *Spiral hosts*)."""
+    on which each clump is moved onto an arm with probability `arm_clumps` (chapter section *Spiral hosts*);
+    `companion`: the share of hosts given a companion galaxy beside them (section *Companions*)."""
 
     name: str
     seeing: tuple = None
@@ -46,6 +48,7 @@ class Shift:
     sky_gradient: float = 0.0
     spiral: float = 0.0
     arm_clumps: float = 0.7
+    companion: float = 0.0
 
     def __post_init__(self):
         bad = [p for p in self.psf if p not in PSF_FAMILIES]
@@ -70,14 +73,16 @@ SHIFTS = {
         Shift("high-noise", noise_scale=(1.3, 1.6)),
         Shift("artefacts", artefacts=0.5, sky_gradient=2.0),
         Shift("spiral-hosts", spiral=1.0),
+        Shift("companions", companion=1.0),
         # the training range, and a survey outside it in every respect at once
         Shift("randomised", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
         Shift("variant", seeing=(2.2, 0.08, 2.0, 2.6), psf=("kolmogorov",), clump_fwhm_kpc=(0.8, 1.2),
-              noise_scale=(1.3, 1.6), artefacts=0.5, sky_gradient=2.0, spiral=1.0),  # fmt: skip
+              noise_scale=(1.3, 1.6), artefacts=0.5, sky_gradient=2.0, spiral=1.0, companion=0.5),  # fmt: skip
     ]
 }
-VARIANT_PARTS = ("worst-seeing", "kolmogorov", "large-clumps", "high-noise", "artefacts", "spiral-hosts")  # one by one
+VARIANT_PARTS = ("worst-seeing", "kolmogorov", "large-clumps", "high-noise", "artefacts", "spiral-hosts",
+                 "companions")  # the variant's parts, one by one  # fmt: skip
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0008
 IMAGING_STREAM = 11  # the random stream of a galaxy's imaging (draw_params uses the galaxy's own)
@@ -128,7 +133,8 @@ def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
                        clump_fwhm_kpc_max=float(kpc.max()) if n_cl else 0.0, noise_scale=out["noise_scale"],
                        artefact=out["artefact"]["kind"] if out["artefact"] else "none",
                        arms=params["host"]["arms"]["m"] if "arms" in params["host"] else 0,
-                       bar="bar" in params["host"] and params["host"]["bar"] is not None)  # fmt: skip
+                       bar="bar" in params["host"] and params["host"]["bar"] is not None,
+                       companion=bool(params.get("companion", False)))  # fmt: skip
     return out
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a000a
@@ -188,6 +194,7 @@ def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarra
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a00a2
 MORPH_STREAM = 13  # the random stream of a host's spiral structure
+COMPANION_STREAM = 14  # and of its companion
 
 
 def projected_bar(length: float, q: float, angle: float, host: dict) -> dict:
@@ -246,12 +253,31 @@ def _onto_arms(rng, clumps: list, host: dict, centre, share: float, cfg: SimConf
     return out
 
 
+def _companion(rng, params: dict, cfg: SimConfig):
+    "A companion galaxy beside the host (see the text), or None where it would leave the cutout or cover a clump."
+    h, (cx, cy), fwhm = params["host"], params["centre"], cfg.survey.psf_fwhm_px[1]
+    ratio, sep, phi = rng.uniform(0.1, 0.6), max(10.0, h["re_disc"] * rng.uniform(2, 4)), rng.uniform(0, 2 * np.pi)
+    x, y = cx + sep * np.cos(phi), cy + sep * np.sin(phi)
+    gal = dict(x=float(x), y=float(y), mag_r=h["mag_r"] - 2.5 * np.log10(ratio),
+               re=h["re_disc"] * np.sqrt(ratio) * rng.uniform(0.7, 1.3), n=1.0, q=rng.uniform(0.3, 1.0),
+               pa=rng.uniform(0, np.pi), colour=(h["disc_colour"][0] + rng.normal(0, 0.1),
+                                                 h["disc_colour"][1] + rng.normal(0, 0.05)))  # fmt: skip
+    inside = 8 <= x <= cfg.size - 9 and 8 <= y <= cfg.size - 9
+    clear = all(np.hypot(x - c["x"], y - c["y"]) >= 2 * fwhm for c in params["clumps"])
+    return gal if inside and clear else None
+
+
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
-    them for this host; a new dict (the cached one is left alone), or `params` itself when it does not."""
-    rng = rng_for(params["seed"], params["index"], MORPH_STREAM)
-    if rng.random() >= shift.spiral:
-        return params
-    host = {**params["host"], **_bar_and_arms(rng, params["host"])}
-    clumps = _onto_arms(rng, params["clumps"], host, params["centre"], shift.arm_clumps, cfg)
-    return {**params, "host": host, "clumps": clumps}
+    them for this host, and a companion galaxy when `shift.companion` does; a new dict (the cached one is left alone),
+    or `params` itself when neither does. Each from a random stream of its own."""
+    out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
+    if rng.random() < shift.spiral:
+        host = {**params["host"], **_bar_and_arms(rng, params["host"])}
+        out = {**params, "host": host, "clumps": _onto_arms(rng, params["clumps"], host, params["centre"],
+                                                          shift.arm_clumps, cfg)}  # fmt: skip
+    rc = rng_for(params["seed"], params["index"], COMPANION_STREAM)
+    comp = _companion(rc, out, cfg) if rc.random() < shift.companion else None
+    if comp is not None:
+        out = {**out, "bg_galaxies": [*out["bg_galaxies"], comp], "companion": True}
+    return out
