@@ -252,7 +252,7 @@ def _add_simulate(sub):
     option(p, "--start", at_least(0), 0, "index of the first galaxy", "I")
     option(p, "--volunteers", at_least(0), 10, "simulated volunteers per image; 0 for none", "N")
     p.add_argument("--shift", choices=tuple(SHIFTS), metavar="NAME",
-                   help="the same galaxies imaged otherwise, or as spiral hosts (see Imaging shifts): "
+                   help="the same galaxies imaged otherwise, or other hosts (see Imaging shifts): "
                    + ", ".join(SHIFTS))  # fmt: skip
     add_workers(p, "simulation processes")
     add_out(p, "survey folder")
@@ -679,8 +679,8 @@ def _add_robustness(sub):
         _robustness,
         "measure trained runs on one held-out survey under each imaging shift, at each run's own threshold",
         "Simulate survey --seed (--n galaxies) as the default simulator images it and under each --shifts (chapter "
-        "Imaging shifts: the same galaxies, other seeing, PSF, clump sizes, noise or artefacts; spiral hosts move "
-        "their clumps onto the arms) into OUT, "
+        "Imaging shifts: the same galaxies, other seeing, PSF, clump sizes, noise or artefacts; or other hosts, spiral "
+        "ones with their clumps on the arms, or with a companion) into OUT, "
         "once, and measure each RUN on every one at the threshold it chose in training: completeness for flux "
         "ratio >= 8% and 3-8%, purity, with bootstrap intervals.",
     )

@@ -42,7 +42,7 @@ class SimConfig:
     noise: bool = True  # add sky and Poisson noise
     oversample: int = 2  # sub-pixel sampling of extended profiles
     pad: int = 8  # pixels rendered beyond each edge before cropping
-    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clumps, noise, artefacts, spiral hosts
+    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clumps, noise, artefacts, other hosts
 
 # %% ../../nbs/data/02_simulate.ipynb #e80c4ab8
 @lru_cache(None)
@@ -407,13 +407,14 @@ def make_wcs(centre, radec, cfg: SimConfig) -> WCS:
 def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_model: bool = False) -> Galaxy:
     """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
     the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
-    or, for a shift that draws spiral hosts, given arms, perhaps a bar, and clumps moved onto the arms."""
+    or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms) or a
+    companion galaxy."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
         from clumpnb.data.shifts import add_artefacts, draw_imaging, draw_morphology
 
-        p = draw_morphology(cfg.shift, p, cfg)  # spiral arms and bars, if the shift draws them: a new dict
+        p = draw_morphology(cfg.shift, p, cfg)  # spiral arms, bars, a companion, if the shift draws them: a new dict
         imaging = draw_imaging(cfg.shift, p, cfg)
     image, model, comps = render(p, cfg, imaging)
     if imaging is not None:
