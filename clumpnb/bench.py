@@ -191,21 +191,22 @@ def _quality_row(run, heldout, device: str) -> dict:
 def bench_quality(demo, device: str = "auto", progress: bool = True) -> dict:
     """Held-out completeness and purity of the demo's detector (folder `demo`, written by `clumpnb demo`) against the
     same detector trained with clumpnb 0.2's ROI settings on the same survey; trains the latter if needed."""
+    from dataclasses import replace
     from clumpnb.core import DataError
     from clumpnb.detector.model import DetectorConfig, previous_defaults
-    from clumpnb.detector.train import TrainConfig, load_run, train
+    from clumpnb.detector.train import load_run, train
     from clumpnb.nets.training import pick_device
 
     demo = Path(demo)
     if not (demo / "metrics.json").exists() or not (demo / "run" / "model.pt").exists():
         raise DataError(demo, "metrics.json", "not a finished `clumpnb demo` folder: run `clumpnb demo --out` first")
     m = json.loads((demo / "metrics.json").read_text())
-    if load_run(demo / "run")[1].detector != DetectorConfig():
+    made = load_run(demo / "run")[1]  # the demo run's own training settings, paths resolved
+    if made.detector != DetectorConfig():
         msg = "the demo's detector was not made with today's settings: rerun the demo"
         raise DataError(demo / "run", "config", msg)
     run = demo / "run_previous"
-    cfg = TrainConfig(data=str(demo / "survey"), out=str(run), epochs=m["detector"]["epochs"], seed=m["seed"],
-                      device=device, detector=previous_defaults(DetectorConfig()))  # fmt: skip
+    cfg = replace(made, out=str(run), device=device, detector=previous_defaults(made.detector))  # trained alike
     if not (run / "model.pt").exists():
         train(cfg, resume=(run / "checkpoint.pt").exists(), progress=progress)
     if load_run(run)[1].detector != cfg.detector:  # a folder left by another version's benchmark

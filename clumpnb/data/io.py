@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ..core import ClumpnbError, DataError, atomic_write, check_survey_seed
+from ..core import ClumpnbError, DataError, atomic_write, check_survey_seed, jsonable
 from .survey import BANDS, SDSS
 
 # %% auto #0
@@ -518,7 +518,7 @@ def _write_files(g, out: Path):
 
 def shift_settings(shift) -> dict:
     "A `Shift`'s every setting as `survey.json` records it (None without a shift)."
-    return None if shift is None else json.loads(json.dumps(asdict(shift)))
+    return None if shift is None else jsonable(asdict(shift))
 
 
 def check_survey_folder(out: Path, seed: int, size: int, start: int, shift=None):

@@ -223,31 +223,19 @@ def _bar_and_arms(rng, host: dict) -> dict:
     return dict(bar=bar, arms=arms)
 
 
-def _allowed(x, y, others, centre, cfg: SimConfig) -> bool:
-    "A clump position `draw_params` would keep: inside the cutout, off the centre, clear of the other clumps."
-    fwhm = cfg.survey.psf_fwhm_px[1]
-    inside = 4 <= x <= cfg.size - 5 and 4 <= y <= cfg.size - 5
-    return inside and np.hypot(x - centre[0], y - centre[1]) >= 1.5 * fwhm and all(
-        np.hypot(x - o["x"], y - o["y"]) >= fwhm for o in others
-    )
-
-
 def _onto_arms(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
     "Clumps moved onto the nearest arm at their own disc radius, each with probability `share` (see the text)."
-    from clumpnb.data.simulate import disc_coords
+    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
 
     a, out = host["arms"], []
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
     for i, cl in enumerate(clumps):
         move, jitter = rng.random() < share, rng.normal(0, 0.08)  # drawn for every clump: the stream stays aligned
         r, th = disc_coords(cl["x"], cl["y"], host, centre)
         arm = a["phase"] + np.log(max(r, a["r_in"]) / a["r_in"]) / np.tan(a["pitch"])
         ks = np.round((th - arm) / (2 * np.pi / a["m"])) + np.array([0, 1, -1, 2, -2])[: a["m"]]  # nearest, then others
         for k in ks if move and r > a["r_in"] else ():
-            t = arm + k * 2 * np.pi / a["m"] + jitter
-            u, v = r * np.cos(t), r * np.sin(t) * host["q_disc"]
-            x, y = centre[0] + u * c - v * s, centre[1] + u * s + v * c
-            if _allowed(x, y, out + clumps[i + 1 :], centre, cfg):
+            x, y = disc_to_sky(r, arm + k * 2 * np.pi / a["m"] + jitter, host, centre)
+            if clump_allowed(x, y, out + clumps[i + 1 :], centre, cfg):  # the rules `draw_params` placed it by
                 cl = {**cl, "x": float(x), "y": float(y)}
                 break
         out.append(cl)

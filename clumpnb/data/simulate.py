@@ -19,8 +19,8 @@ from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
 __all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
-           'component_fluxes', 'disc_share', 'draw_params', 'disc_coords', 'arm_weight', 'render', 'u_fluxes', 'Galaxy',
-           'make_wcs', 'simulate_galaxy', 'simulate']
+           'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share', 'draw_params', 'arm_weight',
+           'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -130,25 +130,42 @@ def _draw_host(rng, cfg: SimConfig):
     )
 
 # %% ../../nbs/data/02_simulate.ipynb #a4353a79
-def _draw_clumps(rng, cfg: SimConfig, host, centre):
+def disc_to_sky(r, phi, host: dict, centre) -> tuple:
+    "Sky pixel position (x, y) of radius `r` and azimuth `phi` in the plane of `host`'s disc (inclined and turned)."
+    c, s = np.cos(host["pa"]), np.sin(host["pa"])
+    u, v = r * np.cos(phi), r * np.sin(phi) * host["q_disc"]
+    return centre[0] + u * c - v * s, centre[1] + u * s + v * c
+
+
+def disc_coords(x, y, host: dict, centre) -> tuple:
+    "(radius, azimuth) in the plane of `host`'s disc of sky pixel positions `x`, `y`: `disc_to_sky` undone."
+    c, s = np.cos(host["pa"]), np.sin(host["pa"])
+    dx, dy = x - centre[0], y - centre[1]
+    u, v = dx * c + dy * s, (-dx * s + dy * c) / host["q_disc"]
+    return np.hypot(u, v), np.arctan2(v, u)
+
+
+def clump_allowed(x, y, others, centre, cfg: SimConfig) -> bool:
+    """Whether a clump may sit at pixel (`x`, `y`): at least 1.5 PSF FWHM from the host's `centre` (off the bulge),
+    4 pixels inside the cutout, and at least one FWHM from each clump of `others` (a distinct source)."""
     fwhm = cfg.survey.psf_fwhm_px[1]
+    if np.hypot(x - centre[0], y - centre[1]) < 1.5 * fwhm or not (4 <= x <= cfg.size - 5 and 4 <= y <= cfg.size - 5):
+        return False
+    return not any(np.hypot(x - o["x"], y - o["y"]) < fwhm for o in others)
+
+
+def _draw_clumps(rng, cfg: SimConfig, host, centre):
     n = 0
     if rng.random() < cfg.clumpy_fraction:
         n = min(1 + rng.poisson(cfg.mean_clumps - 1), cfg.max_clumps)
     h = host["re_disc"] / 1.678  # exponential scale length
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
     out = []
     for _ in range(50 * n):
         if len(out) == n:
             break
         r, phi = rng.gamma(2.0, h), rng.uniform(0, 2 * np.pi)
-        u, v = r * np.cos(phi), r * np.sin(phi) * host["q_disc"]
-        x, y = centre[0] + u * c - v * s, centre[1] + u * s + v * c
-        if np.hypot(x - centre[0], y - centre[1]) < 1.5 * fwhm:
-            continue
-        if not (4 <= x <= cfg.size - 5 and 4 <= y <= cfg.size - 5):
-            continue
-        if any(np.hypot(x - o["x"], y - o["y"]) < fwhm for o in out):
+        x, y = disc_to_sky(r, phi, host, centre)
+        if not clump_allowed(x, y, out, centre, cfg):
             continue
         odd = rng.random() < cfg.odd_fraction
         colour = (
@@ -265,14 +282,6 @@ def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa, weight=None):
     img[y0p:y1p, x0p:x1p] = sub.reshape(y1p - y0p, os_, x1p - x0p, os_).sum((1, 3))
     tot = img.sum()
     return img / tot if tot > 0 else img
-
-
-def disc_coords(x, y, host: dict, centre) -> tuple:
-    "(radius, azimuth) in the plane of `host`'s disc of sky pixel positions `x`, `y` (its inclination undone)."
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
-    dx, dy = x - centre[0], y - centre[1]
-    u, v = dx * c + dy * s, (-dx * s + dy * c) / host["q_disc"]
-    return np.hypot(u, v), np.arctan2(v, u)
 
 
 def arm_weight(x, y, host: dict, centre):

@@ -5,7 +5,7 @@
 # %% ../../nbs/detector/11_model.ipynb #0a5bea92
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -17,7 +17,7 @@ from ..core import ClumpnbError
 from .backbones import make_backbone
 
 # %% auto #0
-__all__ = ['RECORDED_BEFORE', 'PREVIOUS_DEFAULTS', 'DetectorConfig', 'torchvision_defaults', 'previous_defaults',
+__all__ = ['PREVIOUS_DEFAULTS', 'RECORDED_BEFORE', 'DetectorConfig', 'torchvision_defaults', 'previous_defaults',
            'NativeScaleTransform', 'build_detector']
 
 # %% ../../nbs/detector/11_model.ipynb #4b1f560a
@@ -58,7 +58,8 @@ class DetectorConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-RECORDED_BEFORE = dict(roi_sampling=2)  # fixed in the code before it was a setting
+PREVIOUS_DEFAULTS = dict(rpn_post_nms=(150, 100), roi_batch=64, roi_sampling=2)  # clumpnb 0.2's ROI settings
+RECORDED_BEFORE = {"roi_sampling": PREVIOUS_DEFAULTS["roi_sampling"]}  # fixed in the code before it was a setting
 
 # %% ../../nbs/detector/11_model.ipynb #e9ee773f
 def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
@@ -80,12 +81,9 @@ def torchvision_defaults(cfg: DetectorConfig) -> DetectorConfig:
     )
 
 
-PREVIOUS_DEFAULTS = dict(rpn_post_nms=(150, 100), roi_batch=64, roi_sampling=2)  # clumpnb 0.2's ROI settings
-
-
 def previous_defaults(cfg: DetectorConfig) -> DetectorConfig:
     "`cfg` with clumpnb 0.2's ROI settings (100 test proposals, 64 sampled ROIs, 2 samples per bin side)."
-    return DetectorConfig(**{**cfg.to_dict(), **PREVIOUS_DEFAULTS})
+    return replace(cfg, **PREVIOUS_DEFAULTS)
 
 
 class NativeScaleTransform(GeneralizedRCNNTransform):

@@ -30,9 +30,10 @@ def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, pro
         raise ValueError(f"unknown shift {shift!r}: choose 'default' or one of {', '.join(SHIFTS)}")
     d = Path(root) / f"seed{seed}-n{n}-{shift}"
     cfg = SimConfig(shift=None if shift == "default" else SHIFTS[shift])
-    check_survey_folder(d, seed, cfg.size, 0, cfg.shift)  # a folder of another definition is refused, not reused
-    if not (d / "survey.json").exists():
-        write_survey(d, n, seed, cfg, workers=workers or 1, progress=progress)
+    if (d / "survey.json").exists():
+        check_survey_folder(d, seed, cfg.size, 0, cfg.shift)  # a folder of another definition is refused, not reused
+    else:
+        write_survey(d, n, seed, cfg, workers=workers or 1, progress=progress)  # which checks a killed run's folder
     return d
 
 
