@@ -64,7 +64,17 @@ def write_cutout(galaxy, path):
         fits.HDUList(hdus).writeto(f)
 
 # %% ../../nbs/data/04_io.ipynb #2e06f55b
+def _truncated(caught) -> str:
+    "astropy's 'File may have been truncated' warning among `caught`, without its prefix; None if none."
+    cut = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    return cut[0].split(": ", 1)[-1] if cut else None
+
+
+@contextlib.contextmanager
 def _open(path):
+    """The FITS file `path`, open for reading; whatever goes wrong while it is read (a missing, corrupt or truncated
+    file) is a DataError naming the file. Headers are read as they are asked for (astropy's lazy loading): a cutout
+    whose bands come first is read without parsing the tables after them."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file", "does not exist")
@@ -75,30 +85,21 @@ def _open(path):
             f"not a readable FITS file (size {path.stat().st_size} B is not a whole number of 2880-byte blocks: "
             "truncated?)",
         )
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)  # reads every header: a broken structure fails
-    except Exception as e:
-        raise DataError(path, "file", f"not a readable FITS file ({type(e).__name__}: {e})") from None
-    cut = [str(w.message) for w in caught if "truncated" in str(w.message)]
-    if cut:  # astropy reads what is there and warns; the data would fail later with a misleading shape error
-        hdul.close()
-        raise DataError(path, "file", f"truncated ({cut[0].split(': ', 1)[-1]})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                yield hdul
+        except DataError:
+            raise
+        except Exception as e:  # astropy warns of a cut file, then fails on its data with a misleading shape error
+            cut = _truncated(caught)
+            why = f"truncated ({cut})" if cut else f"not a readable FITS file ({type(e).__name__}: {e})"
+            raise DataError(path, "file", why) from None
+    if _truncated(caught):  # astropy read what is there: the data may look whole but is not
+        raise DataError(path, "file", f"truncated ({_truncated(caught)})")
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return hdul
-
-
-@contextlib.contextmanager
-def _reading(path):
-    "Turn a failure while reading data (a truncated or corrupt file) into a DataError naming the file."
-    try:
-        yield
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(path, "file", f"not a readable FITS file ({type(e).__name__}: {e})") from None
 
 
 def _celestial_wcs(header, path, field_name="CTYPE1"):
@@ -160,16 +161,27 @@ def _same_grid(w, ref, shape, path, tol: float = 0.1):
         raise DataError(path, "WCS", msg)
 
 
+def _named(hl, names) -> list:
+    "The extensions `names` of an open file (any case, as astropy looks them up; None for one it lacks)."
+    out = []
+    for n in names:
+        try:
+            out.append(hl[n])
+        except KeyError:
+            out.append(None)
+    return out
+
+
 def read_mef(hl, path) -> tuple:
     "((3, H, W) image, WCS) from an open FITS file: G, R, I extensions (any case, as astropy looks them up) or a cube."
-    names = [h.name.upper() for h in hl]
-    if all(b.upper() in names for b in BANDS):
-        planes = [np.asarray(hl[b.upper()].data, np.float32) for b in BANDS]
+    bands = _named(hl, [b.upper() for b in BANDS])
+    if all(h is not None for h in bands):
+        planes = [np.asarray(h.data, np.float32) for h in bands]
         for b, p in zip(BANDS, planes):
             if p.ndim != 2 or p.shape != planes[0].shape:
                 msg = f"band {b} has shape {p.shape}, expected {planes[0].shape}"
                 raise DataError(path, f"{b.upper()}.NAXIS", msg)
-        return np.stack(planes), _celestial_wcs(hl["G"].header, path, "G.CTYPE1")
+        return np.stack(planes), _celestial_wcs(bands[0].header, path, "G.CTYPE1")
     hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
     if hdu is None:
         raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
@@ -196,15 +208,13 @@ def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True) 
         (image, wcs), src = read_band_files(path), str(path) if named else str(path[0])
     else:
         src = str(path)
-        with _open(path) as hl, _reading(path):
+        with _open(path) as hl:
             skip = ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "")
             meta = {k: v for k, v in hl[0].header.items() if k not in skip}
             image, wcs = read_mef(hl, path)
-            names = [h.name.upper() for h in hl]
-            if tables and "CLUMPS" in names:
-                clumps = Table(hl["CLUMPS"].data)
-            if tables and "CONTAM" in names:
-                cont = Table(hl["CONTAM"].data)
+            if tables:
+                clumps, cont = (None if h is None else Table(h.data) for h in _named(hl, ("CLUMPS", "CONTAM")))
+            if cont is not None:
                 cont["kind"] = cont["kind"].astype(str)
     if shape is not None and tuple(image.shape[1:]) != tuple(shape):
         raise DataError(src, "NAXIS1/NAXIS2", f"cutout is {image.shape[1:]}, expected {tuple(shape)}")

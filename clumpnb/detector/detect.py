@@ -29,6 +29,7 @@ from clumpnb.detector.evaluate import (
     PostConfig,
     predict,
     postprocess,
+    segmentation,
     load_reference,
     evaluate_detections,
     coco_metrics,
@@ -196,14 +197,15 @@ def load_cutout(path: Path, size: int = None):
     return x, wcs, raw
 
 
-def catalog_rows(path: Path, det: dict, wcs=None, raw=None) -> list:
-    "Catalogue rows (dicts keyed by `COLUMNS`) of detections `det` in cutout `path`; photometry when `raw` is given."
+def catalog_rows(path: Path, det: dict, wcs=None, raw=None, mask=None) -> list:
+    """Catalogue rows (dicts keyed by `COLUMNS`) of detections `det` in cutout `path`; photometry when `raw` is given
+    (`mask`: the host's `segmentation`, if made already)."""
     n = len(det["x"])
     ra, dec = np.full(n, np.nan), np.full(n, np.nan)
     if wcs is not None and n:
         ra, dec = wcs.wcs_pix2world(det["x"], det["y"], 0)
     if raw is not None and n:
-        ph = clump_photometry(raw, det["x"], det["y"])  # nanomaggies: photometry (next chapter)
+        ph = clump_photometry(raw, det["x"], det["y"], mask=mask)  # nanomaggies: photometry (next chapter)
     else:
         ph = {c: np.zeros(n, bool) if flag_column(c) else np.full(n, np.nan) for c in PHOT_COLUMNS}
     rows = []
@@ -368,10 +370,11 @@ def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
         if b["error"] is not None:
             continue
         t0 = time.perf_counter()
-        k, _ = postprocess(b["pred"], b["x"], post)
+        seg = segmentation(b["x"], post)  # the galaxy's mask: the last post-processing step, and the host's segment
+        k, _ = postprocess(b["pred"], b["x"], post, seg=seg)
         keep = k["score"] >= threshold
         t1 = time.perf_counter()
-        found = catalog_rows(b["file"], {key: v[keep] for key, v in k.items()}, b["wcs"], b["raw"])
+        found = catalog_rows(b["file"], {key: v[keep] for key, v in k.items()}, b["wcs"], b["raw"], seg)
         rows += found if b["native"] is None else to_native_pixels(found, b["native"], b["wcs"])
         post_s, phot_s = post_s + t1 - t0, phot_s + time.perf_counter() - t1
     t = catalog_table(rows)

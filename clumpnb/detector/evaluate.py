@@ -90,8 +90,9 @@ def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
     return ndimage.binary_dilation(keep, iterations=int(round(cfg.fwhm_px)))
 
 
-def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostConfig(), centre=None) -> tuple:
-    "Apply the four steps to one image's detections; returns (kept detections dict, counts removed per step)."
+def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostConfig(), centre=None, seg=None) -> tuple:
+    """Apply the four steps to one image's detections; returns (kept detections dict, counts removed per step).
+    `seg`: the image's `segmentation`, when the caller has made it already (detect's photometry uses it too)."""
     keep = np.arange(len(det["score"]))
     removed = {}
     if len(keep):
@@ -118,7 +119,7 @@ def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostCon
         removed["central"] = int((~off).sum())
         keep = keep[off]
     if cfg.use_mask and image is not None:
-        seg = segmentation(image, cfg)
+        seg = segmentation(image, cfg) if seg is None else seg
         xi = np.clip(np.round(det["x"][keep]).astype(int), 0, W - 1)
         yi = np.clip(np.round(det["y"][keep]).astype(int), 0, H - 1)
         inside = seg[yi, xi]

@@ -57,12 +57,14 @@ def pixel_offset(v, step: float = 0.1) -> float:
     return round(float(np.round(abs(v - np.round(v)) / step) * step), 6)
 
 # %% ../../nbs/detector/15_photometry.ipynb #4a2074ee
-def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig()):
+def host_segment(image: np.ndarray, centre, post: PostConfig = PostConfig(), mask=None):
     """(segmentation image, host label) of a (3, H, W) nanomaggy `image`: the paper's mask (`segmentation`, the
-    one the detector's post-processing uses) around `centre` as segment 1; label 0 when there is no host there."""
+    one the detector's post-processing uses) around `centre` as segment 1; label 0 when there is no host there.
+    `mask`: that mask, when the caller has made it already."""
     from photutils.segmentation import SegmentationImage
 
-    mask = segmentation(asinh_stretch(np.asarray(image, np.float32)), post, centre)
+    if mask is None:
+        mask = segmentation(asinh_stretch(np.asarray(image, np.float32)), post, centre)
     if not mask.any():
         return np.zeros(mask.shape, int), 0
     return SegmentationImage(mask.astype(int)), 1
@@ -88,8 +90,9 @@ def host_fluxes(image: np.ndarray, seg, label: int, ref_band: int = 1) -> np.nda
 # %% ../../nbs/detector/15_photometry.ipynb #598f5e67
 def others_masks(shape, pos, radius) -> np.ndarray:
     "(len(pos), H, W): for each position, True on pixels within `radius` of any of the other positions."
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    near = np.array([np.hypot(xx - x, yy - y) < radius for x, y in pos]).reshape(len(pos), *shape)
+    pos = np.asarray(pos, float).reshape(-1, 2)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    near = (xx - pos[:, 0, None, None]) ** 2 + (yy - pos[:, 1, None, None]) ** 2 < radius**2
     return (near.sum(0) - near) > 0
 
 
@@ -124,10 +127,10 @@ PHOT_COLUMNS = (
 )
 
 
-def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig()) -> Table:
+def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig(), mask=None) -> Table:
     """Per-band aperture fluxes (nanomaggies) of point sources at pixel `x`, `y` (0-based) in a (3, H, W) g r i
-    nanomaggy
-    `image`, their host's Kron fluxes, flux ratios, AB colours, whether each lies on the host, and the 3% / 8% flags."""
+    nanomaggy `image`, their host's Kron fluxes, flux ratios, AB colours, whether each lies on the host, and the
+    3% / 8% flags. `mask`: the host's `segmentation` around `centre`, when the caller has made it already."""
     from photutils.aperture import CircularAperture, CircularAnnulus
 
     image = np.asarray(image, np.float32)
@@ -135,7 +138,7 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
         raise ClumpnbError(f"photometry needs a (3, H, W) g r i image, not {image.shape}")
     x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
     centre = ((image.shape[2] - 1) / 2, (image.shape[1] - 1) / 2) if centre is None else centre
-    seg, lab = host_segment(image, centre)
+    seg, lab = host_segment(image, centre, mask=mask)
     host = host_fluxes(image, seg, lab)
     cols = {c: np.full(len(x), np.nan) for c in PHOT_COLUMNS}
     if len(x):
