@@ -386,7 +386,7 @@ def _train(a):
     from clumpnb.detector.train import TrainConfig, train
 
     det = DetectorConfig(backbone=a.backbone, weights=a.weights, trainable_layers=a.trainable_layers)
-    same = ("labels", "epochs", "batch_size", "lr", "seed", "device", "workers")  # flags named as the settings
+    same = ("labels", "epochs", "batch_size", "lr", "seed", "device", "workers", "reimage")  # named as the settings
     cfg = TrainConfig(data=str(a.data), out=str(a.out), n_train=a.n, detector=det, **settings(a, same))
     history = train(cfg, resume=a.resume, progress=not a.json)
     if a.json:
@@ -435,6 +435,12 @@ def _add_train(sub):
         "--batch-size", type=at_least(1), default=8, metavar="N", help="images per batch (default %(default)s)"
     )
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, one-cycle; default %(default)s)")
+    p.add_argument(
+        "--reimage",
+        action="store_true",
+        help="imaging augmentations: worse seeing and fainter galaxies, each on half the training cutouts, with "
+        "the sky noise re-drawn (clumpnb.data.dataset.ImagingAugment); default: rotations and flips only",
+    )
     add_n(p, "number of training galaxies to use (default: all of the train split)")
     add_alias(p, "--n-train", "n", at_least(1))
     add_seed(p, "training seed")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import hashlib
 from pathlib import Path
@@ -15,10 +16,10 @@ import torch
 
 from ..core import DataError, check_survey_seed
 from .io import labels_path, read_coco, read_cutout
-from .survey import asinh_stretch
+from .survey import SDSS, asinh_stretch
 
 # %% auto #0
-__all__ = ['split_of', 'dihedral', 'ClumpDataset', 'collate']
+__all__ = ['split_of', 'dihedral', 'ImagingAugment', 'kept_noise', 'reimage', 'ClumpDataset', 'collate']
 
 # %% ../../nbs/data/05_dataset.ipynb #b987e145
 def split_of(name: str, seed: int = 0, fractions=(0.7, 0.2, 0.1)) -> str:
@@ -44,9 +45,56 @@ def dihedral(image: torch.Tensor, boxes: torch.Tensor | None, k: int, flip: bool
         H, W = W, H
     return image, b
 
+# %% ../../nbs/data/05_dataset.ipynb #5a1e0002
+@dataclass
+class ImagingAugment:
+    "What `reimage` draws: each change with probability `p`, its factor uniformly from the range."
+
+    p: float = 0.5
+    seeing: tuple = (1.0, 1.6)  # factor on each band's PSF FWHM
+    dim: tuple = (0.4, 1.0)  # factor on the flux
+    fwhm_px: tuple = tuple(float(f) for f in SDSS.psf_fwhm_px)  # nominal g r i PSF FWHM, pixels
+
+
+def _draw(p: float, lo: float, hi: float) -> float:
+    "A factor from [lo, hi] with probability `p`, else 1 (torch's generator)."
+    return lo + (hi - lo) * float(torch.rand(())) if float(torch.rand(())) < p else 1.0
+
+
+def kept_noise(sigma: float) -> float:
+    "The share of white noise's standard deviation left after scipy's `gaussian_filter` of width `sigma` pixels."
+    from scipy import ndimage
+
+    if sigma <= 0:
+        return 1.0
+    n = 2 * int(np.ceil(4 * sigma)) + 1  # the filter's own reach (truncate=4)
+    delta = np.zeros((n, n))
+    delta[n // 2, n // 2] = 1.0
+    return float(np.sqrt((ndimage.gaussian_filter(delta, sigma) ** 2).sum()))
+
+
+def reimage(image: np.ndarray, aug: ImagingAugment = ImagingAugment()) -> np.ndarray:
+    """A (3, H, W) nanomaggy `image` as worse seeing and a fainter galaxy would show it, with each band's sky noise
+    brought back to what it was (see above); the image itself when neither change is drawn."""
+    from astropy.stats import gaussian_fwhm_to_sigma, sigma_clipped_stats
+    from scipy import ndimage
+
+    f, s = _draw(aug.p, *aug.seeing), _draw(aug.p, *aug.dim)
+    if f == 1.0 and s == 1.0:
+        return image
+    out = np.empty_like(image)
+    for b in range(image.shape[0]):
+        sky = sigma_clipped_stats(image[b], sigma=3.0)[2]
+        k = aug.fwhm_px[b] * gaussian_fwhm_to_sigma * np.sqrt(f**2 - 1)
+        out[b] = s * (ndimage.gaussian_filter(image[b], k) if k > 0 else image[b])
+        top_up = sky * np.sqrt(max(1 - (s * kept_noise(k)) ** 2, 0.0))
+        out[b] += top_up * torch.randn(image.shape[1:]).numpy()
+    return out
+
 # %% ../../nbs/data/05_dataset.ipynb #e62627ed
 class ClumpDataset(torch.utils.data.Dataset):
-    "Detection dataset over a survey folder (see `write_survey`). Returns `(image, target)` as described above."
+    """Detection dataset over a survey folder (see `write_survey`). Returns `(image, target)` as described above;
+    `augment`: the symmetries of the square; `reimaging`: an `ImagingAugment` for `reimage`."""
 
     def __init__(
         self,
@@ -58,6 +106,7 @@ class ClumpDataset(torch.utils.data.Dataset):
         fractions=(0.7, 0.2, 0.1),
         max_p_fp: float = 0.5,
         limit: int = None,
+        reimaging: ImagingAugment = None,
     ):
         self.root = Path(root)
         made = self.root / "survey.json"
@@ -79,7 +128,7 @@ class ClumpDataset(torch.utils.data.Dataset):
             if a["image_id"] in self.boxes and a.get("p_fp", 0) <= max_p_fp:
                 x, y, w, h = a["bbox"]
                 self.boxes[a["image_id"]].append((x, y, x + w, y + h, a["category_id"]))
-        self.augment, self.labels = augment, labels
+        self.augment, self.labels, self.reimaging = augment, labels, reimaging
 
     def __len__(self):
         return len(self.images)
@@ -92,7 +141,8 @@ class ClumpDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         im = self.images[i]
         c = read_cutout(self.root / im["file_name"], shape=(im["height"], im["width"]), tables=False)
-        x, t = torch.from_numpy(asinh_stretch(c.image)), self.target(i)
+        image = c.image if self.reimaging is None else reimage(c.image, self.reimaging)
+        x, t = torch.from_numpy(asinh_stretch(image)), self.target(i)
         if self.augment:
             k, fl = int(torch.randint(4, ())), bool(torch.randint(2, ()))
             x, t["boxes"] = dihedral(x, t["boxes"], k, fl)

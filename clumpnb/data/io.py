@@ -531,6 +531,15 @@ def shift_settings(shift) -> dict:
     return None if shift is None else jsonable(asdict(shift))
 
 
+def _same_shift(recorded: dict, shift) -> bool:
+    """Whether `survey.json`'s `recorded` settings are `shift`'s; a setting added to `Shift` since, which the record
+    lacks, counts as its default (the folder was made without it)."""
+    if recorded is None:
+        return False
+    now, default = shift_settings(shift), shift_settings(type(shift)(shift.name))
+    return set(recorded) <= set(now) and all(recorded.get(k, default[k]) == v for k, v in now.items())
+
+
 def check_survey_folder(out: Path, seed: int, size: int, start: int, shift=None):
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
     the folder holds another survey (another seed, cutout size, first galaxy, or imaging `shift`: its name and, where
@@ -547,7 +556,7 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift=None)
                     f"the folder holds a survey made with {k}={old.get(k)}, not {v}: choose another --out, or delete it"
                 )
                 raise DataError(s, k, msg)
-        if shift is not None and old.get("shift_settings") != shift_settings(shift):
+        if shift is not None and not _same_shift(old.get("shift_settings"), shift):
             msg = (f"the folder holds a survey made under another definition of shift {name!r} (or before clumpnb "
                    "0.3 recorded the definition): delete it to remake it")  # fmt: skip
             raise DataError(s, "shift_settings", msg)
@@ -558,7 +567,7 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift=None)
     if cutouts:  # a run killed before survey.json was written: its cutouts say their size and imaging shift
         with fits.open(cutouts[0]) as hl:
             side, had = hl[1].header.get("NAXIS1"), hl[0].header.get("HIERARCH SIM SHIFT")
-        if side != size:
+        if side != size and getattr(shift, "host_sizes", None) is None:  # a host-sized survey's cutouts differ
             msg = f"cutouts of {side} px are already here, not {size}: choose another --out, or delete it"
             raise DataError(cutouts[0], "NAXIS1", msg)
         if had != name:
@@ -596,7 +605,8 @@ def write_survey(
         t.add_column(np.array([g.name] * len(t), dtype="U32"), name="image", index=0)
         clump_tabs.append(t)
     images = [
-        {"id": i + 1, "file_name": f"cutouts/{g.name}.fits", "width": cfg.size, "height": cfg.size, "name": g.name}
+        {"id": i + 1, "file_name": f"cutouts/{g.name}.fits", "width": g.image.shape[2], "height": g.image.shape[1],
+         "name": g.name}
         for i, g in enumerate(gals)
     ]
     ids = {g.name: i + 1 for i, g in enumerate(gals)}

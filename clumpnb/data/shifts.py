@@ -5,7 +5,7 @@
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0003
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
            'COMPANION_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar',
-           'draw_morphology']
+           'draw_morphology', 'host_sized']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -37,7 +37,9 @@ class Shift:
     direction (drawn per band), in sky sigmas; `spiral`: the share of hosts given spiral arms (a third of them barred),
     on which each clump is moved onto an arm with probability `arm_clumps` (chapter section *Spiral hosts*);
     `companion`: the share of hosts drawn a companion galaxy beside them, of which those whose companion would leave
-    the cutout or cover a clump go without (section *Companions*)."""
+    the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span, smallest, largest), cutouts
+    `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side (section
+    *Cutouts that follow the host*)."""
 
     name: str
     seeing: tuple = None
@@ -50,6 +52,7 @@ class Shift:
     spiral: float = 0.0
     arm_clumps: float = 0.7
     companion: float = 0.0
+    host_sizes: tuple = None
 
     def __post_init__(self):
         bad = [p for p in self.psf if p not in PSF_FAMILIES]
@@ -75,6 +78,7 @@ SHIFTS = {
         Shift("artefacts", artefacts=0.5, sky_gradient=2.0),
         Shift("spiral-hosts", spiral=1.0),
         Shift("companions", companion=0.5),
+        Shift("host-sizes", host_sizes=(20, 64, 256)),
         # the training range, and a survey outside it in every respect at once
         Shift("randomised", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
@@ -259,7 +263,8 @@ def _companion(rng, params: dict, cfg: SimConfig):
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
     them for this host, and a companion galaxy when `shift.companion` does; a new dict (the cached one is left alone),
-    or `params` itself when neither does. Each from a random stream of its own."""
+    or `params` itself when neither does. Each from a random stream of its own. With `shift.host_sizes`, all of it
+    laid out on a cutout that follows the host (`host_sized`)."""
     out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
         host = {**params["host"], **_bar_and_arms(rng, params["host"])}
@@ -269,4 +274,24 @@ def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     comp = _companion(rc, out, cfg) if rc.random() < shift.companion else None
     if comp is not None:
         out = {**out, "bg_galaxies": [*out["bg_galaxies"], comp], "companion": True}
-    return out
+    return out if shift.host_sizes is None else host_sized(out, shift.host_sizes, cfg)
+
+# %% ../../nbs/data/09_shifts.ipynb #5f1a00c2
+def host_sized(params: dict, sizes: tuple, cfg: SimConfig) -> dict:
+    """`params` (from `draw_params`) on a cutout of `sizes` = (span, smallest, largest): `span` host disc effective
+    radii across (even), clipped; the side is `size`, the centre, clumps and contaminants move with the cutout's middle,
+    and what the new cutout cannot hold is dropped (see above). A new dict."""
+    from clumpnb.data.simulate import clump_allowed
+
+    span, lo, hi = sizes
+    side = int(np.clip(2 * round(span * params["host"]["re_disc"] / 2), lo, hi))
+    d = (side - cfg.size) / 2
+    moved = lambda o: {**o, "x": o["x"] + d, "y": o["y"] + d}
+    on = lambda o: 0 <= o["x"] <= side - 1 and 0 <= o["y"] <= side - 1
+    centre, new = (params["centre"][0] + d, params["centre"][1] + d), replace(cfg, size=side)
+    clumps = []
+    for c in map(moved, params["clumps"]):
+        if clump_allowed(c["x"], c["y"], clumps, centre, new):
+            clumps.append(c)
+    stars, gals = ([o for o in map(moved, params[k]) if on(o)] for k in ("stars", "bg_galaxies"))
+    return {**params, "size": side, "centre": centre, "clumps": clumps, "stars": stars, "bg_galaxies": gals}

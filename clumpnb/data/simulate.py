@@ -5,7 +5,7 @@
 # %% ../../nbs/data/02_simulate.ipynb #b00be06d
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -417,13 +417,14 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
     the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
     or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms) or a
-    companion galaxy."""
+    companion galaxy, or on a cutout that follows its host's size."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
         from clumpnb.data.shifts import add_artefacts, draw_imaging, draw_morphology
 
         p = draw_morphology(cfg.shift, p, cfg)  # spiral arms, bars, a companion, if the shift draws them: a new dict
+        cfg = replace(cfg, size=p.get("size", cfg.size))  # a cutout that follows its host (`host_sized`)
         imaging = draw_imaging(cfg.shift, p, cfg)
     image, model, comps = render(p, cfg, imaging)
     if imaging is not None:
@@ -436,11 +437,8 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     ra, dec = w.wcs_pix2world(xy[:, 0], xy[:, 1], 0) if len(xy) else (np.zeros(0), np.zeros(0))
     cf, gal = comps["clumps"], comps["galaxy"]
     gal_u, cl_u = u_fluxes(p, comps)
-    clumps = Table(
-        [xy[:, 0], xy[:, 1], ra, dec, *cf.T, *(cf / gal).T, np.array([c["cls"] for c in cl], int), cl_u, cl_u / gal_u],
-        names=CLUMP_COLUMNS,
-        dtype=[float] * 10 + [int, float, float],
-    )
+    clumps = Table([xy[:, 0], xy[:, 1], ra, dec, *cf.T, *(cf / gal).T, np.array([c["cls"] for c in cl], int), cl_u,
+                    cl_u / gal_u], names=CLUMP_COLUMNS, dtype=[float] * 10 + [int, float, float])  # fmt: skip
     rows = [("bulge", *p["centre"], *comps["bulge"])]
     rows += [("star", s["x"], s["y"], *f) for s, f in zip(p["stars"], comps["stars"])]
     rows += [("galaxy", g["x"], g["y"], *f) for g, f in zip(p["bg_galaxies"], comps["bg_galaxies"])]

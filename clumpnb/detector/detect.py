@@ -69,10 +69,11 @@ def evaluate_run(
     progress: bool = False,
     device: str = "auto",
     ratio_bands: tuple = (),
+    min_side: int = None,
 ) -> dict:
     """Metrics of run `run` on survey folder `data`: split `split` ('train', 'val', 'test' or 'all'; default all of a
     different survey, `test` of its own). For each of `ratio_bands` (e.g. 'u'), also `truth_BAND`: the truth binned by
-    that band's flux ratio."""
+    that band's flux ratio. `min_side`: `predict`'s (0: no cutout is seen on a canvas)."""
     model, cfg = load_run(run)
     device = pick_device(device)
     model.to(device)
@@ -83,7 +84,7 @@ def evaluate_run(
     if len(ds) == 0:
         raise ClumpnbError(f"no galaxies to evaluate in {data} (split {split})")
     images = [ds[i][0] for i in range(len(ds))]
-    raw = predict(model, images, device=device)
+    raw = predict(model, images, device=device, min_side=min_side)
     kept, removed = [], {}
     for p, im in zip(raw, images):
         k, r = postprocess(p, im, post)

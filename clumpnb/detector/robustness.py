@@ -12,10 +12,10 @@ from ..core import atomic_write, jsonable
 from ..data.shifts import SHIFTS, VARIANT_PARTS
 
 # %% auto #0
-__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'robustness', 'reliability']
+__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'robustness', 'reliability']
 
 # %% ../../nbs/detector/17_robustness.ipynb #6a2b0006
-ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant")  # the variant's parts one by one, then all at once
+ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes")  # the variant's parts, it, and one beside
 KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
         "purity_ci95", "n_true_ge8", "n_true_3to8")  # fmt: skip
 
@@ -37,23 +37,31 @@ def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, pro
     return d
 
 
+def metrics_row(ev: dict) -> dict:
+    "What `robustness` keeps of an `evaluate_run` result: the threshold, `KEYS` by g and by u, and the purity curve."
+    return dict(threshold=ev["threshold"], split=ev["split"], **{k: ev["truth"][k] for k in KEYS},
+                u={k: ev["truth_u"][k] for k in KEYS},
+                curve=[{k: c[k] for k in ("threshold", "n_pred", "purity")} for c in ev["truth"]["curve"]])  # fmt: skip
+
+
 def robustness(runs: list, root, n: int = 200, seed: int = 1, shifts=ROBUSTNESS_SHIFTS, workers: int = None,
                device: str = "auto", save=None, record=lambda r: r, progress: bool = True) -> dict:  # fmt: skip
     """Each of `runs` measured on survey `seed` (`n` galaxies) under each of `shifts`, at the run's own threshold:
-    one row per shift and run (`KEYS` of its truth metrics). With `save`, the results (as `record` makes them) are
-    written after every shift."""
+    one row per shift and run (`metrics_row`; on a shift of host-sized cutouts, also `without_canvas`). With `save`,
+    the results (as `record` makes them) are written after every shift."""
     from tqdm.auto import tqdm
     from clumpnb.detector.detect import evaluate_run
 
     out = dict(n=n, seed=seed, simulated=True, runs=[str(r) for r in runs], shifts=list(shifts), rows=[])
     for shift in tqdm(shifts, desc="robustness", unit="survey", disable=not progress):
         d = shifted_survey(root, shift, n, seed, workers)
+        sized = shift in SHIFTS and SHIFTS[shift].host_sizes is not None
         for run in runs:
-            ev = evaluate_run(run, d, device=device, ratio_bands=("u",))
-            out["rows"].append(dict(shift=shift, run=str(run), threshold=ev["threshold"], split=ev["split"],
-                                    **{k: ev["truth"][k] for k in KEYS}, u={k: ev["truth_u"][k] for k in KEYS},
-                                    curve=[{k: c[k] for k in ("threshold", "n_pred", "purity")}
-                                           for c in ev["truth"]["curve"]]))  # fmt: skip
+            row = metrics_row(evaluate_run(run, d, device=device, ratio_bands=("u",)))
+            if sized:  # what seeing a small cutout on a canvas (`predict`) does: the same run without it
+                bare = metrics_row(evaluate_run(run, d, device=device, ratio_bands=("u",), min_side=0))
+                row["without_canvas"] = {k: bare[k] for k in ("threshold", *KEYS, "u")}
+            out["rows"].append(dict(shift=shift, run=str(run), **row))
         if save is not None:
             with atomic_write(save, "w") as f:
                 json.dump(jsonable(record(out)), f, indent=1)

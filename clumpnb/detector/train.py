@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
-from ..data.dataset import ClumpDataset, collate
+from ..data.dataset import ClumpDataset, ImagingAugment, collate
 from ..data.io import best_labels
 from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 from .model import DetectorConfig, build_detector
@@ -43,6 +43,7 @@ class TrainConfig:
     split_seed: int = 0
     n_train: int = None  # use only the first n training galaxies (data-efficiency curves)
     augment: bool = True  # 90-degree rotations and flips
+    reimage: bool = False  # imaging augmentations: worse seeing, fainter galaxies, noise re-drawn (`ImagingAugment`)
     amp: bool = True  # mixed precision, CUDA only
     val_threshold: float = 0.5  # score threshold of the per-epoch validation metrics
     val_max: int = 200  # validate on at most this many galaxies
@@ -165,7 +166,8 @@ def training_sets(cfg: TrainConfig, train_set=None) -> tuple:
     "(training set, validation set, validation reference clumps) of run `cfg`."
     ds = train_set
     if ds is None:
-        ds = ClumpDataset(cfg.data, "train", cfg.labels, cfg.augment, cfg.split_seed, limit=cfg.n_train)
+        aug = ImagingAugment() if cfg.reimage else None
+        ds = ClumpDataset(cfg.data, "train", cfg.labels, cfg.augment, cfg.split_seed, limit=cfg.n_train, reimaging=aug)
     if len(ds) == 0:
         raise ClumpnbError(f"no training galaxies in {cfg.data} (split seed {cfg.split_seed})")
     val = ClumpDataset(cfg.data, "val", best_labels(cfg.data), False, cfg.split_seed, limit=cfg.val_max)
