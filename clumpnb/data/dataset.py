@@ -51,7 +51,7 @@ class ImagingAugment:
     "What `reimage` draws: each change with probability `p`, its factor uniformly from the range."
 
     p: float = 0.5
-    seeing: tuple = (1.0, 1.6)  # factor on each band's PSF FWHM
+    seeing: tuple = (1.0, 1.6)  # factor on the FWHM of a Gaussian PSF of the survey's median seeing
     dim: tuple = (0.4, 1.0)  # factor on the flux
     fwhm_px: tuple = tuple(float(f) for f in SDSS.psf_fwhm_px)  # nominal g r i PSF FWHM, pixels
 

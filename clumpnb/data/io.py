@@ -74,7 +74,8 @@ def _truncated(caught) -> str:
 def _open(path):
     """The FITS file `path`, open for reading; whatever goes wrong while it is read (a missing, corrupt or truncated
     file) is a DataError naming the file. Headers are read as they are asked for (astropy's lazy loading): a cutout
-    whose bands come first is read without parsing the tables after them."""
+    whose bands come first is read without parsing the tables after them, so a file cut inside those tables is refused
+    when they are read (`read_cutout`'s default), not when only the bands are (`tables=False`, as detection reads)."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file", "does not exist")

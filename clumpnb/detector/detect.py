@@ -185,7 +185,7 @@ MIN_SIDE = 32  # the coarsest feature map of the detector's pyramid has a stride
 
 def load_cutout(path: Path, size: int = None):
     """(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout of any size at the
-    survey's pixel scale (the detector sees it at its own size, see `predict`); DataError if unusable."""
+    survey's pixel scale (the detector sees it at that scale, see `predict`); DataError if unusable."""
     if path.name.lower().endswith(RGB_SUFFIXES):
         rgb = read_rgb(path)
         x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None  # R G B = i r g: reversed to g r i order
@@ -363,8 +363,9 @@ def model_stage(model, batch: list, device, amp: bool = False):
 
 def finish_batch(batch: list, threshold: float, post: PostConfig) -> tuple:
     """Post-processing and photometry of a batch through `model_stage` (in a worker process when detect has
-    workers): (catalogue part, seconds of post-processing and of photometry). The part's `meta` names the files it
-    covers (`files`, `keys`: see `input_key`) and those skipped (`skipped`: why, `skipped_keys`)."""
+    workers): (catalogue part, seconds of post-processing and of photometry). The galaxy mask is made once, with
+    `post`'s settings, for the post-processing and as the host's segment in the photometry. The part's `meta` names
+    the files it covers (`files`, `keys`: see `input_key`) and those skipped (`skipped`: why, `skipped_keys`)."""
     rows, post_s, phot_s = [], 0.0, 0.0
     batch = [unpack(b) for b in batch]
     for b in batch:
@@ -571,7 +572,8 @@ def detect(
     parts.mkdir(exist_ok=True)
     run_file = Path(run) / "model.pt"
     mtime = run_file.stat().st_mtime_ns if run_file.exists() else None
-    check_parts(parts, dict(run=str(Path(run).resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(post)))
+    check_parts(parts, dict(run=str(Path(run).resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(post),
+                            canvas=model.transform.min_size[0]))  # fmt: skip
     done = set()
     for p in sorted(parts.glob("part-*.ecsv")):
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))

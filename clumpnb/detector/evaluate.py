@@ -41,8 +41,9 @@ def native_scale(model, h: int, w: int):
 
 def on_canvas(image: torch.Tensor, side: int) -> tuple:
     """(image, (left, top)): a (3, H, W) `image` smaller than `side` on a side, centred on a canvas of at least `side`
-    pixels of sky level (0 in the stretched image, the sky of a sky-subtracted cutout), and where its pixel (0, 0)
-    lies there; an image as large as `side` comes back as it is, at (0, 0)."""
+    pixels of zeros, and where its pixel (0, 0) lies there; an image as large as `side` comes back as it is, at (0, 0).
+    Zero is the sky level of a stretched sky-subtracted FITS cutout, without its noise; in a PNG/JPEG it is black,
+    which is the sky only where the image's maker put it there."""
     H, W = image.shape[-2:]
     ph, pw = max(side - H, 0), max(side - W, 0)
     if not (ph or pw):
@@ -52,7 +53,8 @@ def on_canvas(image: torch.Tensor, side: int) -> tuple:
 
 
 def _own_pixels(d: dict, offset: tuple, shape: tuple) -> dict:
-    "Detections `d` (torchvision's, on a canvas) in the pixels of the image placed at `offset`, those off it dropped."
+    """Detections `d` (torchvision's, on a canvas) in the pixels of the image placed at `offset`, those whose centre is
+    off it dropped; boxes are clipped to the image, `x` and `y` stay the centres of the boxes the network drew."""
     b = d["boxes"].float().cpu().numpy() - np.array(offset * 2, np.float32)
     x, y = (b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5
     on = (x >= -0.5) & (x <= shape[1] - 0.5) & (y >= -0.5) & (y <= shape[0] - 0.5)
@@ -65,9 +67,9 @@ def _own_pixels(d: dict, offset: tuple, shape: tuple) -> dict:
 def predict(model, images, batch_size: int = 16, device=None, amp: bool = False, min_side: int = None) -> list:
     """Run `model` on a sequence of (3, H, W) tensors of any sizes, each at its own pixel scale; returns per image a
     dict of numpy `x`, `y`, `score`, `label`, `boxes` in its own pixels. `amp`: bfloat16 autocast (for GPUs). An image
-    smaller than `min_side` (default: the side the model was trained at, its transform's `min_size`) is seen centred on
-    a sky-level canvas of that side (`on_canvas`): on smaller cutouts alone the network scores clumps lower (chapter
-    *Robustness to imaging shifts*)."""
+    smaller than `min_side` (default: the smallest side the model was trained at, its transform's `min_size`, which
+    `train` sets and `load_run` restores) is seen centred on a canvas of that side (`on_canvas`): on smaller cutouts
+    alone the network finds fewer of the clumps (chapter *Robustness to imaging shifts*); 0 for no canvas."""
     model.eval()
     device = torch.device(device or next(model.parameters()).device)
     t = getattr(model, "transform", None)

@@ -88,8 +88,9 @@ def previous_defaults(cfg: DetectorConfig) -> DetectorConfig:
 
 class NativeScaleTransform(GeneralizedRCNNTransform):
     """torchvision's detection input transform without its resizing: every image, in training and in use, is seen at
-    its own size, so every pixel keeps the survey's pixel scale the detector learnt (cutouts of any size; the batch
-    is padded to a multiple of 32). torchvision's own transform would scale each image to `min_size`."""
+    its own pixel scale, the survey's, which the detector learnt (cutouts of any size; the batch is padded to a
+    multiple of 32; `predict` shows one smaller than the training side on a canvas). torchvision's own transform
+    would scale each image to `min_size`, which here only records the side the detector was trained at."""
 
     def resize(self, image, target=None):
         return image, target

@@ -23,8 +23,8 @@ from ..nets.encoders import weights_source
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'load_run', 'training_sets',
-           'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
+__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'load_run',
+           'training_sets', 'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -142,8 +142,17 @@ def run_paths(run, cfg):
     return cfg
 
 
+def training_side(ds, default: int) -> int:
+    """The smallest side of the cutouts of training set `ds` (a `ClumpDataset`; `default` for another dataset): the
+    side below which `predict` shows a cutout on a canvas. The run records it (`train_side`)."""
+    images = getattr(ds, "images", None)
+    return min(min(im["height"], im["width"]) for im in images) if images else default
+
+
 def load_run(run, map_location="cpu"):
-    "The trained model of run folder `run` and its `TrainConfig`."
+    """The trained model of run folder `run` and its `TrainConfig`. The model's transform holds the smallest side it
+    was trained at (`min_size`, which it does not resize to; runs made before clumpnb recorded it get the
+    configuration's nominal `size`, 128)."""
     run = Path(run)
     f = run / "model.pt" if (run / "model.pt").exists() else run / "checkpoint.pt"
     if not f.exists():
@@ -154,6 +163,7 @@ def load_run(run, map_location="cpu"):
         raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
     cfg = run_paths(run, TrainConfig.from_dict(ck["config"]))
     m = build_detector(cfg.detector)
+    m.transform.min_size = (int(ck.get("train_side", cfg.detector.size)),)  # runs before it was recorded: 128
     try:
         m.load_state_dict(ck["model"])
     except RuntimeError as e:
@@ -206,6 +216,7 @@ def save_epoch(cfg: TrainConfig, history: list, model, opt, sched, scaler, epoch
         epoch=epoch,
         history=history,
         config=cfg.to_dict(),
+        train_side=model.transform.min_size[0],
     )
     rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in history]
     with atomic_write(out / "history.json", "w") as f:
@@ -216,7 +227,8 @@ def finish_run(cfg: TrainConfig, model, history: list, rank: int, world: int):
     "Write `model.pt` (rank 0), and under data parallelism each rank's weight digest."
     out = Path(cfg.out)
     if rank == 0:
-        save_checkpoint(out / "model.pt", model=model.state_dict(), config=cfg.to_dict(), history=history)
+        save_checkpoint(out / "model.pt", model=model.state_dict(), config=cfg.to_dict(), history=history,
+                        train_side=model.transform.min_size[0])  # fmt: skip
     if world > 1:
         digest = params_digest(model, buffers=False)  # batch-norm statistics stay per process on CPU
         with atomic_write(out / f"ddp_rank{rank}.json", "w") as f:
@@ -245,6 +257,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_s
     seed_everything(cfg.seed)
     ds, val, refs = training_sets(cfg, train_set)
     model = build_detector(cfg.detector).to(device)
+    model.transform.min_size = (training_side(ds, cfg.detector.size),)  # recorded with the weights: see `predict`
     steps = math.ceil(len(ds) / world / cfg.batch_size) * cfg.epochs
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
