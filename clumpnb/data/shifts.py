@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'COMPANION_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar',
+           'COMPANION_STREAM', 'RING_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar',
            'draw_morphology', 'host_sized']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
@@ -39,7 +39,8 @@ class Shift:
     `companion`: the share of hosts drawn a companion galaxy beside them, of which those whose companion would leave
     the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span, smallest, largest), cutouts
     `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side (section
-    *Cutouts that follow the host*)."""
+    *Cutouts that follow the host*); `ring`: the share of hosts given a star-forming ring, onto which each clump is
+    moved with probability `ring_clumps` (section *Ring hosts*)."""
 
     name: str
     seeing: tuple = None
@@ -53,6 +54,8 @@ class Shift:
     arm_clumps: float = 0.7
     companion: float = 0.0
     host_sizes: tuple = None
+    ring: float = 0.0
+    ring_clumps: float = 0.7
 
     def __post_init__(self):
         bad = [p for p in self.psf if p not in PSF_FAMILIES]
@@ -79,6 +82,7 @@ SHIFTS = {
         Shift("spiral-hosts", spiral=1.0),
         Shift("companions", companion=0.5),
         Shift("host-sizes", host_sizes=(20, 64, 256)),
+        Shift("ring-hosts", ring=1.0),
         # the training range, and a survey outside it in every respect at once
         Shift("randomised", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
@@ -139,7 +143,7 @@ def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
                        artefact=out["artefact"]["kind"] if out["artefact"] else "none",
                        arms=params["host"]["arms"]["m"] if "arms" in params["host"] else 0,
                        bar="bar" in params["host"] and params["host"]["bar"] is not None,
-                       companion=bool(params.get("companion", False)))  # fmt: skip
+                       ring="ring" in params["host"], companion=bool(params.get("companion", False)))  # fmt: skip
     return out
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a000a
@@ -200,6 +204,7 @@ def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarra
 # %% ../../nbs/data/09_shifts.ipynb #5f1a00a2
 MORPH_STREAM = 13  # the random stream of a host's spiral structure
 COMPANION_STREAM = 14  # and of its companion
+RING_STREAM = 15  # and of its ring
 
 
 def projected_bar(length: float, q: float, angle: float, host: dict) -> dict:
@@ -246,6 +251,30 @@ def _onto_arms(rng, clumps: list, host: dict, centre, share: float, cfg: SimConf
     return out
 
 
+def _ring(rng, host: dict) -> dict:
+    "A ring in the disc's plane (see section *Ring hosts*)."
+    r = host["re_disc"] * rng.uniform(1.0, 2.0)
+    return dict(r=r, width=r * rng.uniform(0.08, 0.15), amp=rng.uniform(1.5, 4.0))
+
+
+def _onto_ring(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
+    """Clumps moved onto the ring at their own azimuth (or up to 0.6 rad from it), scattered across it by its width,
+    each with probability `share`, under the rule `draw_params` placed them by."""
+    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
+
+    g, out = host["ring"], []
+    for i, cl in enumerate(clumps):
+        move, dr = rng.random() < share, rng.normal(0, g["width"])  # drawn for every clump: the stream stays aligned
+        th = disc_coords(cl["x"], cl["y"], host, centre)[1]
+        for dth in (0.0, 0.3, -0.3, 0.6, -0.6) if move else ():
+            x, y = disc_to_sky(g["r"] + dr, th + dth, host, centre)
+            if clump_allowed(x, y, out + clumps[i + 1 :], centre, cfg):
+                cl = {**cl, "x": float(x), "y": float(y)}
+                break
+        out.append(cl)
+    return out
+
+
 def _companion(rng, params: dict, cfg: SimConfig):
     "A companion galaxy beside the host (see the text), or None where it would leave the cutout or cover a clump."
     h, (cx, cy), fwhm = params["host"], params["centre"], cfg.survey.psf_fwhm_px[1]
@@ -262,14 +291,19 @@ def _companion(rng, params: dict, cfg: SimConfig):
 
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
-    them for this host, and a companion galaxy when `shift.companion` does; a new dict (the cached one is left alone),
-    or `params` itself when neither does. Each from a random stream of its own. With `shift.host_sizes`, all of it
+    them for this host, a ring and clumps on it when `shift.ring` does, and a companion galaxy when `shift.companion`
+    does; a new dict (the cached one is left alone), or `params` itself when none of them does. Each from a random stream of its own. With `shift.host_sizes`, all of it
     laid out on a cutout that follows the host (`host_sized`)."""
     out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
         host = {**params["host"], **_bar_and_arms(rng, params["host"])}
         out = {**params, "host": host, "clumps": _onto_arms(rng, params["clumps"], host, params["centre"],
                                                           shift.arm_clumps, cfg)}  # fmt: skip
+    rr = rng_for(params["seed"], params["index"], RING_STREAM)
+    if rr.random() < shift.ring:
+        host = {**out["host"], "ring": _ring(rr, out["host"])}
+        out = {**out, "host": host, "clumps": _onto_ring(rr, out["clumps"], host, out["centre"], shift.ring_clumps,
+                                                         cfg)}  # fmt: skip
     rc = rng_for(params["seed"], params["index"], COMPANION_STREAM)
     comp = _companion(rc, out, cfg) if rc.random() < shift.companion else None
     if comp is not None:

@@ -20,7 +20,7 @@ from .survey import SDSS, Survey, to_rgb
 # %% auto #0
 __all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
            'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share', 'draw_params', 'arm_weight',
-           'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+           'ring_weight', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -297,11 +297,22 @@ def arm_weight(x, y, host: dict, centre):
     return 1 + a["amp"] * ramp * (arms - 1)
 
 
+def ring_weight(x, y, host: dict, centre):
+    """The brightness of `host`'s ring (`host["ring"]`: radius `r`, Gaussian width `width` and contrast `amp`, in the
+    disc's plane) relative to the smooth disc, at sky pixels `x`, `y`: 1 + `amp` on the ring, 1 far from it (the disc
+    profile is normalised after weighting, so the ring's light comes from the rest of the disc)."""
+    g = host["ring"]
+    r = disc_coords(x, y, host, centre)[0]
+    return 1 + g["amp"] * np.exp(-0.5 * ((r - g["r"]) / g["width"]) ** 2)
+
+
 def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
-    "The host's disc (with its spiral arms and bar, if it has them: chapter *Imaging shifts*) and bulge on the canvas."
+    """The host's disc (with its spiral arms, ring and bar, if it has them: chapter *Imaging shifts*) and bulge on the
+    canvas."""
     bar = h.get("bar")
     share = bar["share"] if bar else 0.0  # the disc light the bar takes
-    wt = (lambda x, y: arm_weight(x, y, h, (cx, cy))) if h.get("arms") else None
+    shapes = [f for k, f in (("arms", arm_weight), ("ring", ring_weight)) if h.get(k)]
+    wt = (lambda x, y: np.prod([f(x, y, h, (cx, cy)) for f in shapes], 0)) if shapes else None
     disc = _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"], wt)
     out = (1 - share) * fd[:, None, None] * disc
     if bar:
