@@ -292,8 +292,8 @@ def _companion(rng, params: dict, cfg: SimConfig):
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
     them for this host, a ring and clumps on it when `shift.ring` does, and a companion galaxy when `shift.companion`
-    does; a new dict (the cached one is left alone), or `params` itself when none of them does. Each from a random stream of its own. With `shift.host_sizes`, all of it
-    laid out on a cutout that follows the host (`host_sized`)."""
+    does; a new dict (the cached one is left alone), or `params` itself when none of them does. Each from a random
+    stream of its own. With `shift.host_sizes`, all of it laid out on a cutout that follows the host (`host_sized`)."""
     out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
         host = {**params["host"], **_bar_and_arms(rng, params["host"])}
