@@ -70,7 +70,7 @@ JSON_FILES = [
                                                 for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
     ResultsFile("detector/results/robustness.json",
                 ("command", "clumpnb_version", "n", "seed", "simulated", "runs/3", "shifts/10",
-                 "rows/36/without_canvas/u/completeness_ge8")
+                 "rows/36/without_canvas/u/completeness_ge8", "rows/43/purity", "rows/43/u/completeness_ge8")
                 + tuple(f"rows/{i}/{k}" for i in (0, 35) for k in ("shift", "run", "threshold", "completeness_ge8",
                                                                    "completeness_ge8_ci95", "completeness_3to8",
                                                                    "purity", "purity_ci95", "n_true_ge8",

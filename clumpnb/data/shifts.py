@@ -39,8 +39,8 @@ class Shift:
     `companion`: the share of hosts drawn a companion galaxy beside them, of which those whose companion would leave
     the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span, smallest, largest), cutouts
     `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side (section
-    *Cutouts that follow the host*); `ring`: the share of hosts given a star-forming ring, onto which each clump is
-    moved with probability `ring_clumps` (section *Ring hosts*)."""
+    *Cutouts that follow the host*); `ring`: the share of hosts given a ring (in the disc's colours), onto which each
+    clump is moved with probability `ring_clumps` (section *Ring hosts*)."""
 
     name: str
     seeing: tuple = None

@@ -427,14 +427,14 @@ def make_wcs(centre, radec, cfg: SimConfig) -> WCS:
 def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_model: bool = False) -> Galaxy:
     """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
     the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
-    or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms) or a
-    companion galaxy, or on a cutout that follows its host's size."""
+    or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms), a ring (with
+    clumps on it) or a companion galaxy, or on a cutout that follows its host's size."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
         from clumpnb.data.shifts import add_artefacts, draw_imaging, draw_morphology
 
-        p = draw_morphology(cfg.shift, p, cfg)  # spiral arms, bars, a companion, if the shift draws them: a new dict
+        p = draw_morphology(cfg.shift, p, cfg)  # arms, bars, a ring, a companion, if the shift draws them: a new dict
         cfg = replace(cfg, size=p.get("size", cfg.size))  # a cutout that follows its host (`host_sized`)
         imaging = draw_imaging(cfg.shift, p, cfg)
     image, model, comps = render(p, cfg, imaging)
