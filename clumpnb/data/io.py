@@ -97,8 +97,9 @@ def _open(path):
             cut = _truncated(caught)
             why = f"truncated ({cut})" if cut else f"not a readable FITS file ({type(e).__name__}: {e})"
             raise DataError(path, "file", why) from None
-    if _truncated(caught):  # astropy read what is there: the data may look whole but is not
-        raise DataError(path, "file", f"truncated ({_truncated(caught)})")
+    cut = _truncated(caught)
+    if cut:  # astropy read what is there: the data may look whole but is not
+        raise DataError(path, "file", f"truncated ({cut})")
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 

@@ -232,23 +232,36 @@ def _bar_and_arms(rng, host: dict) -> dict:
     return dict(bar=bar, arms=arms)
 
 
-def _onto_arms(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
-    "Clumps moved onto the nearest arm at their own disc radius, each with probability `share` (see the text)."
-    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
+def _moved(rng, clumps: list, centre, share: float, spread: float, places, cfg: SimConfig) -> list:
+    """`clumps`, each moved with probability `share` to the first of `places(clump, jitter)` (sky positions; `jitter`
+    drawn from a normal of sigma `spread`) that the rule `draw_params` placed it by allows (`clump_allowed`), or left
+    where it is. Both draws are made for every clump, so the stream stays aligned whatever moves."""
+    from clumpnb.data.simulate import clump_allowed
 
-    a, out = host["arms"], []
+    out = []
     for i, cl in enumerate(clumps):
-        move, jitter = rng.random() < share, rng.normal(0, 0.08)  # drawn for every clump: the stream stays aligned
-        r, th = disc_coords(cl["x"], cl["y"], host, centre)
-        arm = a["phase"] + np.log(max(r, a["r_in"]) / a["r_in"]) / np.tan(a["pitch"])
-        ks = np.round((th - arm) / (2 * np.pi / a["m"])) + np.array([0, 1, -1, 2, -2])[: a["m"]]  # nearest, then others
-        for k in ks if move and r > a["r_in"] else ():
-            x, y = disc_to_sky(r, arm + k * 2 * np.pi / a["m"] + jitter, host, centre)
-            if clump_allowed(x, y, out + clumps[i + 1 :], centre, cfg):  # the rules `draw_params` placed it by
+        move, jitter = rng.random() < share, rng.normal(0, spread)
+        for x, y in places(cl, jitter) if move else ():
+            if clump_allowed(x, y, out + clumps[i + 1 :], centre, cfg):
                 cl = {**cl, "x": float(x), "y": float(y)}
                 break
         out.append(cl)
     return out
+
+
+def _onto_arms(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
+    "Clumps moved onto the nearest arm at their own disc radius, each with probability `share` (see the text)."
+    from clumpnb.data.simulate import disc_coords, disc_to_sky
+
+    a = host["arms"]
+
+    def places(cl, jitter):  # the arms at the clump's radius, nearest first; none inside r_in
+        r, th = disc_coords(cl["x"], cl["y"], host, centre)
+        arm = a["phase"] + np.log(max(r, a["r_in"]) / a["r_in"]) / np.tan(a["pitch"])
+        ks = np.round((th - arm) / (2 * np.pi / a["m"])) + np.array([0, 1, -1, 2, -2])[: a["m"]]
+        return (disc_to_sky(r, arm + k * 2 * np.pi / a["m"] + jitter, host, centre) for k in ks if r > a["r_in"])
+
+    return _moved(rng, clumps, centre, share, 0.08, places, cfg)
 
 
 def _ring(rng, host: dict) -> dict:
@@ -260,19 +273,15 @@ def _ring(rng, host: dict) -> dict:
 def _onto_ring(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
     """Clumps moved onto the ring at their own azimuth (or up to 0.6 rad from it), scattered across it by its width,
     each with probability `share`, under the rule `draw_params` placed them by."""
-    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
+    from clumpnb.data.simulate import disc_coords, disc_to_sky
 
-    g, out = host["ring"], []
-    for i, cl in enumerate(clumps):
-        move, dr = rng.random() < share, rng.normal(0, g["width"])  # drawn for every clump: the stream stays aligned
+    g = host["ring"]
+
+    def places(cl, dr):
         th = disc_coords(cl["x"], cl["y"], host, centre)[1]
-        for dth in (0.0, 0.3, -0.3, 0.6, -0.6) if move else ():
-            x, y = disc_to_sky(g["r"] + dr, th + dth, host, centre)
-            if clump_allowed(x, y, out + clumps[i + 1 :], centre, cfg):
-                cl = {**cl, "x": float(x), "y": float(y)}
-                break
-        out.append(cl)
-    return out
+        return (disc_to_sky(g["r"] + dr, th + dth, host, centre) for dth in (0.0, 0.3, -0.3, 0.6, -0.6))
+
+    return _moved(rng, clumps, centre, share, g["width"], places, cfg)
 
 
 def _companion(rng, params: dict, cfg: SimConfig):
