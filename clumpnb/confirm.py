@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, confirmatory, jsonable, load_results
-from .demo import DEMO_SIZES
+from .demo import DEMO_SHIFT, DEMO_SIZES
 
 # %% auto #0
 __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
@@ -20,11 +20,12 @@ __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command',
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
 class ConfirmConfig:
-    "The development settings `confirm` reruns: the full demo's sizes (`DEMO_SIZES`)."
+    "The development settings `confirm` reruns: the full demo's sizes (`DEMO_SIZES`) and training imaging."
 
     n_train: int = DEMO_SIZES["full"].n_train  # galaxies in the training survey (seed 0)
     n_test: int = DEMO_SIZES["full"].n_heldout  # galaxies in the confirmatory survey, as in the held-out one
     epochs: int = DEMO_SIZES["full"].epochs
+    shift: str = DEMO_SHIFT  # imaging of the training survey (the confirmatory survey has the default imaging)
     train_seeds: tuple = (0, 1, 2)
 
 
@@ -46,12 +47,12 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
     from clumpnb.data.io import write_survey
     from clumpnb.data.simulate import simulate
-    from clumpnb.demo import HEADLINE, volunteer_quality
+    from clumpnb.demo import HEADLINE, imaging, volunteer_quality
     from clumpnb.detector.detect import evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
-    write_survey(work / "survey", cfg.n_train, 0, progress=progress)
+    write_survey(work / "survey", cfg.n_train, 0, imaging(cfg.shift), progress=progress)
     with confirmatory():
         summary = write_survey(work / "confirm", cfg.n_test, seed, progress=progress)
         consensus, qv = volunteer_quality(list(simulate(cfg.n_test, seed)), seed)

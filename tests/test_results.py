@@ -34,7 +34,10 @@ JSON_FILES = [
                  "metrics/detector/train_images_per_s", "metrics/detector/post_removed", "metrics/seconds/total")
                 + tuple(f"metrics/detector/heldout_vs_truth/{k}" for k in TRUTH)
                 + tuple(f"metrics/detector/heldout_vs_truth_u/{k}" for k in TRUTH[:4] + ("n_true_ge8", "n_true_3to8"))
-                + tuple(f"metrics/detector/heldout_vs_consensus/{k}" for k in CONSENSUS)),
+                + tuple(f"metrics/detector/heldout_vs_consensus/{k}" for k in CONSENSUS)
+                + ("metrics/data/training_shift", "metrics/data/heldout_variant_shift")
+                + tuple(f"metrics/detector/heldout_variant_vs_truth/{k}" for k in TRUTH)
+                + tuple(f"metrics/detector/heldout_variant_vs_truth_u/{k}" for k in TRUTH[:4] + ("n_true_ge8",))),
     ResultsFile("detector/results/confirm_detector.json",
                 ("simulated", "settings/n_train", "settings/n_test", "settings/epochs", "n_true_clumps",
                  "rows/0/train_seed", "rows/0/threshold", "rows/2/train_seed",
@@ -69,8 +72,8 @@ JSON_FILES = [
                 ("bench/memory_ratio",) + tuple(f"bench/memory/{i}/{k}" for i in (0, 1)
                                                 for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
     ResultsFile("detector/results/robustness.json",
-                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/3", "shifts/10",
-                 "rows/36/without_canvas/u/completeness_ge8", "rows/43/purity", "rows/43/u/completeness_ge8")
+                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/3", "shifts/11",
+                 "rows/36/without_canvas/u/completeness_ge8", "rows/47/purity", "rows/47/u/completeness_ge8")
                 + tuple(f"rows/{i}/{k}" for i in (0, 35) for k in ("shift", "run", "threshold", "completeness_ge8",
                                                                    "completeness_ge8_ci95", "completeness_3to8",
                                                                    "purity", "purity_ci95", "n_true_ge8",

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'COMPANION_STREAM', 'RING_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar',
-           'draw_morphology', 'host_sized']
+           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts',
+           'projected_bar', 'draw_morphology', 'host_sized']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -40,7 +40,8 @@ class Shift:
     the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span, smallest, largest), cutouts
     `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side (section
     *Cutouts that follow the host*); `ring`: the share of hosts given a ring (in the disc's colours), onto which each
-    clump is moved with probability `ring_clumps` (section *Ring hosts*)."""
+    clump is moved with probability `ring_clumps` (section *Ring hosts*); `tidal`: the share of hosts given tidal
+    tails, onto which each clump is moved with probability `tail_clumps` (section *Tidal tails*)."""
 
     name: str
     seeing: tuple = None
@@ -56,6 +57,8 @@ class Shift:
     host_sizes: tuple = None
     ring: float = 0.0
     ring_clumps: float = 0.7
+    tidal: float = 0.0
+    tail_clumps: float = 0.3
 
     def __post_init__(self):
         bad = [p for p in self.psf if p not in PSF_FAMILIES]
@@ -83,6 +86,7 @@ SHIFTS = {
         Shift("companions", companion=0.5),
         Shift("host-sizes", host_sizes=(20, 64, 256)),
         Shift("ring-hosts", ring=1.0),
+        Shift("tidal-hosts", tidal=1.0),
         # the training range, and a survey outside it in every respect at once
         Shift("randomised", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
@@ -143,7 +147,8 @@ def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
                        artefact=out["artefact"]["kind"] if out["artefact"] else "none",
                        arms=params["host"]["arms"]["m"] if "arms" in params["host"] else 0,
                        bar="bar" in params["host"] and params["host"]["bar"] is not None,
-                       ring="ring" in params["host"], companion=bool(params.get("companion", False)))  # fmt: skip
+                       ring="ring" in params["host"], companion=bool(params.get("companion", False)),
+                       tails=params["host"]["tails"]["m"] if "tails" in params["host"] else 0)  # fmt: skip
     return out
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a000a
@@ -205,6 +210,7 @@ def add_artefacts(image: np.ndarray, imaging: dict, cfg: SimConfig) -> np.ndarra
 MORPH_STREAM = 13  # the random stream of a host's spiral structure
 COMPANION_STREAM = 14  # and of its companion
 RING_STREAM = 15  # and of its ring
+TIDAL_STREAM = 16  # and of its tidal tails
 
 
 def projected_bar(length: float, q: float, angle: float, host: dict) -> dict:
@@ -284,6 +290,32 @@ def _onto_ring(rng, clumps: list, host: dict, centre, share: float, cfg: SimConf
     return _moved(rng, clumps, centre, share, g["width"], places, cfg)
 
 
+def _tails(rng, host: dict) -> dict:
+    "Tidal tails in the sky's plane (see section *Tidal tails*)."
+    r_in = host["re_disc"] * rng.uniform(1.2, 1.6)
+    return dict(m=int(rng.choice([1, 2], p=[0.3, 0.7])), pitch=np.radians(rng.uniform(20, 35)),
+                phase=rng.uniform(0, 2 * np.pi), r_in=r_in, r_out=r_in * rng.uniform(2.5, 4.0),
+                sharp=rng.uniform(6, 12), share=rng.uniform(0.04, 0.12))  # fmt: skip
+
+
+def _onto_tails(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
+    """Clumps moved onto a tidal tail, each with probability `share`: as far beyond the tail's start as the clump lay
+    from the centre (short of the tail's end), on the tail nearest its azimuth first, scattered across it by 0.05 rad,
+    under the rule `draw_params` placed them by."""
+    t = host["tails"]
+    turn = 2 * np.pi / t["m"]
+
+    def places(cl, jitter):
+        dx, dy = cl["x"] - centre[0], cl["y"] - centre[1]
+        r = min(t["r_in"] + np.hypot(dx, dy), 0.95 * t["r_out"])
+        ridge = t["phase"] + np.log(r / t["r_in"]) / np.tan(t["pitch"])  # the first tail's azimuth at radius r
+        off = lambda k: abs(np.angle(np.exp(1j * (ridge + k * turn - np.arctan2(dy, dx)))))
+        angles = (ridge + k * turn + jitter for k in sorted(range(t["m"]), key=off))
+        return ((centre[0] + r * np.cos(a), centre[1] + r * np.sin(a)) for a in angles)
+
+    return _moved(rng, clumps, centre, share, 0.05, places, cfg)
+
+
 def _companion(rng, params: dict, cfg: SimConfig):
     "A companion galaxy beside the host (see the text), or None where it would leave the cutout or cover a clump."
     h, (cx, cy), fwhm = params["host"], params["centre"], cfg.survey.psf_fwhm_px[1]
@@ -300,9 +332,10 @@ def _companion(rng, params: dict, cfg: SimConfig):
 
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
-    them for this host, a ring and clumps on it when `shift.ring` does, and a companion galaxy when `shift.companion`
-    does; a new dict (the cached one is left alone), or `params` itself when none of them does. Each from a random
-    stream of its own. With `shift.host_sizes`, all of it laid out on a cutout that follows the host (`host_sized`)."""
+    them for this host, a ring and clumps on it when `shift.ring` does, tidal tails and clumps on them when
+    `shift.tidal` does, and a companion galaxy when `shift.companion` does; a new dict (the cached one is left
+    alone), or `params` itself when none of them does. Each from a random stream of its own. With
+    `shift.host_sizes`, all of it laid out on a cutout that follows the host (`host_sized`)."""
     out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
         host = {**params["host"], **_bar_and_arms(rng, params["host"])}
@@ -313,6 +346,11 @@ def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
         host = {**out["host"], "ring": _ring(rr, out["host"])}
         out = {**out, "host": host, "clumps": _onto_ring(rr, out["clumps"], host, out["centre"], shift.ring_clumps,
                                                          cfg)}  # fmt: skip
+    rt = rng_for(params["seed"], params["index"], TIDAL_STREAM)
+    if rt.random() < shift.tidal:
+        host = {**out["host"], "tails": _tails(rt, out["host"])}
+        out = {**out, "host": host, "clumps": _onto_tails(rt, out["clumps"], host, out["centre"], shift.tail_clumps,
+                                                          cfg)}  # fmt: skip
     rc = rng_for(params["seed"], params["index"], COMPANION_STREAM)
     comp = _companion(rc, out, cfg) if rc.random() < shift.companion else None
     if comp is not None:

@@ -20,7 +20,7 @@ from .survey import SDSS, Survey, to_rgb
 # %% auto #0
 __all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
            'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share', 'draw_params', 'arm_weight',
-           'ring_weight', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+           'ring_weight', 'tail_weight', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -306,17 +306,35 @@ def ring_weight(x, y, host: dict, centre):
     return 1 + g["amp"] * np.exp(-0.5 * ((r - g["r"]) / g["width"]) ** 2)
 
 
+def tail_weight(x, y, host: dict, centre):
+    """The shape of `host`'s tidal tails (`host["tails"]`: `m` arcs in the sky's plane, logarithmic spirals of pitch
+    angle `pitch` that start at radius `r_in` at azimuth `phase` and end at `r_out`, of angular sharpness `sharp`) at
+    sky pixels `x`, `y`: 1 on a tail's ridge, 0 between the tails, inside `r_in` and beyond `r_out` (with ramps of
+    0.3 `r_in`). It shapes a wide exponential profile that is then normalised: the tails' flux is set apart."""
+    t = host["tails"]
+    r = np.hypot(x - centre[0], y - centre[1])
+    th = np.arctan2(y - centre[1], x - centre[0])
+    d = t["m"] * (th - t["phase"] - np.log(np.maximum(r, t["r_in"]) / t["r_in"]) / np.tan(t["pitch"]))
+    ramp = 0.3 * t["r_in"]
+    env = np.clip((r - t["r_in"]) / ramp, 0, 1) * np.clip((t["r_out"] - r) / ramp, 0, 1)
+    return ((1 + np.cos(d)) / 2) ** t["sharp"] * env
+
+
 def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
-    """The host's disc (with its spiral arms, ring and bar, if it has them: chapter *Imaging shifts*) and bulge on the
-    canvas."""
-    bar = h.get("bar")
+    """The host's disc (with its spiral arms, ring, bar and tidal tails, if it has them: chapter *Imaging shifts*) and
+    bulge on the canvas."""
+    bar, tails = h.get("bar"), h.get("tails")
     share = bar["share"] if bar else 0.0  # the disc light the bar takes
+    t_share = tails["share"] if tails else 0.0  # and the tails
     shapes = [f for k, f in (("arms", arm_weight), ("ring", ring_weight)) if h.get(k)]
     wt = (lambda x, y: np.prod([f(x, y, h, (cx, cy)) for f in shapes], 0)) if shapes else None
     disc = _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"], wt)
-    out = (1 - share) * fd[:, None, None] * disc
+    out = (1 - share - t_share) * fd[:, None, None] * disc
     if bar:
         out += share * fd[:, None, None] * _profile(G, S, pad, os_, bar["re"], 0.5, cx, cy, bar["q"], bar["pa"])
+    if tails:  # an exponential as wide as the tails are long, shaped by them: they fade outwards
+        shape = lambda x, y: tail_weight(x, y, h, (cx, cy))
+        out += t_share * fd[:, None, None] * _profile(G, S, pad, os_, tails["r_out"], 1.0, cx, cy, 1.0, 0.0, shape)
     if h["bt"] > 0:
         out += fb[:, None, None] * _profile(G, S, pad, os_, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
     return out
