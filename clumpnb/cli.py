@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .core import DEVICES, ClumpnbError, atomic_write, jsonable
 from .data.shifts import SHIFTS
-from .demo import DEMO_SHIFT, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT, run_demo
+from .demo import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT, run_demo
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES',
@@ -711,7 +711,8 @@ def _add_demo(sub):
         _demo,
         "run the main job end to end and write DIR/report.html and DIR/metrics.json",
         "Every chapter on the simulated survey: simulate, crowdsource, aggregate; train on a survey imaged under "
-        f"--shift (default {DEMO_SHIFT}: SDSS-like seeing, PSFs with wings, resolved clumps, noise and artefacts "
+        f"--shift (default {DEMO_SHIFT}: SDSS-like seeing, PSFs with wings, clumps from unresolved to slightly "
+        "resolved, noise and artefacts "
         "drawn per galaxy), evaluate on held-out galaxies imaged as the default simulator images them and under the "
         f"{HELDOUT_SHIFT} shift (every setting outside the training range), detect. Surveys of {full.n_train} "
         f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs: about 10 minutes on a 2-core CPU; "
@@ -731,7 +732,7 @@ def _add_demo(sub):
         action="store_true",
         help=f"a smoke test: surveys of {quick.n_train} and {quick.n_heldout} galaxies, {quick.epochs} epochs",
     )
-    p.add_argument("--shift", choices=("default", DEMO_SHIFT), default=DEMO_SHIFT,
+    p.add_argument("--shift", choices=DEMO_SHIFTS, default=DEMO_SHIFT,
                    help="imaging of the training survey: %(choices)s (default %(default)s)")  # fmt: skip
     add_workers(p, "simulation processes")
     add_device(p)

@@ -13,12 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable, match_centres
+from clumpnb.core import (
+    CONFIRM_SEEDS,
+    ClumpnbError,
+    DataError,
+    atomic_write,
+    check_survey_seed,
+    jsonable,
+    match_centres,
+)
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'HEADLINE', 'HELDOUT', 'SHOWN', 'DemoSize', 'demo_command', 'DemoData',
-           'volunteer_quality', 'imaging', 'demo_data', 'DemoDetector', 'demo_detector', 'heldout_predictions',
-           'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
+__all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HEADLINE', 'HELDOUT', 'SHOWN', 'DemoSize', 'demo_command',
+           'DemoData', 'volunteer_quality', 'imaging', 'check_demo_folder', 'demo_data', 'DemoDetector',
+           'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report',
+           'run_demo']
 
 # %% ../nbs/93_demo.ipynb #606e2134
 @dataclass
@@ -74,6 +83,9 @@ def volunteer_quality(held: list, seed: int) -> tuple:
     return consensus_quality(held, scored, "s"), quality_vs_volunteers(held, counts=(3, 5, 10), seed=seed)
 
 
+DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
+
+
 def imaging(shift: str):
     "`SimConfig` of the imaging `shift`: a name in `SHIFTS`, or 'default'."
     from clumpnb.data.shifts import SHIFTS
@@ -82,6 +94,32 @@ def imaging(shift: str):
     if shift != "default" and shift not in SHIFTS:
         raise ClumpnbError(f"unknown imaging {shift!r}: choose 'default' or one of {', '.join(SHIFTS)}")
     return SimConfig(shift=None if shift == "default" else SHIFTS[shift])
+
+
+def check_demo_folder(out, shift: str, n: int = None, runs=("run",)):
+    """Refuse folder `out` for a demo (or `confirm`) trained on imaging `shift` (one of `DEMO_SHIFTS`) and `n`
+    galaxies when its training survey `out/survey` was imaged otherwise or holds another number of galaxies (a full
+    demo's folder given to `--quick`), or when trained `runs` are there without that survey. Writes nothing."""
+    if shift not in DEMO_SHIFTS:
+        raise ClumpnbError(f"--shift {shift}: the demo trains on {' or '.join(DEMO_SHIFTS)} imaging, so that its "
+                           f"{HELDOUT_SHIFT} held-out survey stays outside the training range")  # fmt: skip
+    out = Path(out)
+    rec = out / "survey" / "survey.json"
+    if rec.exists():
+        made = json.loads(rec.read_text())
+        if n is not None and made["n"] != n:
+            raise DataError(rec, "n", f"{out} holds a training survey of {made['n']} galaxies, not {n} (a demo of "
+                            "the other size, --quick or not): choose another --out")  # fmt: skip
+        made = made.get("shift") or "default"
+        if made != shift:
+            msg = (f"{out} holds a training survey imaged '{made}', not '{shift}': rerun the demo with --shift "
+                   f"{made} to reuse it, or choose another --out (or delete {out})")  # fmt: skip
+            raise DataError(rec, "shift", msg)
+        return
+    trained = [out / r for r in runs if (out / r).exists()]
+    if trained:
+        raise DataError(trained[0], "survey", f"a trained run without the survey it was trained on ({out / 'survey'}): "
+                        f"delete {trained[0]} too, or choose another --out")  # fmt: skip
 
 
 def demo_data(
@@ -301,7 +339,7 @@ def _variant_text(d: dict, data: dict) -> str:
     return (
         f"The same held-out galaxies imaged two ways, at the threshold chosen in training ({d['threshold']:.2f}), no "
         f"re-tuning. The detector was trained on the {data['training_shift']} imaging; every setting of the "
-        f"{data['heldout_variant_shift']} imaging lies outside the randomised range (chapter Imaging shifts). "
+        f"{data['heldout_variant_shift']} imaging lies outside the {DEMO_SHIFT} range (chapter Imaging shifts). "
         + "; ".join(line(*b) for b in both) + "."
     )
 
@@ -328,7 +366,7 @@ def write_demo_report(out, metrics: dict, ev: dict, quality, figs: dict):
             tables=[scores],
         ),
         dict(
-            heading="Held-out galaxies imaged outside the training range (u-band flux ratios, against the truth)",
+            heading="Held-out galaxies under two imagings (u-band flux ratios, against the truth)",
             text=_variant_text(d, metrics["data"]),
             tables=[shifted],
         ),
@@ -365,7 +403,8 @@ def run_demo(
     from clumpnb.data.volunteers import plot_quality
 
     check_survey_seed(seed)
-    imaging(shift)  # an unknown imaging is refused before anything is written
+    size = DEMO_SIZES["quick" if quick else "full"]
+    check_demo_folder(Path(out), shift, size.n_train)  # before anything is written
     if seed + 1 in CONFIRM_SEEDS:  # before anything is written
         raise ClumpnbError(
             f"--seed {seed}: the demo's held-out survey would be seed {seed + 1}, one of the confirmatory seeds "
@@ -373,7 +412,6 @@ def run_demo(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    size = DEMO_SIZES["quick" if quick else "full"]
     epochs = epochs or size.epochs
     t0 = time.perf_counter()
     data = demo_data(out, size, seed, workers, progress, shift)

@@ -164,7 +164,7 @@ SHIFT_NAMES = st.sampled_from(sorted(k for k, v in SHIFTS.items() if v.host_size
 def test_shifted_imaging_keeps_the_galaxy(seed, index, size, name):
     """Under any shift: the same clumps (a spiral host's may move onto its arms, or onto a ring or tidal tails), inside
     the image; the same light (plus a companion's, where the shift adds one), within what wider PSFs spread out and
-    tidal tails (at most 12% of the disc's light) carry past the edge."""
+    tidal tails lay on the canvas's margin rather than on the cutout (measured: up to 4% of the light at 64 px)."""
     base = SimConfig(size=size, star_fraction=0, bg_fraction=0)
     g0 = simulate_galaxy(seed, index, base, keep_model=True)
     g = simulate_galaxy(seed, index, SimConfig(size=size, star_fraction=0, bg_fraction=0, shift=SHIFTS[name]),
@@ -176,7 +176,7 @@ def test_shifted_imaging_keeps_the_galaxy(seed, index, size, name):
     assert ((x >= 0) & (x <= size - 1) & (y >= 0) & (y <= size - 1)).all()
     extra = len(g.contaminants) - len(g0.contaminants)  # a companion (the last row) where the shift draws one
     assert extra in ((0, 1) if SHIFTS[name].companion else (0,))
-    lo = 0.97 - (0.12 if SHIFTS[name].tidal else 0.0)
+    lo = 0.97 - (0.05 if SHIFTS[name].tidal else 0.0)
     for b in range(3):
         added = float(g.contaminants[f"flux_{'gri'[b]}"][-1]) if extra else 0.0
         assert lo * g0.model[b].sum() + 0.25 * added <= g.model[b].sum() <= 1.03 * g0.model[b].sum() + added, (name, b)
@@ -216,7 +216,7 @@ def test_spiral_ring_and_tidal_hosts_keep_the_placement_rules(seed, index, size,
         p = draw_morphology(SHIFTS[name], p0, SimConfig(size=size, shift=SHIFTS[name]))
         for c0, c in zip(p0["clumps"], p["clumps"]):
             assert (c0["x"], c0["y"]) == (c["x"], c["y"]) or placed_on(p["host"], p["centre"], c, disc_coords)
-    lost = 0.03 + (0.12 if name == "tidal-hosts" else 0.0)  # what arms, a ring or tails move past the edge
+    lost = 0.03 + (0.05 if name == "tidal-hosts" else 0.0)  # what arms, a ring or tails move onto the margin
     assert abs(g.image.sum() - g0.image.sum()) <= lost * g0.image.sum()
 
 

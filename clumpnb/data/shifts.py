@@ -299,15 +299,15 @@ def _tails(rng, host: dict) -> dict:
 
 
 def _onto_tails(rng, clumps: list, host: dict, centre, share: float, cfg: SimConfig) -> list:
-    """Clumps moved onto a tidal tail, each with probability `share`: as far beyond the tail's start as the clump lay
-    from the centre (short of the tail's end), on the tail nearest its azimuth first, scattered across it by 0.05 rad,
-    under the rule `draw_params` placed them by."""
+    """Clumps moved onto a tidal tail, each with probability `share`: as far beyond where the tail reaches its full
+    brightness as the clump lay from the centre (short of where it fades out: `tail_weight`'s ramps), on the tail
+    nearest its azimuth first, scattered across it by 0.05 rad, under the rule `draw_params` placed them by."""
     t = host["tails"]
-    turn = 2 * np.pi / t["m"]
+    turn, ramp = 2 * np.pi / t["m"], 0.3 * t["r_in"]
 
     def places(cl, jitter):
         dx, dy = cl["x"] - centre[0], cl["y"] - centre[1]
-        r = min(t["r_in"] + np.hypot(dx, dy), 0.95 * t["r_out"])
+        r = min(t["r_in"] + ramp + np.hypot(dx, dy), t["r_out"] - ramp)
         ridge = t["phase"] + np.log(r / t["r_in"]) / np.tan(t["pitch"])  # the first tail's azimuth at radius r
         off = lambda k: abs(np.angle(np.exp(1j * (ridge + k * turn - np.arctan2(dy, dx)))))
         angles = (ridge + k * turn + jitter for k in sorted(range(t["m"]), key=off))
