@@ -685,8 +685,8 @@ def _add_robustness(sub):
         "measure trained runs on one held-out survey under each imaging shift, at each run's own threshold",
         "Simulate survey --seed (--n galaxies) as the default simulator images it and under each --shifts (chapter "
         "Imaging shifts: the same galaxies, other seeing, PSF, clump sizes, noise or artefacts; or other hosts, spiral "
-        "ones with their clumps on the arms, ones with a ring or tidal tails and some clumps on them, or with a "
-        "companion; or cutouts "
+        "ones with their clumps on the arms, ones with a ring or tidal tails and some clumps on them, edge-on ones "
+        "behind a dust lane, or ones with a companion; or cutouts "
         "that follow the host's size) into OUT, "
         "once, and measure each RUN on every one at the threshold it chose in training: completeness for flux "
         "ratio >= 8% and 3-8%, purity, with bootstrap intervals.",

@@ -72,8 +72,8 @@ JSON_FILES = [
                 ("bench/memory_ratio",) + tuple(f"bench/memory/{i}/{k}" for i in (0, 1)
                                                 for k in ("n_listed", "side", "peak_rss_mb", "wall_s"))),
     ResultsFile("detector/results/robustness.json",
-                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/3", "shifts/11",
-                 "rows/36/without_canvas/u/completeness_ge8", "rows/47/purity", "rows/47/u/completeness_ge8")
+                ("command", "clumpnb_version", "n", "seed", "simulated", "runs/3", "shifts/12",
+                 "rows/36/without_canvas/u/completeness_ge8", "rows/51/purity", "rows/51/u/completeness_ge8")
                 + tuple(f"rows/{i}/{k}" for i in (0, 35) for k in ("shift", "run", "threshold", "completeness_ge8",
                                                                    "completeness_ge8_ci95", "completeness_3to8",
                                                                    "purity", "purity_ci95", "n_true_ge8",

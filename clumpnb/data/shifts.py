@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging', 'add_artefacts',
-           'projected_bar', 'draw_morphology', 'host_sized']
+           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging',
+           'add_artefacts', 'projected_bar', 'draw_morphology', 'host_sized']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -41,7 +41,8 @@ class Shift:
     `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side (section
     *Cutouts that follow the host*); `ring`: the share of hosts given a ring (in the disc's colours), onto which each
     clump is moved with probability `ring_clumps` (section *Ring hosts*); `tidal`: the share of hosts given tidal
-    tails, onto which each clump is moved with probability `tail_clumps` (section *Tidal tails*)."""
+    tails, onto which each clump is moved with probability `tail_clumps` (section *Tidal tails*); `dust`: the share of
+    hosts turned edge-on, with a dust lane (section *Edge-on dusty discs*)."""
 
     name: str
     seeing: tuple = None
@@ -59,6 +60,7 @@ class Shift:
     ring_clumps: float = 0.7
     tidal: float = 0.0
     tail_clumps: float = 0.3
+    dust: float = 0.0
 
     def __post_init__(self):
         bad = [p for p in self.psf if p not in PSF_FAMILIES]
@@ -87,6 +89,7 @@ SHIFTS = {
         Shift("host-sizes", host_sizes=(20, 64, 256)),
         Shift("ring-hosts", ring=1.0),
         Shift("tidal-hosts", tidal=1.0),
+        Shift("dusty-edge-on", dust=1.0),
         # the training range, and a survey outside it in every respect at once
         Shift("randomised", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
@@ -148,7 +151,8 @@ def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
                        arms=params["host"]["arms"]["m"] if "arms" in params["host"] else 0,
                        bar="bar" in params["host"] and params["host"]["bar"] is not None,
                        ring="ring" in params["host"], companion=bool(params.get("companion", False)),
-                       tails=params["host"]["tails"]["m"] if "tails" in params["host"] else 0)  # fmt: skip
+                       tails=params["host"]["tails"]["m"] if "tails" in params["host"] else 0,
+                       dust_tau_v=params["host"]["dust"]["tau_v"] if "dust" in params["host"] else 0.0)  # fmt: skip
     return out
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a000a
@@ -211,6 +215,7 @@ MORPH_STREAM = 13  # the random stream of a host's spiral structure
 COMPANION_STREAM = 14  # and of its companion
 RING_STREAM = 15  # and of its ring
 TIDAL_STREAM = 16  # and of its tidal tails
+DUST_STREAM = 17  # and of its turn edge-on and its dust lane
 
 
 def projected_bar(length: float, q: float, angle: float, host: dict) -> dict:
@@ -316,6 +321,28 @@ def _onto_tails(rng, clumps: list, host: dict, centre, share: float, cfg: SimCon
     return _moved(rng, clumps, centre, share, 0.05, places, cfg)
 
 
+def _edge_on_dusty(rng, params: dict, cfg: SimConfig) -> dict:
+    """`params` with the host's disc turned edge-on, its clumps moved where the new inclination puts them in the
+    disc's mid-plane (those the rule `draw_params` placed them by now refuses are dropped), and a dust lane (see
+    section *Edge-on dusty discs*)."""
+    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
+
+    host, centre = params["host"], params["centre"]
+    cos_i = rng.uniform(0.0, 0.15)
+    q = float(np.sqrt(cos_i**2 + 0.2**2 * (1 - cos_i**2)))  # as `draw_params` turns a disc of intrinsic ratio 0.2
+    h_r = 1.4 * host["re_disc"] / 1.678  # 1.4 stellar scale lengths
+    dust = dict(tau_v=rng.uniform(2.0, 8.0), h_r=h_r, h_z=max(0.5, q * host["re_disc"] * rng.uniform(0.15, 0.3)))
+    turned, plane = {**host, "q_disc": q, "dust": dust}, {**host, "q_disc": cos_i}  # the light; the mid-plane
+    clumps, kept = [], []
+    for i, c in enumerate(params["clumps"]):
+        x, y = disc_to_sky(*disc_coords(c["x"], c["y"], host, centre), plane, centre)
+        if clump_allowed(x, y, clumps, centre, cfg):
+            clumps.append({**c, "x": float(x), "y": float(y)})
+            kept.append(i)
+    return {**params, "host": turned, "clumps": clumps, "clumps_kept": np.array(kept, int),
+            "clumps_drawn": len(params["clumps"])}  # for `u_fluxes`  # fmt: skip
+
+
 def _companion(rng, params: dict, cfg: SimConfig):
     "A companion galaxy beside the host (see the text), or None where it would leave the cutout or cover a clump."
     h, (cx, cy), fwhm = params["host"], params["centre"], cfg.survey.psf_fwhm_px[1]
@@ -333,14 +360,18 @@ def _companion(rng, params: dict, cfg: SimConfig):
 def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     """`params` (from `draw_params`) with spiral arms, perhaps a bar, and clumps on the arms when `shift.spiral` draws
     them for this host, a ring and clumps on it when `shift.ring` does, tidal tails and clumps on them when
-    `shift.tidal` does, and a companion galaxy when `shift.companion` does; a new dict (the cached one is left
+    `shift.tidal` does, and a companion galaxy when `shift.companion` does, all on a disc turned edge-on behind a
+    dust lane when `shift.dust` does; a new dict (the cached one is left
     alone), or `params` itself when none of them does. Each from a random stream of its own. With
     `shift.host_sizes`, all of it laid out on a cutout that follows the host (`host_sized`)."""
-    out, rng = params, rng_for(params["seed"], params["index"], MORPH_STREAM)
+    out, rd = params, rng_for(params["seed"], params["index"], DUST_STREAM)
+    if rd.random() < shift.dust:  # first: arms, a ring or tails lie on the disc as it is turned
+        out = _edge_on_dusty(rd, out, cfg)
+    rng = rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
-        host = {**params["host"], **_bar_and_arms(rng, params["host"])}
-        out = {**params, "host": host, "clumps": _onto_arms(rng, params["clumps"], host, params["centre"],
-                                                          shift.arm_clumps, cfg)}  # fmt: skip
+        host = {**out["host"], **_bar_and_arms(rng, out["host"])}
+        out = {**out, "host": host, "clumps": _onto_arms(rng, out["clumps"], host, out["centre"], shift.arm_clumps,
+                                                         cfg)}  # fmt: skip
     rr = rng_for(params["seed"], params["index"], RING_STREAM)
     if rr.random() < shift.ring:
         host = {**out["host"], "ring": _ring(rr, out["host"])}

@@ -18,9 +18,10 @@ from ..core import check_survey_seed, rng_for
 from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
-           'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share', 'draw_params', 'arm_weight',
-           'ring_weight', 'tail_weight', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+__all__ = ['PSF_WING', 'SDSS_EXTINCTION', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image',
+           'colour_fluxes', 'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share',
+           'draw_params', 'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'render', 'u_fluxes',
+           'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -340,6 +341,41 @@ def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
     return out
 
 
+SDSS_EXTINCTION = (1.367, 1.065, 0.737, 0.548)  # A_b / A_V in u g r i for R_V = 3.1 (Schlafly & Finkbeiner 2011)
+
+
+def dust_transmission(x, y, host: dict, centre, embedded: bool = False) -> np.ndarray:
+    """The share of light that passes `host`'s dust lane (`host["dust"]`: V-band optical depth `tau_v` through the
+    centre, falling exponentially along the disc's major axis with scale `h_r` and across it with scale `h_z`, in sky
+    pixels) at sky pixels `x`, `y`, in u g r i (shape (4, ...)), the optical depth tau in each band `SDSS_EXTINCTION`
+    times V's: the disc's light, mixed with the dust in a uniform slab, passes as (1 - exp(-tau)) / tau; an
+    `embedded` source (a clump in the disc's mid-plane, half the column in front of it) as exp(-tau / 2)."""
+    d = host["dust"]
+    c, s = np.cos(host["pa"]), np.sin(host["pa"])
+    dx, dy = np.asarray(x, float) - centre[0], np.asarray(y, float) - centre[1]
+    along, across = dx * c + dy * s, -dx * s + dy * c
+    tau_v = d["tau_v"] * np.exp(-np.abs(along) / d["h_r"] - np.abs(across) / d["h_z"])
+    tau = np.multiply.outer(np.array(SDSS_EXTINCTION), tau_v)
+    if embedded:
+        return np.exp(-tau / 2)
+    return np.where(tau > 1e-8, -np.expm1(-tau) / np.maximum(tau, 1e-8), 1.0)
+
+
+def _dusted(pre, h: dict, centre, clumps: list, comps: tuple, pad: int):
+    """The host's light on the canvas `pre` and the fluxes `comps` (galaxy, bulge, disc, clumps) through the host's
+    dust lane (bulge and disc dimmed alike, by the share of the host's light that passes in each band), and the
+    transmissions `u_fluxes` needs: the host's in u g r i (u through the g light's layout) and each clump's."""
+    ftot, fb, fd, clump_f = comps
+    yy, xx = np.mgrid[: pre.shape[1], : pre.shape[2]] - pad  # canvas pixel centres, in cutout coordinates
+    t = dust_transmission(xx, yy, h, centre)  # (4, N, N)
+    kept = (pre * t[1:]).sum((1, 2)) / pre.sum((1, 2))
+    t_u = (pre[0] * t[0]).sum() / pre[0].sum()
+    xy = np.array([(c["x"], c["y"]) for c in clumps]).reshape(-1, 2)
+    tc = dust_transmission(xy[:, 0], xy[:, 1], h, centre, embedded=True).T.reshape(-1, 4)  # (K, 4)
+    fb, fd, clump_f = fb * kept, fd * kept, clump_f * tc[:, 1:]
+    return pre * t[1:], (fb + fd + clump_f.sum(0), fb, fd, clump_f), dict(host=np.r_[t_u, kept], clumps=tc)
+
+
 def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     """Render a parameter set to `(image, model, components)`: the noisy g r i image (3, H, W) float32 in
     nanomaggies, the noiseless one, and per-component total fluxes. `imaging` (see `draw_imaging`) replaces the
@@ -353,6 +389,9 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     h, (cx, cy) = params["host"], params["centre"]
     ftot, fb, fd, clump_f = component_fluxes(h, params["clumps"], sv.mag_to_flux(h["mag_r"]))
     pre = _host_light(G, S, pad, os_, h, cx, cy, fd, fb).astype(float)
+    dust = None
+    if h.get("dust"):  # an edge-on disc's dust lane dims the host and its clumps (chapter *Imaging shifts*)
+        pre, (ftot, fb, fd, clump_f), dust = _dusted(pre, h, (cx, cy), params["clumps"], (ftot, fb, fd, clump_f), pad)
     bg_f = []
     for g in params["bg_galaxies"]:
         f = colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"])
@@ -383,6 +422,8 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     comps = dict(
         galaxy=ftot, bulge=fb, disc=fd, clumps=clump_f, stars=star_f, bg_galaxies=np.array(bg_f).reshape(-1, 3)
     )
+    if dust is not None:
+        comps["dust"] = dust
     return image.astype(np.float32), model.astype(np.float32), comps
 
 # %% ../../nbs/data/02_simulate.ipynb #9e8d2ca1
@@ -395,15 +436,23 @@ U_STREAM = 12  # the random stream of a galaxy's u-band colours (draw_params use
 def u_fluxes(params: dict, comps: dict) -> tuple:
     """u-band fluxes (galaxy, clumps) from each component's g flux (`render`'s `comps`) and a u-g colour drawn per
     component from a stream of its own, so the g r i images are those of a survey without u: the galaxy's u light is
-    its bulge's, its disc's (after the clumps took theirs) and its clumps' together."""
+    its bulge's, its disc's (after the clumps took theirs) and its clumps' together. Behind a dust lane
+    (`comps["dust"]`, from `render`) each component's u light is its dust-free light dimmed by its u-band
+    transmission."""
     rng = rng_for(params["seed"], params["index"], U_STREAM)
     to_u = lambda f_g, u_g: f_g * 10 ** (-0.4 * u_g)
     n = len(params["clumps"])
     odd = np.array([c["cls"] == 2 for c in params["clumps"]], bool)
-    u_g = np.where(odd, rng.normal(*U_COLOURS["odd"], n), rng.normal(*U_COLOURS["clump"], n))
+    kept = params.get("clumps_kept", np.arange(n))  # which drawn clumps are left (an edge-on turn drops some)
+    m = params.get("clumps_drawn", n)  # drawn for every clump drawn, so the disc's and bulge's colours stay the same
+    u_g = np.where(odd, rng.normal(*U_COLOURS["odd"], m)[kept], rng.normal(*U_COLOURS["clump"], m)[kept])
     clumps_u = to_u(comps["clumps"][:, 0], u_g)
     disc_u, bulge_u = to_u(comps["disc"][0], rng.normal(*U_COLOURS["disc"])), rng.normal(*U_COLOURS["bulge"])
-    return float(to_u(comps["bulge"][0], bulge_u) + disc_u + clumps_u.sum()), clumps_u
+    host_u = to_u(comps["bulge"][0], bulge_u) + disc_u
+    if "dust" in comps:  # the g fluxes passed the lane's g transmission; the u light passes its u transmission
+        th, tc = comps["dust"]["host"], comps["dust"]["clumps"]
+        host_u, clumps_u = host_u * th[0] / th[1], clumps_u * tc[:, 0] / tc[:, 1]
+    return float(host_u + clumps_u.sum()), clumps_u
 
 
 @dataclass

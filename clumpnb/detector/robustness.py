@@ -15,7 +15,8 @@ from ..data.shifts import SHIFTS, VARIANT_PARTS
 __all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'robustness', 'reliability']
 
 # %% ../../nbs/detector/17_robustness.ipynb #6a2b0006
-ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes", "ring-hosts", "tidal-hosts")  # 3 beside it
+ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes", "ring-hosts", "tidal-hosts",
+                     "dusty-edge-on")  # the variant's parts, it, and four beside it
 KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
         "purity_ci95", "n_true_ge8", "n_true_3to8")  # fmt: skip
 
