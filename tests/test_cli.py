@@ -22,7 +22,7 @@ def test_help_lists_commands():
     for cmd in ("simulate", "demo", "bench", "docs", "readme"): assert cmd in out
     assert "--out" in clumpnb("simulate", "--help").stdout
     from clumpnb.demo import DEMO_SIZES
-    assert f"{DEMO_SIZES['quick'].epochs} epochs" in clumpnb("demo", "--help").stdout   # help built from the sizes used
+    assert f"{DEMO_SIZES['quick'].epochs} epochs" in " ".join(clumpnb("demo", "--help").stdout.split())   # help built from the sizes used
     r = clumpnb("lst", "--source", "moon", "--out", "x", check=False)
     assert r.returncode == 2 and "'moon' is not an image file" in r.stderr and "chelsea" in r.stderr
 

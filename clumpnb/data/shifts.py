@@ -68,6 +68,8 @@ class Shift:
             raise ValueError(f"Shift {self.name!r}: unknown PSF family {bad[0]!r}; choose from {PSF_FAMILIES}")
         if self.seeing is not None and not (0 < self.seeing[2] <= self.seeing[0] <= self.seeing[3]):
             raise ValueError(f"Shift {self.name!r}: seeing (median, sigma, low, high) needs low <= median <= high")
+        if self.dust and self.host_sizes is not None:  # `host_sized` does not follow the clumps an edge-on turn drops
+            raise ValueError(f"Shift {self.name!r}: dust and host_sizes cannot be combined; make two shifts")
 
 
 SDSS_SEEING = (1.32, 0.15, 0.9, 2.0)  # r-band FWHM: median (the default survey's), log-normal sigma, clipped range
@@ -138,7 +140,8 @@ def draw_imaging(shift: Shift, params: dict, cfg: SimConfig) -> dict:
     beta = float(rng.uniform(*shift.moffat_beta))
     out = dict(otf=[psf_otf_of(family, f, n, beta) for f in fwhm_px], psf=(family, fwhm_px, beta))
     n_cl = len(params["clumps"])
-    kpc = rng.uniform(*shift.clump_fwhm_kpc, n_cl) if shift.clump_fwhm_kpc else np.zeros(n_cl)
+    drawn, kept = params.get("clumps_drawn", n_cl), params.get("clumps_kept", slice(None))  # an edge-on turn drops some
+    kpc = rng.uniform(*shift.clump_fwhm_kpc, drawn)[kept] if shift.clump_fwhm_kpc else np.zeros(n_cl)
     if shift.clump_fwhm_kpc:
         out["clump_sigma_px"] = kpc / sv.kpc_per_arcsec(params["host"]["z"]) / sv.pixel_scale / 2.3548
     out["noise_scale"] = float(rng.uniform(*shift.noise_scale)) if shift.noise_scale else 1.0
@@ -330,8 +333,9 @@ def _edge_on_dusty(rng, params: dict, cfg: SimConfig) -> dict:
     host, centre = params["host"], params["centre"]
     cos_i = rng.uniform(0.0, 0.15)
     q = float(np.sqrt(cos_i**2 + 0.2**2 * (1 - cos_i**2)))  # as `draw_params` turns a disc of intrinsic ratio 0.2
-    h_r = 1.4 * host["re_disc"] / 1.678  # 1.4 stellar scale lengths
-    dust = dict(tau_v=rng.uniform(2.0, 8.0), h_r=h_r, h_z=max(0.5, q * host["re_disc"] * rng.uniform(0.15, 0.3)))
+    h = host["re_disc"] / 1.678  # the stars' exponential scale length
+    h_r, h_z = 1.4 * h, 0.5 * 0.2 * h * rng.uniform(0.8, 1.2)  # longer than the stars' disc, half as thick (Xilouris)
+    dust = dict(tau_v=rng.uniform(2.0, 8.0), h_r=h_r, h_z=float(np.hypot(h_z, cos_i * h_r)))  # tilted: wider on the sky
     turned, plane = {**host, "q_disc": q, "dust": dust}, {**host, "q_disc": cos_i}  # the light; the mid-plane
     clumps, kept = [], []
     for i, c in enumerate(params["clumps"]):

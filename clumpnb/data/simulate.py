@@ -18,10 +18,10 @@ from ..core import check_survey_seed, rng_for
 from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'SDSS_EXTINCTION', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic', 'psf_otf', 'psf_image',
-           'colour_fluxes', 'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes', 'disc_share',
-           'draw_params', 'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'render', 'u_fluxes',
-           'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+__all__ = ['PSF_WING', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic',
+           'psf_otf', 'psf_image', 'colour_fluxes', 'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes',
+           'disc_share', 'draw_params', 'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'render',
+           'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -341,7 +341,8 @@ def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
     return out
 
 
-SDSS_EXTINCTION = (1.367, 1.065, 0.737, 0.548)  # A_b / A_V in u g r i for R_V = 3.1 (Schlafly & Finkbeiner 2011)
+SF11_UGRI, SF11_V = (4.239, 3.303, 2.285, 1.698), 2.742  # A / E(B-V), R_V = 3.1: Schlafly & Finkbeiner 2011, table 6
+SDSS_EXTINCTION = tuple(a / SF11_V for a in SF11_UGRI)  # A_b / A_V in u g r i
 
 
 def dust_transmission(x, y, host: dict, centre, embedded: bool = False) -> np.ndarray:
@@ -349,7 +350,7 @@ def dust_transmission(x, y, host: dict, centre, embedded: bool = False) -> np.nd
     centre, falling exponentially along the disc's major axis with scale `h_r` and across it with scale `h_z`, in sky
     pixels) at sky pixels `x`, `y`, in u g r i (shape (4, ...)), the optical depth tau in each band `SDSS_EXTINCTION`
     times V's: the disc's light, mixed with the dust in a uniform slab, passes as (1 - exp(-tau)) / tau; an
-    `embedded` source (a clump in the disc's mid-plane, half the column in front of it) as exp(-tau / 2)."""
+    `embedded` source (a clump in the disc's mid-plane) as if half the column lay in front of it, exp(-tau / 2)."""
     d = host["dust"]
     c, s = np.cos(host["pa"]), np.sin(host["pa"])
     dx, dy = np.asarray(x, float) - centre[0], np.asarray(y, float) - centre[1]
@@ -364,10 +365,13 @@ def dust_transmission(x, y, host: dict, centre, embedded: bool = False) -> np.nd
 def _dusted(pre, h: dict, centre, clumps: list, comps: tuple, pad: int):
     """The host's light on the canvas `pre` and the fluxes `comps` (galaxy, bulge, disc, clumps) through the host's
     dust lane (bulge and disc dimmed alike, by the share of the host's light that passes in each band), and the
-    transmissions `u_fluxes` needs: the host's in u g r i (u through the g light's layout) and each clump's."""
+    transmissions `u_fluxes` needs: the host's in u g r i (u through the g light's layout) and each clump's. The
+    lane is often narrower than a pixel: its transmission is averaged over 4 x 4 points in each canvas pixel."""
     ftot, fb, fd, clump_f = comps
-    yy, xx = np.mgrid[: pre.shape[1], : pre.shape[2]] - pad  # canvas pixel centres, in cutout coordinates
-    t = dust_transmission(xx, yy, h, centre)  # (4, N, N)
+    n, k = pre.shape[1], 4
+    c = (np.arange(n * k) + 0.5) / k - 0.5 - pad  # sub-pixel centres, in cutout coordinates
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    t = dust_transmission(xx, yy, h, centre).reshape(4, n, k, n, k).mean((2, 4))  # (4, N, N)
     kept = (pre * t[1:]).sum((1, 2)) / pre.sum((1, 2))
     t_u = (pre[0] * t[0]).sum() / pre[0].sum()
     xy = np.array([(c["x"], c["y"]) for c in clumps]).reshape(-1, 2)
@@ -380,7 +384,8 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     """Render a parameter set to `(image, model, components)`: the noisy g r i image (3, H, W) float32 in
     nanomaggies, the noiseless one, and per-component total fluxes. `imaging` (see `draw_imaging`) replaces the
     median seeing's PSF (`otf`, per band), gives the clumps an intrinsic size (`clump_sigma_px`) and scales the sky
-    noise (`noise_scale`)."""
+    noise (`noise_scale`). A host with a dust lane (`host["dust"]`) is dimmed by it, and its fluxes with it; the
+    components then hold the lane's transmissions (`dust`)."""
     imaging = imaging or {}
     S, pad, os_, sv = cfg.size, cfg.pad, cfg.oversample, cfg.survey
     N = S + 2 * pad
@@ -494,8 +499,9 @@ def make_wcs(centre, radec, cfg: SimConfig) -> WCS:
 def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_model: bool = False) -> Galaxy:
     """Galaxy `index` of the survey with `seed`: identical whatever batch or process it is made in. With `cfg.shift`,
     the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
-    or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms), a ring (with
-    clumps on it) or a companion galaxy, or on a cutout that follows its host's size."""
+    or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms), a ring or
+    tidal tails (with clumps on them), a companion galaxy, or a disc turned edge-on behind a dust lane, or on a cutout
+    that follows its host's size."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
