@@ -47,13 +47,14 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
     from clumpnb.data.io import write_survey
     from clumpnb.data.simulate import simulate
-    from clumpnb.demo import HEADLINE, check_demo_folder, imaging, volunteer_quality
+    from clumpnb.data.shifts import shift_config
+    from clumpnb.demo import HEADLINE, check_demo_folder, volunteer_quality
     from clumpnb.detector.detect import evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
     check_demo_folder(work, cfg.shift, cfg.n_train, tuple(f"run_seed{s}" for s in cfg.train_seeds))  # another one's
-    write_survey(work / "survey", cfg.n_train, 0, imaging(cfg.shift), progress=progress)
+    write_survey(work / "survey", cfg.n_train, 0, shift_config(cfg.shift), progress=progress)
     with confirmatory():
         summary = write_survey(work / "confirm", cfg.n_test, seed, progress=progress)
         consensus, qv = volunteer_quality(list(simulate(cfg.n_test, seed)), seed)

@@ -25,9 +25,8 @@ from clumpnb.core import (
 
 # %% auto #0
 __all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HEADLINE', 'HELDOUT', 'SHOWN', 'DemoSize', 'demo_command',
-           'DemoData', 'volunteer_quality', 'imaging', 'check_demo_folder', 'demo_data', 'DemoDetector',
-           'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report',
-           'run_demo']
+           'DemoData', 'volunteer_quality', 'check_demo_folder', 'demo_data', 'DemoDetector', 'demo_detector',
+           'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
 
 # %% ../nbs/93_demo.ipynb #606e2134
 @dataclass
@@ -86,16 +85,6 @@ def volunteer_quality(held: list, seed: int) -> tuple:
 DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
 
 
-def imaging(shift: str):
-    "`SimConfig` of the imaging `shift`: a name in `SHIFTS`, or 'default'."
-    from clumpnb.data.shifts import SHIFTS
-    from clumpnb.data.simulate import SimConfig
-
-    if shift != "default" and shift not in SHIFTS:
-        raise ClumpnbError(f"unknown imaging {shift!r}: choose 'default' or one of {', '.join(SHIFTS)}")
-    return SimConfig(shift=None if shift == "default" else SHIFTS[shift])
-
-
 def check_demo_folder(out, shift: str, n: int = None, runs=("run",)):
     """Refuse folder `out` for a demo (or `confirm`) trained on imaging `shift` (one of `DEMO_SHIFTS`) and `n`
     galaxies when its training survey `out/survey` was imaged otherwise or holds another number of galaxies (a full
@@ -128,13 +117,14 @@ def demo_data(
     """Training survey `seed` imaged under `shift` in `out/survey`, held-out survey `seed + 1` in `out/heldout` and
     under `HELDOUT_SHIFT` in `out/heldout_variant`, and the held-out volunteers."""
     from clumpnb.data.io import write_survey
+    from clumpnb.data.shifts import shift_config
     from clumpnb.data.simulate import simulate
 
     out = Path(out)
     kw = dict(workers=workers or os.cpu_count(), progress=progress)
-    write_survey(out / "survey", size.n_train, seed, imaging(shift), **kw)
+    write_survey(out / "survey", size.n_train, seed, shift_config(shift), **kw)
     held_summary = write_survey(out / "heldout", size.n_heldout, seed + 1, **kw)
-    var_summary = write_survey(out / "heldout_variant", size.n_heldout, seed + 1, imaging(HELDOUT_SHIFT), **kw)
+    var_summary = write_survey(out / "heldout_variant", size.n_heldout, seed + 1, shift_config(HELDOUT_SHIFT), **kw)
     held = list(simulate(size.n_heldout, seed + 1))  # the same galaxies in memory (deterministic generator)
     consensus, qv = volunteer_quality(held, seed + 1)
     metrics = dict(

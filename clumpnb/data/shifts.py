@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 # %% auto #0
 __all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'Shift', 'psf_otf_of', 'draw_imaging',
-           'add_artefacts', 'projected_bar', 'draw_morphology', 'host_sized']
+           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'Shift', 'shift_config', 'psf_otf_of',
+           'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology', 'host_sized']
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0006
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -101,6 +101,15 @@ SHIFTS = {
 }
 VARIANT_PARTS = ("worst-seeing", "kolmogorov", "large-clumps", "high-noise", "artefacts", "spiral-hosts",
                  "companions")  # the variant's parts, one by one  # fmt: skip
+
+# %% ../../nbs/data/09_shifts.ipynb #5f1a0006d
+def shift_config(name: str) -> SimConfig:
+    "The `SimConfig` that simulates under shift `name` (a key of `SHIFTS`), or under the default imaging ('default')."
+    from clumpnb.data.simulate import SimConfig
+
+    if name != "default" and name not in SHIFTS:
+        raise ValueError(f"unknown shift {name!r}: choose 'default' or one of {', '.join(SHIFTS)}")
+    return SimConfig(shift=None if name == "default" else SHIFTS[name])
 
 # %% ../../nbs/data/09_shifts.ipynb #5f1a0008
 IMAGING_STREAM = 11  # the random stream of a galaxy's imaging (draw_params uses the galaxy's own)
@@ -328,11 +337,11 @@ def _edge_on_dusty(rng, params: dict, cfg: SimConfig) -> dict:
     """`params` with the host's disc turned edge-on, its clumps moved where the new inclination puts them in the
     disc's mid-plane (those the rule `draw_params` placed them by now refuses are dropped), and a dust lane (see
     section *Edge-on dusty discs*)."""
-    from clumpnb.data.simulate import clump_allowed, disc_coords, disc_to_sky
+    from clumpnb.data.simulate import clump_allowed, disc_axis_ratio, disc_coords, disc_to_sky
 
     host, centre = params["host"], params["centre"]
     cos_i = rng.uniform(0.0, 0.15)
-    q = float(np.sqrt(cos_i**2 + 0.2**2 * (1 - cos_i**2)))  # as `draw_params` turns a disc of intrinsic ratio 0.2
+    q = float(disc_axis_ratio(cos_i))  # the light, as `draw_params` turns a disc
     h = host["re_disc"] / 1.678  # the stars' exponential scale length
     h_r, h_z = 1.4 * h, 0.5 * 0.2 * h * rng.uniform(0.8, 1.2)  # longer than the stars' disc, half as thick (Xilouris)
     dust = dict(tau_v=rng.uniform(2.0, 8.0), h_r=h_r, h_z=float(np.hypot(h_z, cos_i * h_r)))  # tilted: wider on the sky

@@ -19,9 +19,9 @@ from .survey import SDSS, Survey, to_rgb
 
 # %% auto #0
 __all__ = ['PSF_WING', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic',
-           'psf_otf', 'psf_image', 'colour_fluxes', 'disc_to_sky', 'disc_coords', 'clump_allowed', 'component_fluxes',
-           'disc_share', 'draw_params', 'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'render',
-           'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+           'psf_otf', 'psf_image', 'colour_fluxes', 'disc_axis_ratio', 'disc_to_sky', 'disc_coords', 'clump_allowed',
+           'component_fluxes', 'disc_share', 'draw_params', 'arm_weight', 'ring_weight', 'tail_weight',
+           'dust_transmission', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #ce4e2273
 @dataclass
@@ -101,6 +101,11 @@ def colour_fluxes(flux_r, g_r, r_i):
     return np.array([flux_r * 10 ** (-0.4 * g_r), flux_r, flux_r * 10 ** (0.4 * r_i)])
 
 
+def disc_axis_ratio(cos_i, thickness: float = 0.2):
+    "The axis ratio on the sky of a disc of intrinsic axis ratio `thickness` seen at inclination cos *i* = `cos_i`."
+    return np.sqrt(cos_i**2 + thickness**2 * (1 - cos_i**2))
+
+
 def _draw_host(rng, cfg: SimConfig):
     sv = cfg.survey
     for _ in range(1000):
@@ -113,8 +118,7 @@ def _draw_host(rng, cfg: SimConfig):
         re_px = re_kpc / sv.kpc_per_arcsec(z) / sv.pixel_scale
         if m < cfg.mag_limit and 2.0 < re_px < cfg.size / 6:
             break
-    cos_i = rng.uniform(0, 1)
-    q = np.sqrt(cos_i**2 + 0.2**2 * (1 - cos_i**2))
+    q = disc_axis_ratio(rng.uniform(0, 1))
     return dict(
         z=z,
         abs_mag_r=M,
@@ -369,8 +373,7 @@ def _dusted(pre, h: dict, centre, clumps: list, comps: tuple, pad: int):
     lane is often narrower than a pixel: its transmission is averaged over 4 x 4 points in each canvas pixel."""
     ftot, fb, fd, clump_f = comps
     n, k = pre.shape[1], 4
-    c = (np.arange(n * k) + 0.5) / k - 0.5 - pad  # sub-pixel centres, in cutout coordinates
-    yy, xx = np.meshgrid(c, c, indexing="ij")
+    xx, yy = _grids(n - 2 * pad, pad, k)[:2]  # sub-pixel centres, in cutout coordinates
     t = dust_transmission(xx, yy, h, centre).reshape(4, n, k, n, k).mean((2, 4))  # (4, N, N)
     kept = (pre * t[1:]).sum((1, 2)) / pre.sum((1, 2))
     t_u = (pre[0] * t[0]).sum() / pre[0].sum()

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..core import atomic_write, jsonable
-from ..data.shifts import SHIFTS, VARIANT_PARTS
+from ..data.shifts import SHIFTS, VARIANT_PARTS, shift_config
 
 # %% auto #0
 __all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'robustness', 'reliability']
@@ -25,12 +25,9 @@ def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, pro
     """Folder of survey `seed`'s first `n` galaxies imaged under `shift` (a name in `SHIFTS`, or 'default'), simulated
     into `root` once and reused while the shift's definition is the one recorded there (`check_survey_folder`)."""
     from clumpnb.data.io import check_survey_folder, write_survey
-    from clumpnb.data.simulate import SimConfig
 
-    if shift != "default" and shift not in SHIFTS:
-        raise ValueError(f"unknown shift {shift!r}: choose 'default' or one of {', '.join(SHIFTS)}")
+    cfg = shift_config(shift)  # an unknown name is refused here
     d = Path(root) / f"seed{seed}-n{n}-{shift}"
-    cfg = SimConfig(shift=None if shift == "default" else SHIFTS[shift])
     if (d / "survey.json").exists():
         check_survey_folder(d, seed, cfg.size, 0, cfg.shift)  # a folder of another definition is refused, not reused
     else:
