@@ -209,8 +209,10 @@ def bench_quality(demo, device: str = "auto", progress: bool = True) -> dict:
     cfg = replace(made, out=str(run), device=device, detector=previous_defaults(made.detector))  # trained alike
     if not (run / "model.pt").exists():
         train(cfg, resume=(run / "checkpoint.pt").exists(), progress=progress)
-    if load_run(run)[1].detector != cfg.detector:  # a folder left by another version's benchmark
-        raise DataError(run, "config", "not trained with clumpnb 0.2's ROI settings: delete it to train it again")
+    had = load_run(run)[1]
+    if had.detector != cfg.detector or had.epochs != cfg.epochs:  # left by another version's benchmark or demo
+        msg = f"not trained with clumpnb 0.2's ROI settings for the demo's {cfg.epochs} epochs: delete it to retrain it"
+        raise DataError(run, "config", msg)
     runs = dict(default=demo / "run", previous=run)
     rows = {k: _quality_row(r, demo / "heldout", device) for k, r in runs.items()}
     new, old = rows["default"], rows["previous"]

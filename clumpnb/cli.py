@@ -715,7 +715,7 @@ def _add_demo(sub):
         "resolved, noise and artefacts "
         "drawn per galaxy), evaluate on held-out galaxies imaged as the default simulator images them and under the "
         f"{HELDOUT_SHIFT} shift (every setting outside the training range), detect. Surveys of {full.n_train} "
-        f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs: about 10 minutes on a 2-core CPU; "
+        f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs: about 12 minutes on a 2-core CPU; "
         "--quick takes about two.",
     )
     add_out(p, "output folder")

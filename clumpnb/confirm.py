@@ -53,7 +53,8 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
-    check_demo_folder(work, cfg.shift, cfg.n_train, tuple(f"run_seed{s}" for s in cfg.train_seeds))  # another one's
+    runs = tuple(f"run_seed{s}" for s in cfg.train_seeds)
+    check_demo_folder(work, cfg.shift, cfg.n_train, runs, cfg.epochs)  # another demo's folder, or other epochs
     write_survey(work / "survey", cfg.n_train, 0, shift_config(cfg.shift), progress=progress)
     with confirmatory():
         summary = write_survey(work / "confirm", cfg.n_test, seed, progress=progress)

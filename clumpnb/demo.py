@@ -25,8 +25,9 @@ from clumpnb.core import (
 
 # %% auto #0
 __all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HEADLINE', 'HELDOUT', 'SHOWN', 'DemoSize', 'demo_command',
-           'DemoData', 'volunteer_quality', 'check_demo_folder', 'demo_data', 'DemoDetector', 'demo_detector',
-           'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
+           'DemoData', 'volunteer_quality', 'check_run_epochs', 'check_demo_folder', 'demo_data', 'DemoDetector',
+           'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report',
+           'run_demo']
 
 # %% ../nbs/93_demo.ipynb #606e2134
 @dataclass
@@ -39,7 +40,7 @@ class DemoSize:
 
 
 DEMO_SIZES = dict(
-    full=DemoSize(n_train=1000, n_heldout=300, epochs=8), quick=DemoSize(n_train=160, n_heldout=60, epochs=10)
+    full=DemoSize(n_train=1000, n_heldout=300, epochs=16), quick=DemoSize(n_train=160, n_heldout=60, epochs=10)
 )
 
 # %% ../nbs/93_demo.ipynb #f6d307a3
@@ -85,10 +86,26 @@ def volunteer_quality(held: list, seed: int) -> tuple:
 DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
 
 
-def check_demo_folder(out, shift: str, n: int = None, runs=("run",)):
+def check_run_epochs(run, epochs: int):
+    "Refuse a finished run in folder `run` trained for other than `epochs` epochs (the demo would reuse it as it is)."
+    import torch
+
+    f = Path(run) / "model.pt"
+    if epochs is None or not f.exists():
+        return
+    had = torch.load(f, map_location="cpu", weights_only=False)["config"]["epochs"]
+    if had != epochs:
+        raise DataError(f, "config.epochs", f"a finished run of {had} epochs, not {epochs}: pass --epochs {had} to "
+                        f"reuse it, or delete {Path(run)} (or choose another --out)")  # fmt: skip
+
+
+def check_demo_folder(out, shift: str, n: int = None, runs=("run",), epochs: int = None):
     """Refuse folder `out` for a demo (or `confirm`) trained on imaging `shift` (one of `DEMO_SHIFTS`) and `n`
     galaxies when its training survey `out/survey` was imaged otherwise or holds another number of galaxies (a full
-    demo's folder given to `--quick`), or when trained `runs` are there without that survey. Writes nothing."""
+    demo's folder given to `--quick`), when trained `runs` are there without that survey, or when one of them finished
+    after other than `epochs` epochs. Writes nothing."""
+    for r in runs:
+        check_run_epochs(Path(out) / r, epochs)
     if shift not in DEMO_SHIFTS:
         raise ClumpnbError(f"--shift {shift}: the demo trains on {' or '.join(DEMO_SHIFTS)} imaging, so that its "
                            f"{HELDOUT_SHIFT} held-out survey stays outside the training range")  # fmt: skip
@@ -394,7 +411,7 @@ def run_demo(
 
     check_survey_seed(seed)
     size = DEMO_SIZES["quick" if quick else "full"]
-    check_demo_folder(Path(out), shift, size.n_train)  # before anything is written
+    check_demo_folder(Path(out), shift, size.n_train, epochs=epochs or size.epochs)  # before anything is written
     if seed + 1 in CONFIRM_SEEDS:  # before anything is written
         raise ClumpnbError(
             f"--seed {seed}: the demo's held-out survey would be seed {seed + 1}, one of the confirmatory seeds "
