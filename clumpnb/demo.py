@@ -86,26 +86,28 @@ def volunteer_quality(held: list, seed: int) -> tuple:
 DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
 
 
-def check_run_epochs(run, epochs: int):
-    "Refuse a finished run in folder `run` trained for other than `epochs` epochs (the demo would reuse it as it is)."
+def check_run_epochs(run, epochs: int | None):
+    """Refuse a run in folder `run`, finished or killed, trained for other than `epochs` epochs (the demo would reuse
+    a finished one as it is, and refuse a killed one only once its surveys are written). None checks nothing."""
     import torch
 
-    f = Path(run) / "model.pt"
-    if epochs is None or not f.exists():
+    f = next((Path(run) / n for n in ("model.pt", "checkpoint.pt") if (Path(run) / n).exists()), None)
+    if epochs is None or f is None:
         return
-    had = torch.load(f, map_location="cpu", weights_only=False)["config"]["epochs"]
+    try:
+        had = torch.load(f, map_location="cpu", weights_only=False)["config"]["epochs"]
+    except Exception as e:
+        raise DataError(f, "config.epochs", f"unreadable run record ({type(e).__name__}: {e})") from None
     if had != epochs:
-        raise DataError(f, "config.epochs", f"a finished run of {had} epochs, not {epochs}: pass --epochs {had} to "
-                        f"reuse it, or delete {Path(run)} (or choose another --out)")  # fmt: skip
+        raise DataError(f, "config.epochs", f"a run of {had} epochs, not {epochs}: delete {Path(run)} to train it "
+                        f"again, or choose another --out")  # fmt: skip
 
 
 def check_demo_folder(out, shift: str, n: int = None, runs=("run",), epochs: int = None):
     """Refuse folder `out` for a demo (or `confirm`) trained on imaging `shift` (one of `DEMO_SHIFTS`) and `n`
     galaxies when its training survey `out/survey` was imaged otherwise or holds another number of galaxies (a full
-    demo's folder given to `--quick`), when trained `runs` are there without that survey, or when one of them finished
-    after other than `epochs` epochs. Writes nothing."""
-    for r in runs:
-        check_run_epochs(Path(out) / r, epochs)
+    demo's folder given to `--quick`), when trained `runs` are there without that survey, or when one of them was
+    trained for other than `epochs` epochs. Writes nothing."""
     if shift not in DEMO_SHIFTS:
         raise ClumpnbError(f"--shift {shift}: the demo trains on {' or '.join(DEMO_SHIFTS)} imaging, so that its "
                            f"{HELDOUT_SHIFT} held-out survey stays outside the training range")  # fmt: skip
@@ -121,6 +123,8 @@ def check_demo_folder(out, shift: str, n: int = None, runs=("run",), epochs: int
             msg = (f"{out} holds a training survey imaged '{made}', not '{shift}': rerun the demo with --shift "
                    f"{made} to reuse it, or choose another --out (or delete {out})")  # fmt: skip
             raise DataError(rec, "shift", msg)
+        for r in runs:
+            check_run_epochs(out / r, epochs)
         return
     trained = [out / r for r in runs if (out / r).exists()]
     if trained:
@@ -411,7 +415,8 @@ def run_demo(
 
     check_survey_seed(seed)
     size = DEMO_SIZES["quick" if quick else "full"]
-    check_demo_folder(Path(out), shift, size.n_train, epochs=epochs or size.epochs)  # before anything is written
+    epochs = epochs or size.epochs
+    check_demo_folder(Path(out), shift, size.n_train, epochs=epochs)  # before anything is written
     if seed + 1 in CONFIRM_SEEDS:  # before anything is written
         raise ClumpnbError(
             f"--seed {seed}: the demo's held-out survey would be seed {seed + 1}, one of the confirmatory seeds "
@@ -419,7 +424,6 @@ def run_demo(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    epochs = epochs or size.epochs
     t0 = time.perf_counter()
     data = demo_data(out, size, seed, workers, progress, shift)
     t_data = time.perf_counter() - t0
