@@ -66,9 +66,10 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
             tc = TrainConfig(data=str(work / "survey"), out=str(run), epochs=cfg.epochs, seed=s, device=device)
             train(tc, resume=(run / "checkpoint.pt").exists(), progress=progress)
         with confirmatory():
-            ev = evaluate_run(run, work / "confirm", device=device)
+            ev = evaluate_run(run, work / "confirm", device=device, ratio_bands=("u",))  # also by u, as the demo
         truth, cons = ev["truth"], ev["consensus"]
         rows.append(dict(train_seed=s, threshold=ev["threshold"], truth={k: truth[k] for k in HEADLINE},
+                         truth_u={k: ev["truth_u"][k] for k in HEADLINE if k in ev["truth_u"]},
                          consensus={k: cons[k] for k in HEADLINE if k in cons}))  # fmt: skip
     qv = [dict(zip(qv.colnames, r)) for r in qv]
     return dict(seed=seed, settings=asdict(cfg), n_true_clumps=summary["n_clumps"], rows=rows,
