@@ -36,10 +36,13 @@ def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, pro
 
 
 def metrics_row(ev: dict) -> dict:
-    "What `robustness` keeps of an `evaluate_run` result: the threshold, `KEYS` by g and by u, and the purity curve."
+    """What `robustness` keeps of an `evaluate_run` result: the threshold, `KEYS` by g and by u, and the curve over
+    thresholds of purity and of completeness for flux ratio >= 8% (by g, and by u as `completeness_ge8_u`)."""
+    curve = [{k: c[k] for k in ("threshold", "n_pred", "purity", "completeness_ge8")} for c in ev["truth"]["curve"]]
+    for c, cu in zip(curve, ev["truth_u"]["curve"]):  # the same detections and thresholds, binned by u
+        c["completeness_ge8_u"] = cu["completeness_ge8"]
     return dict(threshold=ev["threshold"], split=ev["split"], **{k: ev["truth"][k] for k in KEYS},
-                u={k: ev["truth_u"][k] for k in KEYS},
-                curve=[{k: c[k] for k in ("threshold", "n_pred", "purity")} for c in ev["truth"]["curve"]])  # fmt: skip
+                u={k: ev["truth_u"][k] for k in KEYS}, curve=curve)  # fmt: skip
 
 
 def robustness(runs: list, root, n: int = 200, seed: int = 1, shifts=ROBUSTNESS_SHIFTS, workers: int = None,
