@@ -17,8 +17,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['QUALITY_KEYS', 'GPU_SIZES', 'DRY_SIZES', 'GPU_PARTS', 'device_name', 'machine_info', 'bench_simulate',
-           'bench_detector', 'bench_quality', 'detect_rates', 'centre_crops', 'detect_memory', 'bench_detect',
-           'bench_lst', 'cuda_cells', 'bench_gpu']
+           'bench_detector', 'bench_quality', 'cpu_bound', 'detect_rates', 'centre_crops', 'detect_memory',
+           'bench_detect', 'bench_lst', 'cuda_cells', 'bench_gpu']
 
 # %% ../nbs/91_bench.ipynb #a0c1d002
 def device_name(device="cpu") -> str:
@@ -222,8 +222,9 @@ def bench_quality(demo, device: str = "auto", progress: bool = True) -> dict:
                 default_inside_previous_ci95=inside, **machine_info(str(pick_device(device))))  # fmt: skip
 
 # %% ../nbs/91_bench.ipynb #b7d3c002
-def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:
-    "Images per second of the network alone on `files`, read into memory first (the baseline of `bench_detect`)."
+def _model_rate(run, files: list, batch: int, device: str, amp: bool, passes: int = 3) -> list:
+    """Images per second of the network alone on `files`, read into memory first (the baseline of `bench_detect`), in
+    each of `passes` passes: a shared machine's speed drifts by tens of percent from one pass to the next."""
     from clumpnb.detector.detect import load_cutout
     from clumpnb.detector.evaluate import predict
     from clumpnb.detector.train import load_run
@@ -234,9 +235,21 @@ def _model_rate(run, files: list, batch: int, device: str, amp: bool) -> float:
     model.to(dev)
     ims = [load_cutout(f)[0] for f in files]
     predict(model, ims[:batch], batch, dev, amp)  # warm-up (predict returns numpy: the device has finished)
-    t = time.perf_counter()
-    predict(model, ims, batch, dev, amp)
-    return len(ims) / (time.perf_counter() - t)
+    rates = []
+    for _ in range(passes):
+        t = time.perf_counter()
+        predict(model, ims, batch, dev, amp)
+        rates.append(len(ims) / (time.perf_counter() - t))
+    return rates
+
+
+def cpu_bound(model_ips: float, serial: dict, n: int, cores: int) -> float:
+    """The most `detect` could reach, as a share of the model's own rate, on `cores` CPU cores that the model keeps busy
+    when it runs: the helpers' work (reading, post-processing, photometry, writing: seconds per image of the `serial`
+    run, one core) has to fit on the same cores, so each image costs at least `(cores / model_ips + helpers) / cores`
+    seconds of wall time. Perfect overlap, no contention: a ceiling, not a forecast."""
+    helpers = sum(v for k, v in serial["stage_seconds"].items() if k != "model") / n
+    return (cores / model_ips) / (cores / model_ips + helpers)
 
 
 def _detect_child(run, paths: list, out, batch: int, workers: int, device: str, amp: bool) -> dict:
@@ -313,13 +326,16 @@ def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: b
 
 
 def bench_detect(
-    n: int = 256, run=None, workers: int = 2, batch: int = 16, device: str = "cpu", amp: bool = False, epochs: int = 2,
+    n: int = 512, run=None, workers: int = 2, batch: int = 16, device: str = "cpu", amp: bool = False, epochs: int = 2,
     seed: int = 0, n_serial: int = 512, n_model: int = 2000, memory: tuple = (), memory_side: int = None,
 ) -> dict:  # fmt: skip
     """End-to-end `clumpnb detect` on `n` simulated FITS cutouts with `workers`, and serially on the first `n_serial`,
     against the model alone on the first `n_model` in this process (in memory); trains a throw-away detector for
-    `epochs` when no `run` is given. With `memory` (numbers of cutouts), also `detect_memory` over folders of those
-    sizes made from the `n` cutouts (their centre crops of `memory_side` pixels, when given)."""
+    `epochs` when no `run` is given; the model's rate is the median of three passes. On the CPU, also `cpu_bound`.
+    With `memory` (numbers of cutouts), also `detect_memory` over folders of those sizes made from the `n` cutouts
+    (their centre crops of `memory_side` pixels, when given)."""
+    import numpy as np
+    import torch
     from clumpnb.data.io import write_survey
     from clumpnb.detector.detect import input_files
     from clumpnb.detector.train import TrainConfig, train
@@ -335,7 +351,8 @@ def bench_detect(
             train(cfg, progress=False)
         folder = d / "survey" / "cutouts"
         files = input_files([folder])
-        model_ips = _model_rate(run, files[:n_model], batch, device, amp)
+        passes = _model_rate(run, files[:n_model], batch, device, amp)
+        model_ips = float(np.median(passes))
         staged = detect_rates(_detect_child(run, [folder], d / "staged.csv", batch, workers, device, amp), n)
         n_serial = min(n, n_serial)
         serial = detect_rates(_detect_child(run, files[:n_serial], d / "serial.csv", batch, 0, device, amp), n_serial)
@@ -351,10 +368,13 @@ def bench_detect(
         amp=amp,
         trained_epochs=epochs if trained else None,
         model_images_per_s=model_ips,
+        model_passes_images_per_s=passes,
         staged=staged,
         serial=serial,
         pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
         staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
+        **(dict(cpu_bound_over_model=cpu_bound(model_ips, serial, n_serial, torch.get_num_threads()))
+           if device == "cpu" else {}),  # fmt: skip
         **(dict(memory=mem, memory_ratio=mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]) if mem else {}),
         **machine_info(device),
     )

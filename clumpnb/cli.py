@@ -897,7 +897,7 @@ def _add_bench(sub):
 
 def _add_bench_detect(what):
     d = command(what, "detect", _bench_detect, "end-to-end detect images/s and stage shares, against the model alone")
-    add_n(d, "simulated cutouts written to disk and detected (default %(default)s)", 256)
+    add_n(d, "simulated cutouts written to disk and detected (default %(default)s)", 512)
     d.add_argument("--run", type=Path, metavar="RUN", help="a trained run (default: train a throw-away one)")
     d.add_argument("--epochs", type=at_least(1), default=2, metavar="N", help="that run's epochs (%(default)s)")
     d.add_argument("--n-serial", type=at_least(1), default=512, metavar="N", help="serial baseline size (%(default)s)")

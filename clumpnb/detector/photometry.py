@@ -19,7 +19,7 @@ from .evaluate import PostConfig, segmentation
 
 # %% auto #0
 __all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'others_masks',
-           'annulus_medians', 'clump_photometry']
+           'annulus_medians', 'photometry_columns', 'clump_photometry', 'warm_photometry']
 
 # %% ../../nbs/detector/15_photometry.ipynb #08a9ab76
 @dataclass
@@ -127,10 +127,11 @@ PHOT_COLUMNS = (
 )
 
 
-def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig(), mask=None) -> Table:
+def photometry_columns(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig(), mask=None) -> dict:
     """Per-band aperture fluxes (nanomaggies) of point sources at pixel `x`, `y` (0-based) in a (3, H, W) g r i
     nanomaggy `image`, their host's Kron fluxes, flux ratios, AB colours, whether each lies on the host, and the
-    3% / 8% flags. `mask`: the host's `segmentation` around `centre`, when the caller has made it already."""
+    3% / 8% flags: a dict of arrays keyed by `PHOT_COLUMNS` (see `clump_photometry` for a table). `mask`: the host's
+    `segmentation` around `centre`, when the caller has made it already."""
     from photutils.aperture import CircularAperture, CircularAnnulus
 
     image = np.asarray(image, np.float32)
@@ -167,4 +168,22 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
     ratio = cols[f"flux_ratio_{cfg.flag_band}"]
     cols["is_clump_3pct"], cols["is_clump_8pct"] = np.nan_to_num(ratio) >= 0.03, np.nan_to_num(ratio) >= 0.08
     cols["in_host"] = np.asarray(cols["in_host"], bool) if len(x) else np.zeros(0, bool)
-    return Table(cols, names=PHOT_COLUMNS)
+    return cols
+
+
+def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig(), mask=None) -> Table:
+    "`photometry_columns` as an astropy Table, one row per source."
+    return Table(photometry_columns(image, x, y, centre, cfg, mask), names=PHOT_COLUMNS)
+
+
+def warm_photometry(cfg: PhotConfig = PhotConfig()):
+    """Import photutils and fill `aperture_correction`'s cache for every pixel offset `clump_photometry` looks up with
+    `cfg`. Done once before worker processes are forked, they start with it (each would otherwise pay it anew)."""
+    from photutils.segmentation import SourceCatalog  # noqa: F401 (imported once, here)
+
+    offsets = [pixel_offset(v / 10) for v in range(6)]  # 0 to 0.5 pixels, the grid `pixel_offset` rounds to
+    for f in cfg.fwhm_px:
+        ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
+        for i, a in enumerate(offsets):
+            for b in offsets[i:]:
+                aperture_correction(f, cfg.aperture * f, ring, (a, b))
