@@ -89,15 +89,14 @@ DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant mu
 def check_run_epochs(run, epochs: int | None):
     """Refuse a run in folder `run`, finished or killed, trained for other than `epochs` epochs (the demo would reuse
     a finished one as it is, and refuse a killed one only once its surveys are written). None checks nothing."""
-    import torch
+    from clumpnb.detector.train import run_record
 
-    f = next((Path(run) / n for n in ("model.pt", "checkpoint.pt") if (Path(run) / n).exists()), None)
-    if epochs is None or f is None:
+    if epochs is None:
         return
-    try:
-        had = torch.load(f, map_location="cpu", weights_only=False)["config"]["epochs"]
-    except Exception as e:
-        raise DataError(f, "config.epochs", f"unreadable run record ({type(e).__name__}: {e})") from None
+    f, ck = run_record(run)
+    if f is None:
+        return
+    had = (ck.get("config") or {}).get("epochs") if isinstance(ck, dict) else None
     if had != epochs:
         raise DataError(f, "config.epochs", f"a run of {had} epochs, not {epochs}: delete {Path(run)} to train it "
                         f"again, or choose another --out")  # fmt: skip

@@ -35,7 +35,7 @@ from clumpnb.detector.evaluate import (
     coco_metrics,
     best_threshold,
 )
-from .train import load_run
+from .train import load_run, run_record
 from ..nets.training import ddp_setup, pick_device
 from .photometry import photometry_columns, warm_photometry, PHOT_COLUMNS
 
@@ -49,12 +49,8 @@ __all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'IMAGE_SUFFIXES', 'MIN_SIDE', 'SCALE_
 
 # %% ../../nbs/detector/14_detect.ipynb #b09ecb46
 def run_threshold(run) -> float:
-    "The score threshold a run chose on its validation set."
-    ck = (
-        torch.load(Path(run) / "model.pt", map_location="cpu", weights_only=False)
-        if (Path(run) / "model.pt").exists()
-        else {}
-    )
+    "The score threshold a run chose on its validation set, at its last epoch (0.5 for a run without a record)."
+    ck = run_record(run)[1] or {}
     curve = (ck.get("history") or [{}])[-1].get("val_curve")
     return best_threshold(curve) if curve else 0.5
 
@@ -549,8 +545,7 @@ def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=Post
     (summed over processes) and the wall time."""
     device, t_start = torch.device(device), time.perf_counter()
     stats = dict.fromkeys(STAGES, 0.0)
-    if workers:
-        warm_photometry()  # here, once: the pool's processes start with it
+    warm_photometry()  # once, before the pool's processes start (they inherit it), and outside the stages' timers
     pool, pending = finish_pool(workers), deque()
 
     def drain(limit: int):

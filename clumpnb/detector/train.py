@@ -23,7 +23,7 @@ from ..nets.encoders import weights_source
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'load_run',
+__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'run_record', 'load_run',
            'training_sets', 'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
@@ -149,18 +149,28 @@ def training_side(ds, default: int) -> int:
     return min(min(im["height"], im["width"]) for im in images) if images else default
 
 
+def run_record(run, map_location="cpu") -> tuple:
+    """(file, contents) of run folder `run`'s record: `model.pt` once training finished, else the last epoch's
+    `checkpoint.pt` (a killed run); (None, None) when it has neither. An unreadable file is a DataError naming it.
+    What `load_run`, `run_threshold` and the demo's checks read."""
+    run = Path(run)
+    f = next((run / n for n in ("model.pt", "checkpoint.pt") if (run / n).exists()), None)
+    if f is None:
+        return None, None
+    try:
+        return f, torch.load(f, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+
 def load_run(run, map_location="cpu"):
     """The trained model of run folder `run` and its `TrainConfig`. The model's transform holds the smallest side it
     was trained at (`min_size`, which it does not resize to; runs made before clumpnb recorded it get the
     configuration's nominal `size`, 128)."""
     run = Path(run)
-    f = run / "model.pt" if (run / "model.pt").exists() else run / "checkpoint.pt"
-    if not f.exists():
+    f, ck = run_record(run, map_location)
+    if f is None:
         raise DataError(run, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
-    try:
-        ck = torch.load(f, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
     cfg = run_paths(run, TrainConfig.from_dict(ck["config"]))
     m = build_detector(cfg.detector)
     m.transform.min_size = (int(ck.get("train_side", cfg.detector.size)),)  # runs before it was recorded: 128
