@@ -224,7 +224,7 @@ def bench_quality(demo, device: str = "auto", progress: bool = True) -> dict:
 # %% ../nbs/91_bench.ipynb #b7d3c002
 def _model_rate(run, files: list, batch: int, device: str, amp: bool, passes: int = 3) -> list:
     """Images per second of the network alone on `files`, read into memory first (the baseline of `bench_detect`), in
-    each of `passes` passes: a shared machine's speed drifts by tens of percent from one pass to the next."""
+    each of `passes` passes: a shared machine's speed drifts from one pass to the next."""
     from clumpnb.detector.detect import load_cutout
     from clumpnb.detector.evaluate import predict
     from clumpnb.detector.train import load_run

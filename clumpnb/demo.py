@@ -97,6 +97,8 @@ def check_run_epochs(run, epochs: int | None):
     if f is None:
         return
     had = (ck.get("config") or {}).get("epochs") if isinstance(ck, dict) else None
+    if had is None:
+        raise DataError(f, "config.epochs", f"missing from this run record: delete {Path(run)} or choose another --out")
     if had != epochs:
         raise DataError(f, "config.epochs", f"a run of {had} epochs, not {epochs}: delete {Path(run)} to train it "
                         f"again, or choose another --out")  # fmt: skip

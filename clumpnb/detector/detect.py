@@ -5,6 +5,7 @@
 # %% ../../nbs/detector/14_detect.ipynb #b11e96d7
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -35,7 +36,7 @@ from clumpnb.detector.evaluate import (
     coco_metrics,
     best_threshold,
 )
-from .train import load_run, run_record
+from .train import load_run, run_file, run_record
 from ..nets.training import ddp_setup, pick_device
 from .photometry import photometry_columns, warm_photometry, PHOT_COLUMNS
 
@@ -201,7 +202,7 @@ def catalog_rows(path: Path, det: dict, wcs=None, raw=None, mask=None) -> list:
     n = len(det["x"])
     ra, dec = np.full(n, np.nan), np.full(n, np.nan)
     if wcs is not None and n:
-        ra, dec = wcs.all_pix2world(det["x"], det["y"], 0)  # with the SIP terms of a WCS that has them
+        ra, dec = wcs.wcs_pix2world(det["x"], det["y"], 0)
     if raw is not None and n:
         ph = photometry_columns(raw, det["x"], det["y"], mask=mask)  # nanomaggies: photometry (next chapter)
     else:
@@ -373,21 +374,23 @@ def unpack(item: dict) -> dict:
     return out | dict(wcs=text_wcs(out["wcs"]))
 
 
-HELPER_NICE = 19  # the helpers' niceness: the lowest priority (0: the model's own)
+HELPER_NICE = 19  # the helpers' niceness when the network runs on the CPU: the lowest priority (0: the network's own)
 
 
-def helper_init(*_):
-    """Set up a helper process of `detect` (reading, or post-processing and photometry): one thread, at the lowest
-    priority (`HELPER_NICE`). Where the model keeps every core busy (a CPU with few cores), the helpers then run in
-    the time the model leaves idle instead of stalling its threads halfway through a batch."""
+def helper_init(nice: int = 0, *_):
+    """Set up a helper process of `detect` (reading, or post-processing and photometry): one thread, and `nice` added
+    to its niceness. With the network on the CPU, `detect` asks for `HELPER_NICE`: where the network keeps every core
+    busy (a CPU with few cores), the helpers then run in the time it leaves idle instead of stalling its threads
+    halfway through a batch. With the network on a GPU the helpers are the work, and keep the network's priority."""
     torch.set_num_threads(1)
-    if HELPER_NICE and hasattr(os, "nice"):
-        os.nice(HELPER_NICE)
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
 
 
-def cutout_batches(files: list, batch_size: int, workers: int = 0):
-    "Lists of `batch_size` `CutoutFiles` items, read ahead by `workers` processes (0: read here, one at a time)."
-    kw = dict(prefetch_factor=4, worker_init_fn=helper_init) if workers else {}
+def cutout_batches(files: list, batch_size: int, workers: int = 0, nice: int = 0):
+    """Lists of `batch_size` `CutoutFiles` items, read ahead by `workers` processes (0: read here, one at a time) at
+    niceness `nice` (see `helper_init`)."""
+    kw = dict(prefetch_factor=4, worker_init_fn=functools.partial(helper_init, nice)) if workers else {}
     return torch.utils.data.DataLoader(CutoutFiles(files), batch_size, collate_fn=list, num_workers=workers, **kw)
 
 
@@ -497,7 +500,7 @@ def peak_rss_mb() -> float:
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, kilobytes on Linux
 
 
-def finish_pool(workers: int):
+def finish_pool(workers: int, nice: int = 0):
     """A pool of `workers` single-threaded processes for `finish_and_write`; None for 0 (the work is then done here).
     The platform's own way of starting processes (fork on Linux, like the DataLoader's), so scripts and notebooks need
     no `__main__` guard there."""
@@ -506,7 +509,7 @@ def finish_pool(workers: int):
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    return cf.ProcessPoolExecutor(workers, mp.get_context(), initializer=helper_init)
+    return cf.ProcessPoolExecutor(workers, mp.get_context(), initializer=helper_init, initargs=(nice,))
 
 
 class PartWriter:
@@ -545,8 +548,9 @@ def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=Post
     (summed over processes) and the wall time."""
     device, t_start = torch.device(device), time.perf_counter()
     stats = dict.fromkeys(STAGES, 0.0)
-    warm_photometry()  # once, before the pool's processes start (they inherit it), and outside the stages' timers
-    pool, pending = finish_pool(workers), deque()
+    warm_photometry()  # once, outside the stages' timers; forked processes (Linux) start with it
+    nice = HELPER_NICE if device.type == "cpu" else 0
+    pool, pending = finish_pool(workers, nice), deque()
 
     def drain(limit: int):
         while pending and (len(pending) > limit or pending[0].done()):
@@ -559,7 +563,7 @@ def run_stages(model, files, write_part, batch_size=16, threshold=0.5, post=Post
                 bar.update(len(meta["files"]))
 
     try:
-        for i, batch in enumerate(cutout_batches(files, batch_size, workers)):
+        for i, batch in enumerate(cutout_batches(files, batch_size, workers, nice)):
             stats["read_s"] += sum(b["read_s"] for b in batch)
             t0 = time.perf_counter()
             model_stage(model, batch, device, amp)
@@ -609,8 +613,7 @@ def detect(
     threshold = run_threshold(run) if threshold is None else threshold
     parts = Path(str(out) + ".parts")
     parts.mkdir(exist_ok=True)
-    run_file = Path(run) / "model.pt"
-    mtime = run_file.stat().st_mtime_ns if run_file.exists() else None
+    mtime = run_file(run).stat().st_mtime_ns  # load_run found it: model.pt, else a killed run's checkpoint.pt
     check_parts(parts, dict(run=str(Path(run).resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(post),
                             canvas=model.transform.min_size[0]))  # fmt: skip
     done = set()

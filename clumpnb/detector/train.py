@@ -23,8 +23,8 @@ from ..nets.encoders import weights_source
 from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'run_record', 'load_run',
-           'training_sets', 'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
+__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'run_file', 'run_record',
+           'load_run', 'training_sets', 'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -149,12 +149,16 @@ def training_side(ds, default: int) -> int:
     return min(min(im["height"], im["width"]) for im in images) if images else default
 
 
+def run_file(run) -> Path:
+    """The file that holds run folder `run`'s record: `model.pt` once training finished, else the last epoch's
+    `checkpoint.pt` of a killed run; None without either."""
+    return next((Path(run) / n for n in ("model.pt", "checkpoint.pt") if (Path(run) / n).exists()), None)
+
+
 def run_record(run, map_location="cpu") -> tuple:
-    """(file, contents) of run folder `run`'s record: `model.pt` once training finished, else the last epoch's
-    `checkpoint.pt` (a killed run); (None, None) when it has neither. An unreadable file is a DataError naming it.
-    What `load_run`, `run_threshold` and the demo's checks read."""
-    run = Path(run)
-    f = next((run / n for n in ("model.pt", "checkpoint.pt") if (run / n).exists()), None)
+    """(file, contents) of run folder `run`'s record (`run_file`); (None, None) when it has none. An unreadable file
+    is a DataError naming it. What `load_run`, `run_threshold` and the demo's checks read."""
+    f = run_file(run)
     if f is None:
         return None, None
     try:
