@@ -335,7 +335,6 @@ def bench_detect(
     With `memory` (numbers of cutouts), also `detect_memory` over folders of those sizes made from the `n` cutouts
     (their centre crops of `memory_side` pixels, when given)."""
     import numpy as np
-    import torch
     from clumpnb.data.io import write_survey
     from clumpnb.detector.detect import input_files
     from clumpnb.detector.train import TrainConfig, train
@@ -359,6 +358,7 @@ def bench_detect(
         mem = detect_memory(run, files, sorted(memory), d, batch, device, amp, memory_side) if memory else []
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    info = machine_info(device)
     return dict(
         benchmark="detect",
         n=n,
@@ -373,10 +373,10 @@ def bench_detect(
         serial=serial,
         pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
         staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
-        **(dict(cpu_bound_over_model=cpu_bound(model_ips, serial, n_serial, torch.get_num_threads()))
+        **(dict(cpu_bound_over_model=cpu_bound(model_ips, serial, n_serial, info["threads"]))
            if device == "cpu" else {}),  # fmt: skip
         **(dict(memory=mem, memory_ratio=mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]) if mem else {}),
-        **machine_info(device),
+        **info,
     )
 
 # %% ../nbs/91_bench.ipynb #3573f21f

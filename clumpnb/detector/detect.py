@@ -331,7 +331,7 @@ class CutoutFiles(torch.utils.data.Dataset):
         except ClumpnbError as e:  # a resampling the installation cannot do: not done, tried again on a rerun
             item.update(error=f"{f}: {e}", retry=True)
         if torch.utils.data.get_worker_info() is not None:
-            item["wcs"] = wcs_text(item["wcs"]) if item["native"] is None else item["wcs"]
+            item.update(wcs=wcs_text(item["wcs"]), native=wcs_text(item["native"]))
             item["packed"] = pickle.dumps({k: item.pop(k) for k in PACKED})
         return item | dict(read_s=time.perf_counter() - t0)
 
@@ -344,7 +344,7 @@ class WcsText(str):
 
 
 def wcs_text(wcs):
-    """How a DataLoader worker sends a cutout's WCS on: wcslib's header text (`WcsText`) where wcslib alone holds the
+    """How a DataLoader worker sends a cutout's WCSs on: wcslib's header text (`WcsText`) where wcslib alone holds the
     whole WCS (no SIP polynomials or distortion tables), the WCS itself otherwise. Written and parsed by wcslib in
     hundredths of a millisecond; a pickled WCS goes through astropy's header parser both ways, near 2 ms per cutout
     (measured below), a large share of the post-processing's time."""
@@ -371,7 +371,7 @@ def unpack(item: dict) -> dict:
     if "packed" not in item:
         return item
     out = {k: v for k, v in item.items() if k != "packed"} | pickle.loads(item["packed"])
-    return out | dict(wcs=text_wcs(out["wcs"]))
+    return out | {k: text_wcs(out[k]) for k in ("wcs", "native")}
 
 
 HELPER_NICE = 19  # the helpers' niceness when the network runs on the CPU: the lowest priority (0: the network's own)

@@ -19,7 +19,7 @@ from .evaluate import PostConfig, segmentation
 
 # %% auto #0
 __all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'others_masks',
-           'annulus_medians', 'photometry_columns', 'clump_photometry', 'warm_photometry']
+           'annulus_medians', 'point_correction', 'photometry_columns', 'clump_photometry', 'warm_photometry']
 
 # %% ../../nbs/detector/15_photometry.ipynb #08a9ab76
 @dataclass
@@ -127,6 +127,14 @@ PHOT_COLUMNS = (
 )
 
 
+def point_correction(cfg: "PhotConfig", fwhm: float, offset) -> float:
+    """`aperture_correction` for `cfg`'s aperture and annulus in a band whose PSF FWHM is `fwhm` pixels, the source
+    `offset` (x, y, as `pixel_offset` rounds them) from a pixel centre; the offsets are sorted, as the circular PSF
+    allows, so that the cache holds each pair once."""
+    ring = (cfg.annulus[0] * fwhm, cfg.annulus[1] * fwhm)
+    return aperture_correction(fwhm, cfg.aperture * fwhm, ring, tuple(sorted(offset)))
+
+
 def photometry_columns(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = PhotConfig(), mask=None) -> dict:
     """Per-band aperture fluxes (nanomaggies) of point sources at pixel `x`, `y` (0-based) in a (3, H, W) g r i
     nanomaggy `image`, their host's Kron fluxes, flux ratios, AB colours, whether each lies on the host, and the
@@ -151,8 +159,7 @@ def photometry_columns(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = P
             an = CircularAnnulus(pos, cfg.annulus[0] * f, cfg.annulus[1] * f)
             bg = annulus_medians(image[b], an, masks)
             s = ap.do_photometry(image[b])[0]  # the aperture sums, without building a table
-            ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
-            kept = [aperture_correction(f, cfg.aperture * f, ring, tuple(sorted(map(pixel_offset, p)))) for p in pos]
+            kept = [point_correction(cfg, f, map(pixel_offset, p)) for p in pos]
             cols[f"flux_{band}"] = (s - bg * ap.area) / np.array(kept)
             cols[f"host_flux_{band}"] = np.full(len(x), host[b])
             cols[f"flux_ratio_{band}"] = cols[f"flux_{band}"] / host[b]
@@ -177,13 +184,12 @@ def clump_photometry(image: np.ndarray, x, y, centre=None, cfg: PhotConfig = Pho
 
 
 def warm_photometry(cfg: PhotConfig = PhotConfig()):
-    """Import photutils and fill `aperture_correction`'s cache for every pixel offset `clump_photometry` looks up with
-    `cfg`. Done once before worker processes are forked, they start with it (each would otherwise pay it anew)."""
+    """Import photutils and fill `aperture_correction`'s cache with every `point_correction` that `clump_photometry`
+    can ask for with `cfg`. Called once before worker processes are forked, it spares each of them the work."""
     from photutils.segmentation import SourceCatalog  # noqa: F401 (imported once, here)
 
     offsets = [pixel_offset(v / 10) for v in range(6)]  # 0 to 0.5 pixels, the grid `pixel_offset` rounds to
     for f in cfg.fwhm_px:
-        ring = (cfg.annulus[0] * f, cfg.annulus[1] * f)
         for i, a in enumerate(offsets):
             for b in offsets[i:]:
-                aperture_correction(f, cfg.aperture * f, ring, (a, b))
+                point_correction(cfg, f, (a, b))
