@@ -16,7 +16,8 @@ from pathlib import Path
 from . import __version__
 from .core import DEVICES, ClumpnbError, atomic_write, jsonable
 from .data.shifts import SHIFTS
-from .demo import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT, run_demo
+from .demo import run_demo
+from .protocol import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES',
@@ -46,11 +47,11 @@ class Names:
 
 BACKBONE_NAMES = Names("clumpnb.detector.backbones", "BACKBONES")
 ARCH_NAMES = Names("clumpnb.nets.encoders", "ARCHS")
-QUESTION_NAMES = Names("clumpnb.comparison.pretrain", "QUESTIONS")
-LABEL_NAMES = Names("clumpnb.data.io", "LABEL_FILES")
+QUESTION_NAMES = Names("clumpnb.nets.pretrain", "QUESTIONS")
+LABEL_NAMES = Names("clumpnb.data.folder", "LABEL_FILES")
 PRESET_NAMES = Names("clumpnb.comparison.compare", "PRESETS")
 PHOTO_NAMES = Names("clumpnb.blindspots.lst", "PHOTOS")
-GPU_PART_NAMES = Names("clumpnb.bench", "GPU_PARTS")
+GPU_PART_NAMES = Names("clumpnb.bench.gpu", "GPU_PARTS")
 CONFIRM_PART_NAMES = Names("clumpnb.confirm", "CONFIRM_PARTS")
 DETECT_WORKERS = min(8, max(0, (os.cpu_count() - 2) // 2))  # none on 2 cores: there the stages only compete
 
@@ -176,9 +177,9 @@ def print_json(result):
     print(json.dumps(jsonable(result), indent=1))
 
 
-def emit(a, result, describe):
+def emit(args, result, describe):
     "Print `result` as JSON when the command ran with `--json`, else `describe(result)`."
-    if a.json:
+    if args.json:
         print_json(result)
     else:
         print(describe(result))
@@ -200,9 +201,9 @@ def option(p, flag: str, type, default, help: str, metavar: str = None):
     p.add_argument(flag, type=type, default=default, metavar=metavar, help=f"{help} (default %(default)s)")
 
 
-def settings(a, names) -> dict:
+def settings(args, names) -> dict:
     "The parsed arguments `names` of `a` as keyword arguments (flags named as the library's settings)."
-    return {k: getattr(a, k) for k in names}
+    return {k: getattr(args, k) for k in names}
 
 
 def lst_line(m: dict) -> str:
@@ -219,21 +220,21 @@ def key_lines(result: dict) -> str:
     return "\n".join(f"{k}: {v}" for k, v in result.items())
 
 # %% ../nbs/99_cli.ipynb #2157aec1
-def _simulate(a):
-    from clumpnb.data.io import write_survey
-    from clumpnb.data.simulate import SimConfig
+def _simulate(args):
+    from clumpnb.data.folder import write_survey
+    from clumpnb.data.galaxy import SimConfig
 
     s = write_survey(
-        a.out,
-        a.n,
-        a.seed,
-        SimConfig(size=a.cutout_size, shift=SHIFTS[a.shift] if a.shift else None),
-        volunteers=a.volunteers,
-        workers=a.workers,
-        progress=not a.json,
-        start=a.start,
+        args.out,
+        args.n,
+        args.seed,
+        SimConfig(size=args.cutout_size, shift=SHIFTS[args.shift] if args.shift else None),
+        volunteers=args.volunteers,
+        workers=args.workers,
+        progress=not args.json,
+        start=args.start,
     )
-    emit(a, s, lambda s: f"wrote {a.n} galaxies ({s['n_clumps']} clumps) to {a.out}")
+    emit(args, s, lambda s: f"wrote {args.n} galaxies ({s['n_clumps']} clumps) to {args.out}")
 
 
 def _add_simulate(sub):
@@ -259,18 +260,18 @@ def _add_simulate(sub):
     add_json(p, "the survey's summary")
 
 # %% ../nbs/99_cli.ipynb #2ec2ffac
-def _fetch(a):
+def _fetch(args):
     from clumpnb.data.fetch import Client, fetch
 
-    mirrors = {k: v for k, v in (("skyserver", a.skyserver), ("sas", a.sas)) if v}
-    client = Client(rate=a.rate, retries=a.retries, **mirrors)
-    r = fetch(a.targets, a.out, a.cutout_size, client, jpeg=not a.no_jpeg, progress=not a.json)
+    mirrors = {k: v for k, v in (("skyserver", args.skyserver), ("sas", args.sas)) if v}
+    client = Client(rate=args.rate, retries=args.retries, **mirrors)
+    r = fetch(args.targets, args.out, args.cutout_size, client, jpeg=not args.no_jpeg, progress=not args.json)
     emit(
-        a,
+        args,
         r,
         lambda r: (
-            f"{r['n_cutouts']} cutouts in {a.out / 'cutouts'} ({r['n_new']} new, {r['n_skipped']} "
-            f"targets skipped: see {a.out / 'fetch.json'})"
+            f"{r['n_cutouts']} cutouts in {args.out / 'cutouts'} ({r['n_new']} new, {r['n_skipped']} "
+            f"targets skipped: see {args.out / 'fetch.json'})"
         ),
     )
 
@@ -320,17 +321,17 @@ def _add_fetch(sub):
     add_json(p, "the report")
 
 # %% ../nbs/99_cli.ipynb #33c8ac62
-def _build_dataset(a):
-    from clumpnb.data.real import build_dataset, selection_table
+def _build_dataset(args):
+    from clumpnb.data.real import DatasetConfig, build_dataset, selection_table
 
-    r = build_dataset(a.catalog, a.cutouts, a.out, a.min_ratio, a.ratio_band, progress=not a.json,
-                      match_radius=a.match_radius)  # fmt: skip
+    cfg = DatasetConfig(min_ratio=args.min_ratio, ratio_band=args.ratio_band, match_radius=args.match_radius)
+    r = build_dataset(args.catalog, args.cutouts, args.out, cfg, progress=not args.json)
     emit(
-        a,
+        args,
         r,
         lambda r: (
             f"{selection_table(r)}\nkept {r['kept']['galaxies']} galaxies, {r['kept']['clumps']} clumps "
-            f"-> {a.out} (splits {r['splits']}; cutouts matched by {r['matched_by']})"
+            f"-> {args.out} (splits {r['splits']}; cutouts matched by {r['matched_by']})"
         ),
     )
 
@@ -381,15 +382,15 @@ def _add_build_dataset(sub):
     add_json(p, "the selection report")
 
 # %% ../nbs/99_cli.ipynb #93920b1f
-def _train(a):
+def _train(args):
     from clumpnb.detector.model import DetectorConfig
     from clumpnb.detector.train import TrainConfig, train
 
-    det = DetectorConfig(backbone=a.backbone, weights=a.weights, trainable_layers=a.trainable_layers)
+    det = DetectorConfig(backbone=args.backbone, weights=args.weights, trainable_layers=args.trainable_layers)
     same = ("labels", "epochs", "batch_size", "lr", "seed", "device", "workers", "reimage")  # named as the settings
-    cfg = TrainConfig(data=str(a.data), out=str(a.out), n_train=a.n, detector=det, **settings(a, same))
-    history = train(cfg, resume=a.resume, progress=not a.json)
-    if a.json:
+    cfg = TrainConfig(data=str(args.data), out=str(args.out), n_train=args.n, detector=det, **settings(args, same))
+    history = train(cfg, resume=args.resume, progress=not args.json)
+    if args.json:
         print_json([{k: v for k, v in epoch.items() if k != "val_curve"} for epoch in history])
 
 
@@ -460,11 +461,11 @@ def _evaluation_line(r: dict, ref: str) -> str:
     )
 
 
-def _evaluate(a):
-    from clumpnb.detector.detect import evaluate_run
+def _evaluate(args):
+    from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
 
-    r = evaluate_run(a.run, a.data, a.split, a.threshold, device=a.device)
-    emit(a, r, lambda r: "\n".join(_evaluation_line(r, ref) for ref in ("truth", "consensus") if ref in r))
+    r = evaluate_run(args.run, args.data, EvalConfig(args.split, args.threshold, device=args.device))
+    emit(args, r, lambda r: "\n".join(_evaluation_line(r, ref) for ref in ("truth", "consensus") if ref in r))
 
 
 def _add_run(p):
@@ -495,15 +496,15 @@ def _add_evaluate(sub):
     add_json(p, "the metrics")
 
 # %% ../nbs/99_cli.ipynb #88eaaa1f
-def _detect(a):
-    from clumpnb.detector.detect import detect
+def _detect(args):
+    from clumpnb.detector.detect import DetectConfig, detect
 
-    s = detect(a.run, a.paths, a.out, a.batch_size, a.threshold, progress=not a.json, device=a.device, strict=a.strict,
-               workers=a.workers, amp=a.amp)  # fmt: skip
+    cfg = DetectConfig(batch_size=args.batch_size, threshold=args.threshold, workers=args.workers, amp=args.amp,
+                       device=args.device, strict=args.strict)  # fmt: skip
+    s = detect(args.run, args.paths, args.out, cfg, progress=not args.json)
     if "n_clumps" in s:  # under torchrun only the first process writes the catalogue
-        emit(
-            a, s, lambda s: f"{s['n_clumps']} clumps from {s['n_inputs']} cutouts ({s['n_skipped']} skipped) -> {a.out}"
-        )
+        say = "{} clumps from {} cutouts ({} skipped) -> " + str(args.out)
+        emit(args, s, lambda s: say.format(s["n_clumps"], s["n_inputs"], s["n_skipped"]))
 
 
 def _add_detect(sub):
@@ -538,15 +539,16 @@ def _vote_errors(s: dict) -> str:
     return ", ".join(f"{q} {s['final'].get('val_' + q, float('nan')):.3f}" for q in SHOWN_QUESTIONS)
 
 
-def _pretrain(a):
-    from clumpnb.comparison.pretrain import PretrainConfig, pretrain
+def _pretrain(args):
+    from clumpnb.nets.pretrain import PretrainConfig, pretrain
 
     same = ("arch", "init", "n", "seed", "crop", "epochs", "batch_size", "lr", "workers", "device", "drop")
-    s = pretrain(PretrainConfig(out=str(a.out), **settings(a, same)), resume=a.resume, progress=not a.json)
+    s = pretrain(PretrainConfig(out=str(args.out), **settings(args, same)), resume=args.resume, progress=not args.json)
     say = (
-        f"{a.arch} pretrained on {{}} simulated galaxies: validation vote-fraction error {{}} -> {a.out / 'encoder.pt'}"
+        f"{args.arch} pretrained on {{}} simulated galaxies: validation vote-fraction error {{}} -> "
+        f"{args.out / 'encoder.pt'}"
     )
-    emit(a, s, lambda s: say.format(s["n_train"], _vote_errors(s)))
+    emit(args, s, lambda s: say.format(s["n_train"], _vote_errors(s)))
 
 
 def _add_pretrain(sub):
@@ -589,11 +591,11 @@ def _add_pretrain(sub):
     add_json(p, "the summary")
 
 # %% ../nbs/99_cli.ipynb #5a04f2f8
-def _compare(a):
-    from clumpnb.comparison.compare import compare_cli
+def _compare(args):
+    from clumpnb.comparison.stats import compare_cli
 
-    s = compare_cli(a.preset, a.out, a.only, a.device, a.dry_run, progress=not a.json)
-    if a.json:
+    s = compare_cli(args.preset, args.out, args.only, args.device, args.dry_run, progress=not args.json)
+    if args.json:
         print_json(s)
 
 
@@ -627,18 +629,19 @@ def _heldout_line(d: dict, imaging: str, key: str) -> str:
     )
 
 
-def _demo(a):
-    m = run_demo(a.out, seed=a.seed, quick=a.quick, workers=a.workers, progress=not a.json, epochs=a.epochs,
-                 device=a.device, shift=a.shift)  # fmt: skip
+def _demo(args):
+    m = run_demo(args.out, seed=args.seed, quick=args.quick, workers=args.workers, progress=not args.json,
+                 epochs=args.epochs, device=args.device, shift=args.shift)  # fmt: skip
     lines = [_heldout_line(m["detector"], *h) for h in HELDOUT]
-    emit(a, m, lambda m: "\n".join(lines) + f"\nreport: {a.out / 'report.html'}  metrics: {a.out / 'metrics.json'}")
+    files = f"report: {args.out / 'report.html'}  metrics: {args.out / 'metrics.json'}"
+    emit(args, m, lambda m: "\n".join([*lines, files]))
 
 
-def _confirm(a):
+def _confirm(args):
     from clumpnb.confirm import ConfirmConfig, run_confirm
 
-    written = run_confirm(a.out, a.nbs, a.only, ConfirmConfig(), progress=not a.json, device=a.device)
-    emit(a, written, lambda w: "\n".join(f"{part}: {path}" for part, path in w.items()))
+    written = run_confirm(args.out, args.nbs, args.only, ConfirmConfig(), progress=not args.json, device=args.device)
+    emit(args, written, lambda w: "\n".join(f"{part}: {path}" for part, path in w.items()))
 
 
 def _add_confirm(sub):
@@ -665,14 +668,15 @@ def _add_confirm(sub):
     add_json(p, "the files written")
 
 
-def _robustness(a):
-    from clumpnb.detector.robustness import robustness
+def _robustness(args):
+    from clumpnb.detector.robustness import RobustnessConfig, robustness
 
     record = lambda r: dict(command=command_line(), clumpnb_version=__version__) | r  # r holds the survey's seed
-    r = robustness(a.runs, a.out, a.n, a.seed, a.shifts, a.workers, a.device, a.save, record, progress=not a.json)
+    cfg = RobustnessConfig(args.n, args.seed, tuple(args.shifts), args.workers, args.device)
+    r = robustness(args.runs, args.out, cfg, args.save, record, progress=not args.json)
     line = lambda w: (f"{w['shift']} {w['run']}: completeness(>=8%) u {w['u']['completeness_ge8']:.3f}, "
                       f"g {w['completeness_ge8']:.3f}; purity {w['purity']:.3f}")  # fmt: skip
-    emit(a, r, lambda r: "\n".join(map(line, r["rows"])))
+    emit(args, r, lambda r: "\n".join(map(line, r["rows"])))
 
 
 def _add_robustness(sub):
@@ -739,17 +743,25 @@ def _add_demo(sub):
     add_json(p, "the metrics")
 
 # %% ../nbs/99_cli.ipynb #7f6d3493
-def _lst(a):
-    from clumpnb.blindspots.run import run_lst
+def _lst(args):
+    from clumpnb.blindspots.geometry import WidthConfig
+    from clumpnb.blindspots.lst import LSTConfig
+    from clumpnb.blindspots.run import LSTRunConfig, run_lst
 
-    same = ("model", "weights", "iters", "eta", "pthresh", "adv_step", "image_size", "seed", "batch_size", "precision")
-    widths = ("width_every", "width_dirs", "width_radii")
-    m = run_lst(a.out, a.source, a.target, progress=not a.json, **settings(a, same + widths))
-    files = ", ".join(f.name for f in sorted(a.out.glob("*.*")))
-    emit(a, m, lambda m: "\n".join([*map(lst_line, m["pairs"]), f"wrote {files} in {a.out}"]))
+    walk = LSTConfig(**settings(args, ("iters", "eta", "pthresh", "adv_step")))
+    widths = WidthConfig(args.width_every, args.width_radii, args.width_dirs)
+    cfg = LSTRunConfig(walk, widths, **settings(args, ("image_size", "seed", "batch_size", "precision")))
+    m = run_lst(args.out, args.source, args.target, args.model, args.weights, cfg, progress=not args.json)
+    files = ", ".join(f.name for f in sorted(args.out.glob("*.*")))
+    emit(args, m, lambda m: "\n".join([*map(lst_line, m["pairs"]), f"wrote {files} in {args.out}"]))
 
 
 def _add_lst(sub):
+    from clumpnb.blindspots.run import PRECISIONS, LSTRunConfig
+
+    run = LSTRunConfig()  # the defaults shown: the walk's (`LSTConfig`) and the run's path widths (`WidthConfig`)
+    walk, widths = run.lst, run.widths
+    radii = [float(r) for r in widths.radii]  # floats, as radii typed on the command line parse
     p = command(
         sub,
         "lst",
@@ -771,20 +783,21 @@ def _add_lst(sub):
                    "lists them) (default %(default)s)")  # fmt: skip
     p.add_argument("--target", nargs="+", default=["coffee"], metavar="IMAGE",
                    help="images to walk towards, as --source (default %(default)s)")  # fmt: skip
-    p.add_argument("--iters", type=at_least(1), default=400, metavar="N", help="iterations (default %(default)s)")
-    option(p, "--eta", in_range(1e-6, 1.0), 0.01, "step size")
-    option(p, "--pthresh", in_range(0.0, 1.0), 0.2, "largest allowed drop of source confidence")
-    option(p, "--adv-step", in_range(0.0, 1.0), 2e-3, "confidence-restoring term; 0 disables it")
-    option(p, "--image-size", at_least(16), None, "image side in pixels; default: the model's (224 for ImageNet)", "PX")
-    option(p, "--batch-size", at_least(1), 8, "pairs walked together", "N")
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "auto"),
+    option(p, "--iters", at_least(1), walk.iters, "iterations", "N")
+    option(p, "--eta", in_range(1e-6, 1.0), walk.eta, "step size")
+    option(p, "--pthresh", in_range(0.0, 1.0), walk.pthresh, "largest allowed drop of source confidence")
+    option(p, "--adv-step", in_range(0.0, 1.0), walk.adv_step, "confidence-restoring term; 0 disables it")
+    size_help = "image side in pixels; default: the model's (224 for ImageNet)"
+    option(p, "--image-size", at_least(16), run.image_size, size_help, "PX")
+    option(p, "--batch-size", at_least(1), run.batch_size, "pairs walked together", "N")
+    p.add_argument("--precision", default=run.precision, choices=PRECISIONS,
                    help="network arithmetic; auto: bfloat16 where the CPU computes it natively "
                    "(default %(default)s)")  # fmt: skip
-    option(p, "--width-every", at_least(1), 100, "measure the path width every N iterations", "N")
-    option(p, "--width-dirs", at_least(0), 256, "random directions per width measurement; 0 skips widths", "N")
-    p.add_argument("--width-radii", type=in_range(0.0, 1e4), nargs="+", default=[10.0, 20.0, 30.0], metavar="L2",
+    option(p, "--width-every", at_least(1), widths.every, "measure the path width every N iterations", "N")
+    option(p, "--width-dirs", at_least(0), widths.dirs, "random directions per width measurement; 0 skips widths", "N")
+    p.add_argument("--width-radii", type=in_range(0.0, 1e4), nargs="+", default=radii, metavar="L2",
                    help="L2 radii of the width offsets (default %(default)s)")  # fmt: skip
-    add_seed(p, "seed of the traversal's random steps")
+    add_seed(p, "seed of the traversal's random steps", run.seed)
     add_out(p, "output folder")
     add_json(p, "the metrics")
 
@@ -801,51 +814,52 @@ def bench_record(result: dict) -> dict:
     return jsonable(dict(command=command_line(), seed=0, clumpnb_version=__version__, bench=result))
 
 
-def emit_bench(a, result: dict):
+def emit_bench(args, result: dict):
     "Print a benchmark's `result`; with `--save FILE` also write it, with the command and version, as a results file."
-    emit(a, result, key_lines)
-    if a.save:
-        with atomic_write(a.save, "w") as f:
+    emit(args, result, key_lines)
+    if args.save:
+        with atomic_write(args.save, "w") as f:
             json.dump(bench_record(result), f, indent=1)
 
 
-def _bench_simulate(a):
-    from clumpnb.bench import bench_simulate
+def _bench_simulate(args):
+    from clumpnb.bench.rates import bench_simulate
 
-    emit_bench(a, bench_simulate(n=a.n, workers=a.workers, shifts=a.shifts or ()))
-
-
-def _bench_detector(a):
-    from clumpnb.bench import bench_detector
-
-    emit_bench(a, bench_detector(a.backbone))
+    emit_bench(args, bench_simulate(n=args.n, workers=args.workers, shifts=args.shifts or ()))
 
 
-def _bench_quality(a):
-    from clumpnb.bench import bench_quality
+def _bench_detector(args):
+    from clumpnb.bench.rates import bench_detector
 
-    emit_bench(a, bench_quality(a.demo, a.device, progress=not a.json))
-
-
-def _bench_lst(a):
-    from clumpnb.bench import bench_lst
-
-    emit_bench(a, bench_lst())
+    emit_bench(args, bench_detector(args.backbone))
 
 
-def _bench_detect(a):
-    from clumpnb.bench import bench_detect
+def _bench_quality(args):
+    from clumpnb.bench.rates import bench_quality
 
-    r = bench_detect(a.n, a.run, a.workers, a.batch_size, a.device, a.amp, a.epochs, n_serial=a.n_serial,
-                     memory=tuple(a.memory or ()), memory_side=a.memory_side)  # fmt: skip
-    emit_bench(a, r)
+    emit_bench(args, bench_quality(args.demo, args.device, progress=not args.json))
 
 
-def _bench_gpu(a):
-    from clumpnb.bench import bench_gpu
+def _bench_lst(args):
+    from clumpnb.bench.rates import bench_lst
 
-    sizes = {k: v for k, v in dict(n_train=a.n_train, n_detect=a.n_detect, epochs=a.epochs).items() if v is not None}
-    emit_bench(a, bench_gpu(a.dry_run, a.save, a.notebooks, a.workers, bench_record, a.only, sizes))
+    emit_bench(args, bench_lst())
+
+
+def _bench_detect(args):
+    from clumpnb.bench.detect import DetectBenchConfig, bench_detect
+
+    same = ("n", "workers", "device", "amp", "epochs", "n_serial", "memory_side")  # named as the settings
+    cfg = DetectBenchConfig(batch=args.batch_size, memory=tuple(args.memory or ()), **settings(args, same))
+    emit_bench(args, bench_detect(cfg, args.run))
+
+
+def _bench_gpu(args):
+    from clumpnb.bench.gpu import bench_gpu
+
+    asked = dict(n_train=args.n_train, n_detect=args.n_detect, epochs=args.epochs)
+    sizes = {k: v for k, v in asked.items() if v is not None}
+    emit_bench(args, bench_gpu(args.dry_run, args.save, args.notebooks, args.workers, bench_record, args.only, sizes))
 
 
 def add_save(p):
@@ -931,17 +945,17 @@ def _add_bench_gpu(what):
     add_save(g)
 
 # %% ../nbs/99_cli.ipynb #649b474a
-def _docs(a):
+def _docs(args):
     from clumpnb.docs import build_docs
 
-    pages = build_docs(a.nbs, a.out, only=a.only, execute=not a.no_execute, run_all=a.all)
-    print(f"wrote {len(pages)} pages to {a.out}")
+    pages = build_docs(args.nbs, args.out, only=args.only, execute=not args.no_execute, run_all=args.all)
+    print(f"wrote {len(pages)} pages to {args.out}")
 
 
-def _readme(a):
+def _readme(args):
     from clumpnb.docs import build_readme
 
-    print(f"wrote {build_readme(a.nbs / 'index.ipynb', a.out)}")
+    print(f"wrote {build_readme(args.nbs / 'index.ipynb', args.out)}")
 
 
 def _add_nbs(p):
@@ -1002,11 +1016,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     "Entry point of the `clumpnb` command: 0, or 2 with the message on stderr when the library refuses the input."
     os.environ.setdefault("MPLBACKEND", "Agg")  # a command writes figures to files, never to a screen
-    a = parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        a.func(a)
+        args.func(args)
     except (ClumpnbError, FileNotFoundError) as e:
-        print(f"clumpnb {a.command}: error: {e}", file=sys.stderr)
+        print(f"clumpnb {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

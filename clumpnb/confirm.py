@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, confirmatory, jsonable, load_results
-from .demo import DEMO_SHIFT, DEMO_SIZES
+from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, volunteer_quality
 
 # %% auto #0
 __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
@@ -45,11 +45,10 @@ def confirm_command(part: str, nbs) -> str:
 def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool = True, device: str = "auto") -> dict:
     """Train the demo's detector with each of `cfg.train_seeds` in `work` (finished runs are kept and reused) and
     measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
-    from clumpnb.data.io import write_survey
+    from clumpnb.data.folder import write_survey
     from clumpnb.data.simulate import simulate
     from clumpnb.data.shifts import shift_config
-    from clumpnb.demo import HEADLINE, check_demo_folder, volunteer_quality
-    from clumpnb.detector.detect import evaluate_run
+    from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
@@ -66,7 +65,7 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
             tc = TrainConfig(data=str(work / "survey"), out=str(run), epochs=cfg.epochs, seed=s, device=device)
             train(tc, resume=(run / "checkpoint.pt").exists(), progress=progress)
         with confirmatory():
-            ev = evaluate_run(run, work / "confirm", device=device, ratio_bands=("u",))  # also by u, as the demo
+            ev = evaluate_run(run, work / "confirm", EvalConfig(device=device, ratio_bands=("u",)))  # by u too
         truth, cons = ev["truth"], ev["consensus"]
         rows.append(dict(train_seed=s, threshold=ev["threshold"], truth={k: truth[k] for k in HEADLINE},
                          truth_u={k: ev["truth_u"][k] for k in HEADLINE if k in ev["truth_u"]},
@@ -89,12 +88,12 @@ def blindspots_encoder(nbs) -> Path:
 def confirm_blindspots(nbs, progress: bool = True) -> dict:
     """The galaxy blind-spot experiment with the settings of the committed `blindspots/results/galaxies_seed0.json`
     under notebook folder `nbs`, tested on confirmatory survey `CONFIRM_SEEDS[1]`."""
-    from clumpnb.blindspots.galaxy import galaxy_experiment
+    from clumpnb.blindspots.galaxy import GalaxyConfig, galaxy_experiment
 
     dev = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
     s = dev | dict(encoder=str(blindspots_encoder(nbs)))
     with confirmatory():
-        exp = galaxy_experiment(**s, test_seed=CONFIRM_SEEDS[1], progress=progress)
+        exp = galaxy_experiment(GalaxyConfig(**s, test_seed=CONFIRM_SEEDS[1]), progress=progress)
     settings = exp["settings"] | dict(encoder=dev["encoder"])
     return dict(seed=CONFIRM_SEEDS[1], settings=settings, rows=[asdict(r) for r in exp["rows"]])
 
@@ -102,10 +101,11 @@ def confirm_blindspots(nbs, progress: bool = True) -> dict:
 def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: str = "auto") -> dict:
     """Finish grid `preset` in `work/backbones` (finished runs are reused) and measure each of its runs on confirmatory
     survey `CONFIRM_SEEDS[2]`; the sizes each variant needs for 0.8/0.8 there."""
-    from clumpnb.comparison.compare import compare, get_preset, images_needed, run_key
-    from clumpnb.data.io import write_survey
-    from clumpnb.data.simulate import SimConfig
-    from clumpnb.detector.detect import evaluate_run
+    from clumpnb.comparison.compare import compare, get_preset, run_key
+    from clumpnb.comparison.stats import images_needed
+    from clumpnb.data.folder import write_survey
+    from clumpnb.data.galaxy import SimConfig
+    from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
 
     p, grid, seed = get_preset(preset), Path(work) / "backbones", CONFIRM_SEEDS[2]
     dev_rows = compare(p, grid, device, progress)
@@ -116,7 +116,7 @@ def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: s
             write_survey(conf, hs["n"], seed, SimConfig(size=hs.get("size", 128)), progress=progress)
         for r in dev_rows:
             run = grid / "runs" / run_key(r["variant"], r["n_train"], r["seed"])
-            t = evaluate_run(run, conf, n_boot=0, device=device)["truth"]
+            t = evaluate_run(run, conf, EvalConfig(n_boot=0, device=device))["truth"]
             rows.append(dict(variant=r["variant"], n_train=r["n_train"], seed=r["seed"], threshold=r["threshold"],
                              completeness_ge8=t["completeness_ge8"], completeness_3to8=t["completeness_3to8"],
                              purity=t["purity"], ap50=t["coco"]["AP50"]))  # fmt: skip

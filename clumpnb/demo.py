@@ -13,41 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from clumpnb.core import (
-    CONFIRM_SEEDS,
-    ClumpnbError,
-    DataError,
-    atomic_write,
-    check_survey_seed,
-    jsonable,
-    match_centres,
+from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable, match_centres
+from clumpnb.protocol import (
+    DEMO_SHIFT,
+    DEMO_SIZES,
+    HEADLINE,
+    HELDOUT,
+    HELDOUT_SHIFT,
+    DemoSize,
+    check_demo_folder,
+    volunteer_quality,
 )
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HEADLINE', 'HELDOUT', 'SHOWN', 'DemoSize', 'demo_command',
-           'DemoData', 'volunteer_quality', 'check_run_epochs', 'check_demo_folder', 'demo_data', 'DemoDetector',
-           'demo_detector', 'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report',
-           'run_demo']
-
-# %% ../nbs/93_demo.ipynb #606e2134
-@dataclass
-class DemoSize:
-    "How much the demo does: galaxies in the training survey and in the held-out survey, and training epochs."
-
-    n_train: int
-    n_heldout: int
-    epochs: int
-
-
-DEMO_SIZES = dict(
-    full=DemoSize(n_train=1000, n_heldout=300, epochs=16), quick=DemoSize(n_train=160, n_heldout=60, epochs=10)
-)
+__all__ = ['SHOWN', 'demo_command', 'DemoData', 'demo_data', 'DemoDetector', 'demo_detector', 'heldout_predictions',
+           'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
 
 # %% ../nbs/93_demo.ipynb #f6d307a3
-DEMO_SHIFT = "randomised"  # the imaging the demo trains on, by default
-HELDOUT_SHIFT = "variant"  # the imaging of its second held-out survey: every setting outside the training range
-
-
 def demo_command(seed: int = 0, quick: bool = False, epochs: int = None, shift: str = DEMO_SHIFT) -> str:
     """The `clumpnb demo` command line that regenerates a demo of `seed`, `quick` or not, trained `epochs` epochs on a
     survey imaged under `shift` ('default': the default imaging)."""
@@ -71,74 +53,12 @@ class DemoData:
     quality: object  # astropy Table: consensus quality against the number of volunteers
 
 
-def volunteer_quality(held: list, seed: int) -> tuple:
-    """(consensus quality of 10 simulated volunteers per galaxy, a Table of quality against the number of volunteers)
-    on galaxies `held`, the volunteers drawn with `seed`: the volunteer numbers of the demo and of `confirm`."""
-    from astropy.table import Table
-    from clumpnb.data.volunteers import aggregate, consensus_quality, crowd_survey, quality_vs_volunteers
-
-    clicks, volunteers = crowd_survey(held, per_image=10, seed=seed)
-    cons, _ = aggregate(clicks, len(volunteers))
-    scored = Table(dict(image=cons["image"], x=cons["x"], y=cons["y"], s=1 - cons["p_fp"]))
-    return consensus_quality(held, scored, "s"), quality_vs_volunteers(held, counts=(3, 5, 10), seed=seed)
-
-
-DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
-
-
-def check_run_epochs(run, epochs: int | None):
-    """Refuse a run in folder `run`, finished or killed, trained for other than `epochs` epochs (the demo would reuse
-    a finished one as it is, and refuse a killed one only once its surveys are written). None checks nothing."""
-    from clumpnb.detector.train import run_record
-
-    if epochs is None:
-        return
-    f, ck = run_record(run)
-    if f is None:
-        return
-    had = (ck.get("config") or {}).get("epochs") if isinstance(ck, dict) else None
-    if had is None:
-        raise DataError(f, "config.epochs", f"missing from this run record: delete {Path(run)} or choose another --out")
-    if had != epochs:
-        raise DataError(f, "config.epochs", f"a run of {had} epochs, not {epochs}: delete {Path(run)} to train it "
-                        f"again, or choose another --out")  # fmt: skip
-
-
-def check_demo_folder(out, shift: str, n: int = None, runs=("run",), epochs: int = None):
-    """Refuse folder `out` for a demo (or `confirm`) trained on imaging `shift` (one of `DEMO_SHIFTS`) and `n`
-    galaxies when its training survey `out/survey` was imaged otherwise or holds another number of galaxies (a full
-    demo's folder given to `--quick`), when trained `runs` are there without that survey, or when one of them was
-    trained for other than `epochs` epochs. Writes nothing."""
-    if shift not in DEMO_SHIFTS:
-        raise ClumpnbError(f"--shift {shift}: the demo trains on {' or '.join(DEMO_SHIFTS)} imaging, so that its "
-                           f"{HELDOUT_SHIFT} held-out survey stays outside the training range")  # fmt: skip
-    out = Path(out)
-    rec = out / "survey" / "survey.json"
-    if rec.exists():
-        made = json.loads(rec.read_text())
-        if n is not None and made["n"] != n:
-            raise DataError(rec, "n", f"{out} holds a training survey of {made['n']} galaxies, not {n} (a demo of "
-                            "the other size, --quick or not): choose another --out")  # fmt: skip
-        made = made.get("shift") or "default"
-        if made != shift:
-            msg = (f"{out} holds a training survey imaged '{made}', not '{shift}': rerun the demo with --shift "
-                   f"{made} to reuse it, or choose another --out (or delete {out})")  # fmt: skip
-            raise DataError(rec, "shift", msg)
-        for r in runs:
-            check_run_epochs(out / r, epochs)
-        return
-    trained = [out / r for r in runs if (out / r).exists()]
-    if trained:
-        raise DataError(trained[0], "survey", f"a trained run without the survey it was trained on ({out / 'survey'}): "
-                        f"delete {trained[0]} too, or choose another --out")  # fmt: skip
-
-
 def demo_data(
     out, size: DemoSize, seed: int = 0, workers: int = None, progress: bool = True, shift: str = DEMO_SHIFT
 ) -> DemoData:
     """Training survey `seed` imaged under `shift` in `out/survey`, held-out survey `seed + 1` in `out/heldout` and
     under `HELDOUT_SHIFT` in `out/heldout_variant`, and the held-out volunteers."""
-    from clumpnb.data.io import write_survey
+    from clumpnb.data.folder import write_survey
     from clumpnb.data.shifts import shift_config
     from clumpnb.data.simulate import simulate
 
@@ -163,23 +83,6 @@ def demo_data(
     return DemoData(metrics, held, qv)
 
 # %% ../nbs/93_demo.ipynb #6bf2c5f8
-HEADLINE = (
-    "completeness_ge8",
-    "completeness_ge8_ci95",
-    "completeness_3to8",
-    "completeness_3to8_ci95",
-    "purity",
-    "purity_ci95",
-    "completeness_cls1",
-    "completeness_cls2",
-    "f1_ge8",
-    "n_true_ge8",
-    "n_true_3to8",
-    "n_pred",
-    "coco",
-)
-
-
 @dataclass
 class DemoDetector:
     "What the detector step hands on."
@@ -192,22 +95,24 @@ class DemoDetector:
 def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progress: bool = True) -> DemoDetector:
     "Train on `out/survey` into `out/run`, evaluate on `out/heldout`, detect into `out/catalog.csv`."
     from clumpnb.data.dataset import ClumpDataset
-    from clumpnb.detector.detect import detect, evaluate_run
-    from clumpnb.detector.train import TrainConfig, train
+    from clumpnb.detector.detect import DetectConfig, detect
+    from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
+    from clumpnb.detector.train import Run, TrainConfig, train
 
     out = Path(out)
-    run = out / "run"
-    cfg = TrainConfig(data=str(out / "survey"), out=str(run), epochs=epochs, seed=seed, device=device)
+    folder = out / "run"
+    cfg = TrainConfig(data=str(out / "survey"), out=str(folder), epochs=epochs, seed=seed, device=device)
     t = time.perf_counter()
-    if (run / "model.pt").exists():
-        hist = json.loads((run / "history.json").read_text())
+    if (folder / "model.pt").exists():
+        hist = json.loads((folder / "history.json").read_text())
     else:
-        hist = train(cfg, resume=(run / "checkpoint.pt").exists(), progress=progress)
+        hist = train(cfg, resume=(folder / "checkpoint.pt").exists(), progress=progress)
     t_train = time.perf_counter() - t
-    ev = evaluate_run(run, out / "heldout", ratio_bands=("u",))  # also binned by u, as Adams et al. (2022) bin
-    var = evaluate_run(run, out / "heldout_variant", ratio_bands=("u",))  # at the same threshold, chosen in training
+    run = Run.open(folder)  # read once, for both evaluations and the catalogue
+    ev = evaluate_run(run, out / "heldout", EvalConfig(ratio_bands=("u",)))  # also binned by u, as Adams et al. (2022)
+    var = evaluate_run(run, out / "heldout_variant", EvalConfig(ratio_bands=("u",)))  # the threshold chosen in training
     files = sorted((out / "heldout" / "cutouts").glob("*.fits"))
-    det = detect(run, files, out / "catalog.csv", threshold=ev["threshold"], progress=progress)
+    det = detect(run, files, out / "catalog.csv", DetectConfig(threshold=ev["threshold"]), progress=progress)
     metrics = dict(
         backbone=cfg.detector.backbone,
         weights=cfg.detector.weights,
@@ -250,9 +155,9 @@ def heldout_predictions(out) -> list:
     "Post-processed detections of the run in `out/run` on every galaxy of `out/heldout`, in the folder's order."
     from clumpnb.data.dataset import ClumpDataset
     from clumpnb.detector.evaluate import postprocess, predict
-    from clumpnb.detector.train import load_run
+    from clumpnb.detector.train import Run, load_detector
 
-    model, _ = load_run(Path(out) / "run")
+    model = load_detector(Run.open(Path(out) / "run"))
     ds = ClumpDataset(Path(out) / "heldout", None, "truth")
     images = [ds[i][0] for i in range(len(ds))]
     return [postprocess(p, im)[0] for p, im in zip(predict(model, images), images)]
@@ -336,9 +241,6 @@ def _quality_text(tr: dict, ev: dict, tu: dict) -> str:
         f"COCO AP50 {tr['coco']['AP50']:.3f}. Post-processing removed {ev['post_removed']}. "
         "Matching: centres within one r-band PSF FWHM, one-to-one, best score first."
     )
-
-
-HELDOUT = (("default", "heldout_vs_truth"), (HELDOUT_SHIFT, "heldout_variant_vs_truth"))  # imaging, metrics key
 
 
 def _variant_text(d: dict, data: dict) -> str:

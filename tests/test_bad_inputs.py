@@ -32,7 +32,7 @@ def w(tmp_path_factory):
     """What the cases need: a small survey (`s`), a one-epoch run (`run`), a catalogue made by it (`cat.csv`), a run
     with a truncated checkpoint (`cut_run`), a Clump Scout catalogue cut mid-row, a FITS cutout cut at a 2880-byte
     block boundary, a cutout under a non-ASCII name."""
-    from clumpnb.data.io import clumpscout_rows, write_clumpscout
+    from clumpnb.data.clumpscout import clumpscout_rows, write_clumpscout
     from clumpnb.data.simulate import simulate
     from astropy.table import vstack
 

@@ -21,7 +21,7 @@ def test_help_lists_commands():
     out = clumpnb("--help").stdout
     for cmd in ("simulate", "demo", "bench", "docs", "readme"): assert cmd in out
     assert "--out" in clumpnb("simulate", "--help").stdout
-    from clumpnb.demo import DEMO_SIZES
+    from clumpnb.protocol import DEMO_SIZES
     assert f"{DEMO_SIZES['quick'].epochs} epochs" in " ".join(clumpnb("demo", "--help").stdout.split())   # help built from the sizes used
     r = clumpnb("lst", "--source", "moon", "--out", "x", check=False)
     assert r.returncode == 2 and "'moon' is not an image file" in r.stderr and "chelsea" in r.stderr
@@ -113,7 +113,7 @@ def test_fetch_killed_and_rerun_downloads_each_file_once(tmp_path):
     "The real client, in a real process killed half way, against a local stand-in for SkyServer and the SAS."
     import time
     from astropy.table import Table
-    from clumpnb.data.fetch import LocalSDSS
+    from clumpnb.data.local_sdss import LocalSDSS
     from clumpnb.data.simulate import simulate
     gals = {1237600000000000000 + i: g for i, g in enumerate(simulate(20, seed=0))}
     srv = LocalSDSS(gals)
@@ -143,7 +143,8 @@ def test_fetch_killed_and_rerun_downloads_each_file_once(tmp_path):
 
 def test_build_dataset_cli_counts_cuts_and_trains(tmp_path):
     from astropy.table import vstack
-    from clumpnb.data.io import clumpscout_rows, write_clumpscout, write_cutout
+    from clumpnb.data.clumpscout import clumpscout_rows, write_clumpscout
+    from clumpnb.data.io import write_cutout
     from clumpnb.data.simulate import simulate
     (tmp_path / "cut").mkdir()
     rows = []

@@ -7,7 +7,7 @@ import sys
 import pytest
 from astropy.table import Table
 
-from clumpnb.data.io import write_survey
+from clumpnb.data.folder import write_survey
 
 
 def clumpnb(*args, check=True, env=None):

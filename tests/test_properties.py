@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from clumpnb.core import DataError
 from clumpnb.data.dataset import dihedral
-from clumpnb.data.io import (clump_pixels, clumpscout_rows, coco_dict, read_clumpscout, read_coco, read_cutout,
-                             write_clumpscout, write_coco, write_cutout)
+from clumpnb.data.clumpscout import clump_pixels, clumpscout_rows, read_clumpscout, write_clumpscout
+from clumpnb.data.io import coco_dict, read_coco, read_cutout, write_coco, write_cutout
 from clumpnb.core import CONFIRM_SEEDS
 from clumpnb.data.shifts import SHIFTS
-from clumpnb.data.simulate import SimConfig, simulate, simulate_galaxy
+from clumpnb.data.galaxy import SimConfig
+from clumpnb.data.simulate import simulate, simulate_galaxy
 from clumpnb.data.survey import SDSS
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -211,7 +212,8 @@ def test_spiral_ring_and_tidal_hosts_keep_the_placement_rules(seed, index, size,
         assert g.meta["arms"] in (2, 3, 4)
     else:  # a clump either stays where the default put it or sits on the ring or a tail (within 5 of its scatters)
         from clumpnb.data.shifts import draw_morphology
-        from clumpnb.data.simulate import disc_coords, draw_params
+        from clumpnb.data.galaxy import disc_coords
+        from clumpnb.data.simulate import draw_params
 
         p0 = draw_params(seed, index, cfg0)
         p = draw_morphology(SHIFTS[name], p0, SimConfig(size=size, shift=SHIFTS[name]))
@@ -240,7 +242,8 @@ def test_dusty_edge_on_discs_keep_their_books(seed, index, size):
     when clumps are dropped), every band is dimmed and u more than i (between neighbouring bands the galaxy's layout
     can decide: its redder light sits nearer the centre, behind more dust), and its clumps obey the placement rules."""
     from clumpnb.data.shifts import draw_morphology
-    from clumpnb.data.simulate import draw_params, dust_transmission
+    from clumpnb.data.shifts import dust_transmission
+    from clumpnb.data.simulate import draw_params
 
     bare = dict(size=size, star_fraction=0, bg_fraction=0, noise=False)
     cfg = SimConfig(shift=SHIFTS["dusty-edge-on"], **bare)

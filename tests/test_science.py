@@ -55,7 +55,8 @@ def legacy_scale_survey(out, n: int, seed: int):
     noise per pixel shrinks with the pixel's side), 194 px on a side (the sky of an SDSS 128-px cutout)."""
     from dataclasses import replace
     from clumpnb.data.io import write_cutout
-    from clumpnb.data.simulate import SimConfig, simulate
+    from clumpnb.data.galaxy import SimConfig
+    from clumpnb.data.simulate import simulate
 
     k = LEGACY_SCALE / SDSS.pixel_scale
     survey = replace(SDSS, pixel_scale=LEGACY_SCALE, sky_sigma=tuple(s * k for s in SDSS.sky_sigma))

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ LONG_MODULES_ALLOWED = {"cli.py"}
 # build on the detector (the backbone comparison and the blind-spot geometry) sit side by side and never import
 # each other; what both need lives below them.
 LAYERS = [{"core"}, {"data"}, {"nets"}, {"detector"}, {"comparison", "blindspots"},
-          {"report", "docs"}, {"demo", "confirm", "bench"}, {"cli"}]
+          {"report", "docs", "protocol"}, {"demo", "confirm", "bench"}, {"cli"}]
 # Folders whose functions must not import the package: a clumpnb import inside a function hides an arrow of the
 # graph, or a cycle. The command modules above the chapters may defer imports for the command line's start-up time.
 NO_DEFERRED_IMPORTS = {"data", "nets", "detector", "comparison", "blindspots"}
@@ -215,3 +216,29 @@ def test_the_graph_checks_can_fail(tmp_path):
     assert found
     assert layer("clumpnb.data.simulate") < layer("clumpnb.detector.detect") < layer("clumpnb.blindspots.lst")
     assert layer("clumpnb.comparison.compare") == layer("clumpnb.blindspots.galaxy")
+
+
+def notebook_of(module: str):
+    "The notebook a module is exported from, read from the line nbdev writes at its top."
+    path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+    m = re.search(r"File to edit: (\S+\.ipynb)", path.read_text()) if path.exists() else None
+    return Path(m.group(1)).name if m else None
+
+
+def reading_order(notebook: str) -> tuple:
+    "`13c_catalog.ipynb` -> (13, 'c'): the number, then the letter suffix that inserts a chapter without renumbering."
+    m = re.match(r"(\d+)([a-z]?)_", notebook)
+    return (int(m.group(1)), m.group(2))
+
+
+def test_notebooks_import_only_earlier_notebooks():
+    "A chapter builds only on the chapters before it, so the book reads in its order."
+    late = []
+    for m, targets in graph().items():
+        here = notebook_of(m)
+        for t in targets:
+            there = notebook_of(t)
+            if here and there and reading_order(there) >= reading_order(here):
+                late.append(f"{here} ({m}) imports {there} ({t})")
+    assert not late, "\n".join(late)
+    assert reading_order("13c_catalog.ipynb") < reading_order("14_detect.ipynb") < reading_order("14a_x.ipynb")

@@ -1,5 +1,6 @@
 """`detect` and `train` across machines under torchrun: two nodes of one process each, on this one machine, meeting
-through the c10d rendezvous exactly as two real nodes would (README: "Many machines")."""
+through the c10d rendezvous exactly as two real nodes would (the command-line chapter,
+nbs/99_cli.ipynb, section "Many machines")."""
 import json
 import socket
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import numpy as np
 from astropy.table import Table
 
-from clumpnb.data.io import write_survey
+from clumpnb.data.folder import write_survey
 from clumpnb.detector.model import DetectorConfig
 from clumpnb.detector.train import TrainConfig, train
 

@@ -5,6 +5,7 @@
 # %% ../../nbs/blindspots/32_galaxies.ipynb #df317028
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -12,20 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..core import ClumpnbError, atomic_write, jsonable, load_results, records
-from ..data.simulate import simulate, SimConfig, psf_image, colour_fluxes
+from ..data.galaxy import SimConfig, colour_fluxes, psf_image
+from ..data.simulate import simulate
 from ..data.survey import SDSS, asinh_stretch
 from ..nets.encoders import Classifier, make_classifier
-from ..nets.training import fit_classifier
-from .lst import level_set_traversal, rms_distance
-from .geometry import distances, line_confidence, path_widths, triangle_confidence
+from ..nets.pretrain import PretrainConfig
+from ..nets.training import FitConfig, fit_classifier
+from .lst import LSTConfig, level_set_traversal, rms_distance
+from .geometry import WidthConfig, distances, line_confidence, path_widths, triangle_confidence
 
 # %% auto #0
 __all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'GalaxyBlindSpots', 'smooth_walks',
-           'blind_spot_row', 'galaxy_experiment', 'pretrain_command', 'galaxy_command', 'write_galaxy_results',
-           'GalaxyResults', 'read_galaxy_results']
+           'blind_spot_row', 'GalaxyConfig', 'galaxy_experiment', 'pretrain_command', 'galaxy_command',
+           'write_galaxy_results', 'GalaxyResults', 'read_galaxy_results']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
 def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
@@ -102,8 +106,9 @@ class GalaxyBlindSpots:
     seconds: float
 
 
-def smooth_walks(m, xte, yte, star, n_pairs: int, walk: dict) -> tuple:
-    "(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies."
+def smooth_walks(m, xte, yte, star, n_pairs: int, cfg: LSTConfig, seed: int) -> tuple:
+    """(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies,
+    each walk with `cfg`, its start noise from `seed`."""
     with torch.no_grad():
         pred = torch.cat([m(xte[i : i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
     src, tgt = xte[(yte == 0) & (pred == 0)][:n_pairs], xte[yte == 1][:n_pairs]
@@ -111,8 +116,8 @@ def smooth_walks(m, xte, yte, star, n_pairs: int, walk: dict) -> tuple:
     if k == 0:
         raise ClumpnbError("the classifier found no smooth galaxy it classifies correctly")
     src, tgt = src[:k], tgt[:k]
-    r_c = level_set_traversal(m, src, tgt, source=0, **walk)
-    r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), source=0, **walk)
+    r_c = level_set_traversal(m, src, tgt, cfg, source=0, seed=seed)
+    r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), cfg, source=0, seed=seed)
     return src, r_c, r_s
 
 
@@ -123,7 +128,7 @@ def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tupl
     hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
     line = [float(line_confidence(m, src[i], r_c.x[i], 0).min()) for i in range(k)]
     every = r_c.steps[-1] // 2
-    widths = path_widths(m, r_c, every=every, radii=(5, 10), n=256)
+    widths = path_widths(m, r_c, WidthConfig(every=every, radii=(5, 10), dirs=256))
     wq = np.array([np.median(np.array(w["q05"]), axis=0) for w in widths])  # (pairs, radii)
     dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
     return GalaxyBlindSpots(
@@ -136,52 +141,57 @@ def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tupl
     )  # fmt: skip
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #3e67008b
-def galaxy_experiment(
-    encoder=None,
-    seeds=(0, 1, 2),
-    n_train: int = 1500,
-    n_test: int = 300,
-    epochs: int = 3,
-    lr: float = 1e-3,
-    n_pairs: int = 6,
-    iters: int = 200,
-    eta: float = 0.01,
-    pthresh: float = 0.2,
-    survey_seed: int = 0,
-    progress: bool = True,
-    test_seed: int = None,
-) -> dict:
-    """Fine-tune each classifier of `INITS` on survey `survey_seed` with each training seed of `seeds`, then run LST on
-    held-out survey `test_seed` (default `survey_seed`+1); returns one `GalaxyBlindSpots` row per classifier and seed
-    (`rows`), the last walks per classifier (`results`) and the `settings`. `encoder`: the 'galaxy' encoder file
-    (without it, only 'imagenet' runs)."""
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class GalaxyConfig:
+    "The galaxy blind-spot experiment: its surveys, the fine-tuning of each classifier, and the walks."
 
-    settings = dict(encoder=str(encoder) if encoder else None, seeds=list(seeds), n_train=n_train, n_test=n_test,
-                    epochs=epochs, lr=lr, n_pairs=n_pairs, iters=iters, eta=eta, pthresh=pthresh,
-                    survey_seed=survey_seed)  # fmt: skip
-    if test_seed is not None:
-        settings["test_seed"] = test_seed
-    xtr, ytr = clumpy_set(n_train, survey_seed)
-    xte, yte = clumpy_set(n_test, survey_seed + 1 if test_seed is None else test_seed)
-    star = star_image(seed=survey_seed)
-    inits = [i for i in INITS if i == "imagenet" or encoder is not None]
+    encoder: str | None = None  # the 'galaxy' encoder file; without it, only 'imagenet' runs
+    seeds: tuple = (0, 1, 2)  # training seeds: one classifier per init and seed
+    n_train: int = 1500  # galaxies simulated for fine-tuning, of survey `survey_seed`
+    n_test: int = 300  # galaxies of the held-out survey, to test and to walk
+    epochs: int = 3
+    lr: float = 1e-3
+    n_pairs: int = 6  # smooth sources walked per classifier
+    iters: int = 200  # LST iterations, at the paper's step size and threshold
+    eta: float = 0.01
+    pthresh: float = 0.2
+    survey_seed: int = 0
+    test_seed: int | None = None  # the held-out survey; default `survey_seed` + 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(self.seeds))  # a list from a results file, kept hashable
+
+    def settings(self) -> dict:
+        "The configuration as a results file records it: the encoder as text, `test_seed` only where given."
+        s = dataclasses.asdict(self) | dict(encoder=str(self.encoder) if self.encoder else None, seeds=list(self.seeds))
+        if self.test_seed is None:
+            del s["test_seed"]
+        return s
+
+# %% ../../nbs/blindspots/32_galaxies.ipynb #f34ea6c3
+def galaxy_experiment(cfg: GalaxyConfig = GalaxyConfig(), progress: bool = True) -> dict:
+    """Fine-tune each classifier of `INITS` on survey `cfg.survey_seed` with each training seed of `cfg.seeds`, then run
+    LST on the held-out survey; returns one `GalaxyBlindSpots` row per classifier and seed (`rows`), the last walks per
+    classifier (`results`) and the `settings`."""
+    xtr, ytr = clumpy_set(cfg.n_train, cfg.survey_seed)
+    xte, yte = clumpy_set(cfg.n_test, cfg.survey_seed + 1 if cfg.test_seed is None else cfg.test_seed)
+    star = star_image(seed=cfg.survey_seed)
+    inits = [i for i in INITS if i == "imagenet" or cfg.encoder is not None]
+    walk = LSTConfig(eta=cfg.eta, iters=cfg.iters, pthresh=cfg.pthresh)
     rows, results = [], {}
-    for init, seed in tqdm([(i, s) for i in inits for s in seeds], desc="classifiers", disable=not progress):
+    for init, seed in tqdm([(i, s) for i in inits for s in cfg.seeds], desc="classifiers", disable=not progress):
         t = time.perf_counter()
-        m = fit_classifier(galaxy_classifier(init, encoder), xtr, ytr, epochs=epochs, lr=lr, seed=seed, progress=False)
-        walks = smooth_walks(m, xte, yte, star, n_pairs, dict(eta=eta, iters=iters, pthresh=pthresh, seed=seed))
-        rows.append(
-            blind_spot_row(m, init, seed, epochs, accuracy(m, xte, yte), walks, pthresh, time.perf_counter() - t)
-        )
+        fit = FitConfig(epochs=cfg.epochs, lr=cfg.lr, seed=seed)
+        m = fit_classifier(galaxy_classifier(init, cfg.encoder), xtr, ytr, fit)
+        walks = smooth_walks(m, xte, yte, star, cfg.n_pairs, walk, seed)
+        acc = accuracy(m, xte, yte)
+        rows.append(blind_spot_row(m, init, seed, cfg.epochs, acc, walks, cfg.pthresh, time.perf_counter() - t))
         results[init] = dict(model=m, clumpy=walks[1], star=walks[2])
-    return dict(rows=rows, results=results, settings=settings)
+    return dict(rows=rows, results=results, settings=cfg.settings())
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #0d335086
 def pretrain_command(encoder) -> str | None:
     "The `clumpnb pretrain` command that wrote the encoder file `encoder` (from the configuration it records)."
-    from clumpnb.comparison.pretrain import PretrainConfig
-
     if encoder is None:
         return None
     return PretrainConfig(**torch.load(encoder, map_location="cpu", weights_only=True)["config"]).command()
@@ -191,8 +201,8 @@ def galaxy_command(settings: dict, path) -> str:
     "The commands that rerun `galaxy_experiment` with `settings` (after its pretraining) and write `path`."
     args = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else repr(v)}" for k, v in settings.items())
     run = (
-        f"python -c 'from clumpnb.blindspots.galaxy import galaxy_experiment, write_galaxy_results; "
-        f"write_galaxy_results(galaxy_experiment({args}), \"{Path(path).as_posix()}\")'"
+        "python -c 'from clumpnb.blindspots.galaxy import GalaxyConfig, galaxy_experiment, write_galaxy_results; "
+        f"write_galaxy_results(galaxy_experiment(GalaxyConfig({args})), \"{Path(path).as_posix()}\")'"
     )
     pre = pretrain_command(settings.get("encoder"))
     return f"{pre} && {run}" if pre else run

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -20,20 +19,23 @@ from .. import __version__
 from ..core import DataError, atomic_write, jsonable, load_results, records
 from ..nets.encoders import fold_batchnorm
 from clumpnb.blindspots.lst import (
+    LSTConfig,
     LSTResult,
     imagenet_efficientnet_lite0,
+    level_set_traversal,
     perpendicular,
     photo,
     photo_traversal,
+    reference_lst,
     rms_distance,
     source_gradient,
 )
 
 # %% auto #0
-__all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'path_width', 'walk_directions',
-           'path_widths', 'pair_rows', 'hull_rows', 'imagenet_experiment', 'LSTPair', 'LSTWidth', 'LSTHull',
-           'LSTSummary', 'lst_command', 'write_lst_summary', 'read_lst_summary', 'plot_lst_grid', 'plot_paths',
-           'plot_hulls', 'explore', 'reference_check', 'write_reference_check']
+__all__ = ['distances', 'confidence', 'line_confidence', 'triangle_grid', 'triangle_confidence', 'WidthConfig', 'path_width',
+           'walk_directions', 'path_widths', 'pair_rows', 'hull_rows', 'imagenet_experiment', 'LSTPair', 'LSTWidth',
+           'LSTHull', 'LSTSummary', 'lst_command', 'write_lst_summary', 'read_lst_summary', 'reference_check',
+           'write_reference_check']
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #dd88feec
 def distances(x, xt) -> dict:
@@ -78,6 +80,7 @@ def line_confidence(model, x0, x1, cls, steps: int = 11) -> torch.Tensor:
     return confidence(model, (1 - t) * x0[None] + t * x1[None], cls)
 
 
+# %% ../../nbs/blindspots/31_geometry.ipynb #e68c0e8d
 def triangle_grid(step: float = 0.1) -> np.ndarray:
     "Barycentric weights (a, b, c) >= 0 summing to 1 in steps of `step`."
     n = int(round(1 / step))
@@ -99,9 +102,24 @@ def triangle_confidence(model, x0, x1, x2, cls, step: float = 0.1, delta: float 
     )
 
 
-def path_width(model, x, direction, cls, radii=(0.01, 0.02, 0.05), n: int = 16, seed: int = 0) -> dict:
-    """5% and 95% quantiles of confidence at `n` random offsets orthogonal to `direction`, of RMS size each radius,
-    around image `x`."""
+# %% ../../nbs/blindspots/31_geometry.ipynb #8b7c5542
+@dataclass(frozen=True)
+class WidthConfig:
+    "How `path_widths` measures the width of a path, as the paper's `measure_width` does."
+
+    every: int = 100  # measure at the logged steps that are multiples of this, and at the last
+    radii: tuple = (5, 10, 15, 20, 25, 30)  # L2 norms of the random offsets
+    dirs: int = 256  # random directions orthogonal to the step, at each point and radius; 0: no measurement
+    quantiles: tuple = (0.05, 0.95)  # low and high quantile of the confidence (the records' q05 and q95)
+
+    def __post_init__(self):
+        object.__setattr__(self, "radii", tuple(self.radii))  # a list from the command line, kept hashable
+
+# %% ../../nbs/blindspots/31_geometry.ipynb #a1117b08
+def path_width(model, x, direction, cls, radii=(0.01, 0.02, 0.05), n: int = 16, seed: int = 0,
+               quantiles=(0.05, 0.95)) -> dict:
+    """The `quantiles` of confidence at `n` random offsets orthogonal to `direction`, of RMS size each radius, around
+    image `x`: {radius: (low, high)}."""
     g = torch.Generator().manual_seed(seed)
     u = direction.flatten() / direction.flatten().norm().clamp_min(1e-12)
     out = {}
@@ -110,10 +128,11 @@ def path_width(model, x, direction, cls, radii=(0.01, 0.02, 0.05), n: int = 16, 
         z = z - (z @ u)[:, None] * u[None]  # orthogonal to the path
         z = z / z.norm(dim=1, keepdim=True) * r * np.sqrt(x.numel())
         p = confidence(model, (x[None] + z.view(n, *x.shape)).clamp(0, 1), cls).numpy()
-        out[r] = (float(np.quantile(p, 0.05)), float(np.quantile(p, 0.95)))
+        out[r] = tuple(float(np.quantile(p, q)) for q in quantiles)
     return out
 
 
+# %% ../../nbs/blindspots/31_geometry.ipynb #b1b81f8c
 def walk_directions(model, xs, xt, cls) -> torch.Tensor:
     "The LST step direction at images `xs` (N, C, H, W): towards `xt` minus the component along the `cls` gradient."
     dev = next(model.parameters(), xs).device
@@ -122,21 +141,21 @@ def walk_directions(model, xs, xt, cls) -> torch.Tensor:
     return perpendicular(xt.to(dev) - xs.to(dev), g).cpu()
 
 
-def path_widths(model, r: LSTResult, every: int = 100, radii=(5, 10, 15, 20, 25, 30), n: int = 256, seed: int = 0):
-    """For each pair of traversal `r`, the path width along the path (the paper's `measure_width`): at every logged
-    step that is a multiple of `every` (and the last), the 5% and 95% quantiles of source confidence at `n` random
-    offsets orthogonal to the step direction, of L2 norm each of `radii`. One dict per pair."""
-    keep = [k for k, s in enumerate(r.steps) if s % every == 0 or s == r.steps[-1]]
+def path_widths(model, r: LSTResult, cfg: WidthConfig = WidthConfig(), seed: int = 0) -> list:
+    """For each pair of traversal `r`, the path width along the path (the paper's `measure_width`) as `cfg` says: at
+    every logged step that is a multiple of `cfg.every` (and the last), the quantiles of source confidence at
+    `cfg.dirs` random offsets orthogonal to the step direction, of L2 norm each of `cfg.radii`. One dict per pair."""
+    keep = [k for k, s in enumerate(r.steps) if s % cfg.every == 0 or s == r.steps[-1]]
     out = []
     for i in range(len(r.x)):
         xs = torch.stack([r.x[i] if r.steps[k] == r.steps[-1] else r.snapshots[k][i].float() for k in keep])
         dirs = walk_directions(model, xs, r.xt[i].expand_as(xs), r.source[i])
-        rms = [R / np.sqrt(xs[0].numel()) for R in radii]  # path_width takes RMS radii
-        w = [path_width(model, xs[j], dirs[j], r.source[i], radii=rms, n=n, seed=seed + j) for j in range(len(xs))]
+        rms = [R / np.sqrt(xs[0].numel()) for R in cfg.radii]  # path_width takes RMS radii
+        w = [path_width(model, xs[j], dirs[j], r.source[i], rms, cfg.dirs, seed + j, cfg.quantiles)
+             for j in range(len(xs))]  # fmt: skip
         q = np.array([[w_j[R] for R in rms] for w_j in w])  # (steps, radii, 2)
-        out.append(
-            dict(steps=[r.steps[k] for k in keep], radii=list(radii), q05=q[..., 0].tolist(), q95=q[..., 1].tolist())
-        )
+        steps, q05, q95 = [r.steps[k] for k in keep], q[..., 0].tolist(), q[..., 1].tolist()
+        out.append(dict(steps=steps, radii=list(cfg.radii), q05=q05, q95=q95))
     return out
 
 # %% ../../nbs/blindspots/31_geometry.ipynb #45f87f31
@@ -195,45 +214,40 @@ def hull_rows(model, r, pairs: list, names) -> list:
         )
     return hulls
 
-
+# %% ../../nbs/blindspots/31_geometry.ipynb #1ea30648
 def imagenet_experiment(
     names=("chelsea", "coffee", "camera", "stereo_motorcycle", "rocket"),
     model=None,
-    eta: float = 0.01,
-    iters: int = 400,
-    pthresh: float = 0.2,
-    adv_step: float = 2e-3,
+    cfg: LSTConfig = LSTConfig(),
+    widths: WidthConfig = WidthConfig(every=200, radii=(10, 20, 30)),
     size: int = 224,
-    progress: bool = True,
     seed: int = 0,
-    bf16: bool = False,
-    width_every: int = 200,
-    width_dirs: int = 256,
-    width_radii=(10, 20, 30),
+    progress: bool = True,
 ) -> dict:
-    """LST for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table, hulls and
-    path widths (every `width_every` iterations, `width_dirs` directions at L2 `width_radii`; 0 directions: none)."""
+    """LST with `cfg` for every ordered pair of scikit-image photographs on an ImageNet classifier: the paper's table,
+    hulls and path widths as `widths` says (none when `widths.dirs` is 0). The walk is logged every `widths.every`
+    iterations, in place of `cfg.log_every`."""
     model = model or imagenet_efficientnet_lite0()
     example = photo(names[0], size)[None].to(next(model.parameters()).device)
     model = fold_batchnorm(model, example)  # the same function, faster
     pairs = [(a, b) for a, b in itertools.permutations(names, 2)]
-    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, seed=seed, progress=progress, bf16=bf16)
+    walk = dataclasses.replace(cfg, log_every=min(widths.every, cfg.iters))
     t = time.perf_counter()
-    r = photo_traversal(model, pairs, size, log_every=min(width_every, iters), **walk)
+    r = photo_traversal(model, pairs, size, walk, seed, progress)
     secs = time.perf_counter() - t
     settings = dict(
-        names=list(names), eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=size, seed=seed, bf16=bf16,
-        width_every=width_every, width_dirs=width_dirs, width_radii=list(width_radii),
+        names=list(names), eta=cfg.eta, iters=cfg.iters, pthresh=cfg.pthresh, adv_step=cfg.adv_step, size=size,
+        seed=seed, bf16=cfg.bf16, width_every=widths.every, width_dirs=widths.dirs, width_radii=list(widths.radii),
         model="EfficientNet-Lite0 ImageNet (PyPI weights)",
     )  # fmt: skip
-    widths = path_widths(model, r, width_every, width_radii, width_dirs, seed) if width_dirs else []
+    ws = path_widths(model, r, widths, seed) if widths.dirs else []
     return dict(
         pairs=pair_rows(model, r, pairs),
         hulls=hull_rows(model, r, pairs, names),
-        widths=[dict(source=a, target=b, **w) for (a, b), w in zip(pairs, widths)],
+        widths=[dict(source=a, target=b, **w) for (a, b), w in zip(pairs, ws)],
         result=r,
         seconds=secs,
-        seconds_per_pair_iteration=secs / (len(pairs) * iters),
+        seconds_per_pair_iteration=secs / (len(pairs) * cfg.iters),
         settings=settings,
     )
 
@@ -301,14 +315,16 @@ class LSTSummary:
 # %% ../../nbs/blindspots/31_geometry.ipynb #c3d2e5b4
 def lst_command(settings: dict, path) -> str:
     "The Python command that reruns an experiment with `settings` and writes its summary to `path`."
-    names = json.dumps(list(settings["names"]))  # double quotes: the command is single-quoted
-    keys = ("eta", "iters", "pthresh", "adv_step", "size", "seed", "bf16", "width_every", "width_dirs", "width_radii")
-    args = ", ".join(f"{k}={settings[k]!r}" for k in keys)
+    s = settings
+    names = json.dumps(list(s["names"]))  # double quotes: the command is single-quoted
+    walk = ", ".join(f"{k}={s[k]!r}" for k in ("eta", "iters", "pthresh", "adv_step", "bf16"))
+    widths = f"every={s['width_every']!r}, radii={tuple(s['width_radii'])!r}, dirs={s['width_dirs']!r}"
     return (
-        f"python -c 'from clumpnb.blindspots.geometry import imagenet_experiment, write_lst_summary; "
-        f"write_lst_summary(imagenet_experiment(names={names}, {args}), \"{Path(path).as_posix()}\")'"
+        "python -c 'from clumpnb.blindspots.lst import LSTConfig; "
+        "from clumpnb.blindspots.geometry import WidthConfig, imagenet_experiment, write_lst_summary; "
+        f"write_lst_summary(imagenet_experiment({names}, cfg=LSTConfig({walk}), widths=WidthConfig({widths}), "
+        f"size={s['size']!r}, seed={s['seed']!r}), \"{Path(path).as_posix()}\")'"
     )
-
 
 def write_lst_summary(exp: dict, path) -> LSTSummary:
     "Write the numbers of `imagenet_experiment`'s result `exp` to the JSON file `path` (atomically); return them."
@@ -335,112 +351,17 @@ def read_lst_summary(path) -> LSTSummary:
     widths = records(LSTWidth, d["widths"], path, "widths")
     return LSTSummary(**{k: d[k] for k in keys}, pairs=pairs, hulls=hulls, widths=widths)
 
-# %% ../../nbs/blindspots/31_geometry.ipynb #c5025070
-def plot_lst_grid(exp: dict, max_pairs: int = 8):
-    "Source, LST image and target for the first `max_pairs` pairs, with confidences."
-    r, rows = exp["result"], exp["pairs"][:max_pairs]
-    fig, axs = plt.subplots(len(rows), 3, figsize=(6.6, 2.2 * len(rows)), squeeze=False)
-    for k, row in enumerate(rows):
-        for ax, im, title in zip(
-            axs[k],
-            (r.x0[k], r.x[k], r.xt[k]),
-            (
-                f"{row['source']}  p={row['p0']:.2f}",
-                f"LST  p={row['p_final']:.2f}  rms={row['rms']:.3f}",
-                row["target"],
-            ),
-        ):
-            im = im.flip(0) if exp.get("order") == "gri" else im  # g, r, i cutouts shown as i, r, g = R, G, B
-            ax.imshow(im.permute(1, 2, 0).float().clamp(0, 1).numpy())
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-def plot_paths(exp: dict):
-    "Source confidence and RMS distance to the target along each LST path."
-    r = exp["result"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    P, D = torch.stack(r.p_path).numpy(), torch.stack(r.rms_path).numpy()
-    for i in range(P.shape[1]):
-        a1.plot(r.steps, P[:, i] - P[0, i], lw=0.8)
-        a2.plot(r.steps, D[:, i], lw=0.8)
-    a1.axhline(-r.pthresh, color="k", ls=":", label="-pthresh")
-    a1.set_xlabel("iteration")
-    a1.set_ylabel("p_s(x) - p_s(x_start)")
-    a1.legend(fontsize=8)
-    a2.set_yscale("log")
-    a2.set_xlabel("iteration")
-    a2.set_ylabel("RMS distance to target")
-    fig.tight_layout()
-    return fig
-
-
-def plot_hulls(exp: dict):
-    "Confidence over each source's triangle (x0 at the top, the two LST images at the bottom corners)."
-    hs = exp["hulls"]
-    fig, axs = plt.subplots(1, len(hs), figsize=(3 * len(hs), 2.8), squeeze=False)
-    for ax, h in zip(axs[0], hs):
-        w, p = h["grid"]["weights"], h["grid"]["p"]
-        xy = w[:, 1, None] * np.array([0, 0]) + w[:, 2, None] * np.array([1, 0]) + w[:, 0, None] * np.array([0.5, 0.87])
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=p, vmin=0, vmax=1, cmap="viridis", s=40)
-        ax.set_title(f"{h['source']}: mean {h['hull_mean']:.2f}, ≥p0-δ {h['hull_frac_above']:.2f}", fontsize=8)
-        ax.axis("off")
-    fig.colorbar(sc, ax=axs[0].tolist(), shrink=0.8, label="source confidence")
-    return fig
-
-# %% ../../nbs/blindspots/31_geometry.ipynb #f31efa47
-def explore(result, names=None):
-    "An ipywidgets explorer over an `LSTResult`: pair, position along the path, image and confidence."
-    import ipywidgets as W
-
-    B = len(result.x0)
-    names = names or [f"pair {i}" for i in range(B)]
-    pair = W.Dropdown(options=[(n, i) for i, n in enumerate(names)], description="pair")
-    pos = W.IntSlider(0, 0, len(result.steps) - 1, description="step")
-    out = W.Output()
-    P = torch.stack(result.p_path).numpy()
-
-    def draw(*_):
-        i, k = pair.value, pos.value
-        with out:
-            out.clear_output(wait=True)
-            fig, axs = plt.subplots(1, 4, figsize=(12, 3))
-            for ax, im, t in zip(
-                axs[:3],
-                (result.x0[i], result.snapshots[k][i], result.xt[i]),
-                ("source", f"iteration {result.steps[k]}", "target"),
-            ):
-                ax.imshow(im.float().permute(1, 2, 0).clamp(0, 1).numpy())
-                ax.set_title(t, fontsize=9)
-                ax.axis("off")
-            axs[3].plot(result.steps, P[:, i])
-            axs[3].axvline(result.steps[k], color="r")
-            axs[3].axhline(float(result.p0[i]) - result.pthresh, color="k", ls=":")
-            axs[3].set_ylim(0, 1.02)
-            axs[3].set_xlabel("iteration")
-            axs[3].set_title("source confidence", fontsize=9)
-            plt.show()
-
-    pair.observe(draw, "value")
-    pos.observe(draw, "value")
-    draw()
-    return W.VBox([W.HBox([pair, pos]), out])
-
 # %% ../../nbs/blindspots/31_geometry.ipynb #c0ffee02
 def reference_check(pairs=(("chelsea", "coffee"),), iters: int = 400, size: int = 224, seed: int = 0) -> list:
     """For each photograph pair, cut two ways ('resize': the central square; 'squash': the whole photograph), the
     public code's loop and clumpnb's, with the paper's settings: p0, final source confidence, final RMS distance to
     the target, and the lowest confidence on the straight line from the source to the final image."""
-    from clumpnb.blindspots.lst import level_set_traversal, reference_lst
-
     model, rows = imagenet_efficientnet_lite0(), []
     for fit in ("resize", "squash"):
         x0 = torch.stack([photo(a, size, fit) for a, _ in pairs])
         xt = torch.stack([photo(b, size, fit) for _, b in pairs])
-        xr, _ = reference_lst(model, x0, xt, iters=iters, seed=seed)
-        r = level_set_traversal(model, x0, xt, iters=iters, seed=seed)
+        xr, _ = reference_lst(model, x0, xt, LSTConfig(iters=iters), seed=seed)
+        r = level_set_traversal(model, x0, xt, LSTConfig(iters=iters), seed=seed)
         for loop, xs in (("public code", xr), ("clumpnb", r.x)):
             p_end = confidence(model, xs, r.source)
             for i, (a, b) in enumerate(pairs):

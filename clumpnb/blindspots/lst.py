@@ -13,19 +13,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..core import ClumpnbError
 from ..nets.encoders import HALF, Classifier, InputAdapter, fold_batchnorm, load_effnet
 
 # %% auto #0
-__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'photo', 'fit_image', 'native_bf16', 'LSTResult', 'rms_distance',
-           'source_gradient', 'perpendicular', 'restoring_term', 'start_images', 'Walk', 'lst_step', 'source_classes',
-           'frozen', 'level_set_traversal', 'photo_traversal', 'reference_lst']
+__all__ = ['PHOTOS', 'imagenet_efficientnet_lite0', 'fit_image', 'photo', 'native_bf16', 'LSTConfig', 'LSTResult', 'rms_distance',
+           'source_gradient', 'perpendicular', 'restoring_term', 'start_images', 'Walk', 'start_walk', 'lst_step',
+           'source_classes', 'frozen', 'level_set_traversal', 'photo_traversal', 'reference_lst']
 
 # %% ../../nbs/blindspots/30_lst.ipynb #04393305
 def imagenet_efficientnet_lite0() -> Classifier:
     "The ImageNet EfficientNet-Lite0 whose weights ship inside a PyPI wheel: a real ImageNet model, offline."
     return Classifier(load_effnet("imagenet"), InputAdapter(False, HALF, HALF)).eval()  # photographs are R, G, B
+
+# %% ../../nbs/blindspots/30_lst.ipynb #4b4cec77
+def fit_image(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:
+    """Image `x` (C, H, W) as (C, size, size): its central square resized (antialiased) when `fit` is 'resize'; its
+    central `size` x `size` pixels when 'crop' (cutouts at a network's trained pixel scale)."""
+    h, w = x.shape[-2:]
+    s = min(h, w) if fit == "resize" else size
+    if s > min(h, w):
+        raise ClumpnbError(f"image is {h}x{w} pixels, smaller than the {size}x{size} the model takes")
+    x = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    if s == size:
+        return x.float().contiguous()
+    return F.interpolate(x[None].float(), size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
+
 
 # %% ../../nbs/blindspots/30_lst.ipynb #6de1ade5
 PHOTOS = {  # scikit-image name -> ImageNet-1k classes that describe the photograph
@@ -55,19 +70,7 @@ def photo(name: str, size: int = 224, fit: str = "resize") -> torch.Tensor:
     return fit_image(x, size)
 
 
-def fit_image(x: torch.Tensor, size: int, fit: str = "resize") -> torch.Tensor:
-    """Image `x` (C, H, W) as (C, size, size): its central square resized (antialiased) when `fit` is 'resize'; its
-    central `size` x `size` pixels when 'crop' (cutouts at a network's trained pixel scale)."""
-    h, w = x.shape[-2:]
-    s = min(h, w) if fit == "resize" else size
-    if s > min(h, w):
-        raise ClumpnbError(f"image is {h}x{w} pixels, smaller than the {size}x{size} the model takes")
-    x = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    if s == size:
-        return x.float().contiguous()
-    return F.interpolate(x[None].float(), size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1)
-
-
+# %% ../../nbs/blindspots/30_lst.ipynb #1cc22b7a
 def native_bf16(device="cpu") -> bool:
     """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU whose flags (Linux's
     /proc/cpuinfo) list AVX-512 BF16 or AMX BF16; elsewhere bfloat16 would be emulated, slower than float32."""
@@ -79,6 +82,25 @@ def native_bf16(device="cpu") -> bool:
     except OSError:
         return False
     return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+# %% ../../nbs/blindspots/30_lst.ipynb #fa87f2c0
+@dataclass(frozen=True)
+class LSTConfig:
+    "The settings of a traversal: the paper's (the first five), then how clumpnb runs it (the same decisions)."
+
+    eta: float = 0.01  # step size along the projected direction (step 3)
+    iters: int = 400
+    pthresh: float = 0.2  # a step is refused when it lowers the source confidence by this much or more (step 4)
+    adv_step: float = 2e-3  # alpha: bound of the confidence-restoring term (step 2); 0 leaves the term out
+    start_noise: float = 2  # the walk starts at x0 plus uniform noise in +-start_noise/255
+    log_every: int = 20  # iterations between logged confidences, distances and snapshots
+    bf16: bool = False  # the network under bfloat16 autocast; the walk itself stays float32
+    channels_last: bool = True  # images in channels-last memory layout: faster convolutions on CPUs
+    fold_bn: bool = True  # walk on a copy of the model with its batch norms folded into the convolutions
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 # %% ../../nbs/blindspots/30_lst.ipynb #c664a22c
 @dataclass
@@ -103,6 +125,7 @@ class LSTResult:
 
     @property
     def rms(self) -> torch.Tensor:
+        "Per-sample RMS distance from the final images to their targets."
         return rms_distance(self.x, self.xt)
 
 
@@ -110,28 +133,6 @@ def rms_distance(a, b) -> torch.Tensor:
     "Per-sample RMS L2 distance: ||a - b||_2 / sqrt(number of values)."
     return (a - b).flatten(1).float().pow(2).mean(1).sqrt()
 
-
-def _check(model, x0, xt, eta, iters):
-    if x0.shape != xt.shape:
-        raise ClumpnbError(f"source and target must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}")
-    if x0.ndim != 4:
-        raise ClumpnbError(f"expected batches of images (B, C, H, W), got shape {tuple(x0.shape)}")
-    for n, t in (("source", x0), ("target", xt)):
-        if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
-            raise ClumpnbError(
-                f"{n} images must have values in [0, 1] (got {float(t.min()):.3g} to {float(t.max()):.3g})"
-            )
-    if not eta > 0:
-        raise ClumpnbError(f"step size must be positive, not {eta}")
-    if not (isinstance(iters, int) and iters > 0):
-        raise ClumpnbError(f"iterations must be a positive integer, not {iters}")
-    with torch.no_grad():
-        out = model(x0[:1])
-    if not (torch.is_tensor(out) and out.ndim == 2 and out.shape[1] >= 2):
-        raise ClumpnbError(
-            "the model must return class scores of shape (B, K) with K >= 2; "
-            f"it returned {getattr(out, 'shape', type(out).__name__)}"
-        )
 
 # %% ../../nbs/blindspots/30_lst.ipynb #4db974b5
 def source_gradient(model, x: torch.Tensor, s: torch.Tensor, bf16: bool = False) -> tuple:
@@ -148,6 +149,7 @@ def source_gradient(model, x: torch.Tensor, s: torch.Tensor, bf16: bool = False)
     return logits.detach().softmax(-1).gather(1, s[:, None])[:, 0], grad.float()
 
 
+# %% ../../nbs/blindspots/30_lst.ipynb #6956b826
 def perpendicular(d: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     "`d` minus its component along `grad`, per sample; a zero gradient leaves `d` as it is."
     gf, df = grad.flatten(1), d.flatten(1)
@@ -161,15 +163,18 @@ def restoring_term(adv: torch.Tensor, grad: torch.Tensor, adv_step: float) -> to
     return (adv + adv_step / 2 * grad).clamp(-adv_step, adv_step)
 
 
-def start_images(x0: torch.Tensor, seed, fmt=torch.contiguous_format) -> torch.Tensor:
-    """The walk's start: `x0` plus uniform noise in +-2/255 (the paper's), drawn on the CPU from `seed`, or with a
-    list of seeds, each sample's from its own (so a sample's start does not depend on the batch it is in)."""
+# %% ../../nbs/blindspots/30_lst.ipynb #0f85ded4
+def start_images(x0: torch.Tensor, seed, fmt=torch.contiguous_format, start_noise: float = 2) -> torch.Tensor:
+    """The walk's start: `x0` plus uniform noise in +-`start_noise`/255 (the paper's 2/255), drawn on the CPU from
+    `seed`, or with a list of seeds, each sample's from its own (so a sample's start does not depend on the batch it
+    is in)."""
     if isinstance(seed, int):
         g = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.rand(x0.shape, generator=g) * 4 / 255 - 2 / 255
+        u = torch.rand(x0.shape, generator=g)
     else:
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seed]
-        noise = torch.stack([torch.rand(x0.shape[1:], generator=g) for g in gens]) * 4 / 255 - 2 / 255
+        u = torch.stack([torch.rand(x0.shape[1:], generator=g) for g in gens])
+    noise = u * (2 * start_noise) / 255 - start_noise / 255  # for 2: u * 4 / 255 - 2 / 255, to the last bit
     return (x0 + noise.to(x0.device)).clamp(0, 1).contiguous(memory_format=fmt)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #4b6a4a25
@@ -186,16 +191,24 @@ class Walk:
     ok: torch.Tensor  # (B,) bool: whether the last step was accepted
 
 
-def lst_step(model, w: Walk, xt, s, p0, eta: float, pthresh: float, adv_step: float, fmt, bf16=False) -> Walk:
-    "One LST iteration for every sample of walk `w` towards `xt` (source classes `s`, source confidences `p0`)."
+def start_walk(model, x0, s, seed, cfg: LSTConfig) -> Walk:
+    "The walk's state at its start (`start_images` from `seed`): the gradient and confidence there, nothing accepted."
+    x = start_images(x0, seed, cfg.memory_format, cfg.start_noise)
+    p_x, grad = source_gradient(model, x, s, cfg.bf16)
+    zero = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
+    return Walk(x, grad, p_x, torch.zeros_like(x), zero, p_x.clone(), zero.bool())
+
+
+def lst_step(model, w: Walk, xt, s, p0, cfg: LSTConfig) -> Walk:
+    "One LST iteration (steps 1-4) for every sample of walk `w` towards `xt` (source classes `s`, confidences `p0`)."
     d = perpendicular(xt - w.x, w.grad)
-    adv = restoring_term(w.adv, w.grad, adv_step) if adv_step > 0 else w.adv
-    cand = (w.x + eta * d - adv).clamp(0, 1)
-    p_c, g_c = source_gradient(model, cand, s, bf16)  # one forward + backward: acceptance and the next gradient
-    ok = (p0 - p_c) < pthresh
+    adv = restoring_term(w.adv, w.grad, cfg.adv_step) if cfg.adv_step > 0 else w.adv
+    cand = (w.x + cfg.eta * d - adv).clamp(0, 1)
+    p_c, g_c = source_gradient(model, cand, s, cfg.bf16)  # one forward + backward: acceptance and the next gradient
+    ok = (p0 - p_c) < cfg.pthresh
     m = ok.view(-1, 1, 1, 1)
     return Walk(
-        x=torch.where(m, cand, w.x).contiguous(memory_format=fmt),
+        x=torch.where(m, cand, w.x).contiguous(memory_format=cfg.memory_format),
         grad=torch.where(m, g_c, w.grad),
         p=torch.where(ok, p_c, w.p),
         adv=adv,
@@ -231,53 +244,64 @@ def frozen(model):
         model.train(training)
 
 
+# %% ../../nbs/blindspots/30_lst.ipynb #cd23222b
+def _check(model, x0, xt, eta, iters):
+    if x0.shape != xt.shape:
+        raise ClumpnbError(f"source and target must have the same shape, got {tuple(x0.shape)} and {tuple(xt.shape)}")
+    if x0.ndim != 4:
+        raise ClumpnbError(f"expected batches of images (B, C, H, W), got shape {tuple(x0.shape)}")
+    for n, t in (("source", x0), ("target", xt)):
+        if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            raise ClumpnbError(
+                f"{n} images must have values in [0, 1] (got {float(t.min()):.3g} to {float(t.max()):.3g})"
+            )
+    if not eta > 0:
+        raise ClumpnbError(f"step size must be positive, not {eta}")
+    if not (isinstance(iters, int) and iters > 0):
+        raise ClumpnbError(f"iterations must be a positive integer, not {iters}")
+    with torch.no_grad():
+        out = model(x0[:1])
+    if not (torch.is_tensor(out) and out.ndim == 2 and out.shape[1] >= 2):
+        raise ClumpnbError(
+            "the model must return class scores of shape (B, K) with K >= 2; "
+            f"it returned {getattr(out, 'shape', type(out).__name__)}"
+        )
+
+# %% ../../nbs/blindspots/30_lst.ipynb #4da34b1f
 def level_set_traversal(
     model: nn.Module,
     x0: torch.Tensor,
     xt: torch.Tensor,
+    cfg: LSTConfig = LSTConfig(),
     source=None,
-    eta: float = 0.01,
-    iters: int = 400,
-    pthresh: float = 0.2,
-    adv_step: float = 2e-3,
     true_classes=None,
-    log_every: int = 20,
-    seed: int = 0,
-    channels_last: bool = True,
-    bf16: bool = False,
-    fold_bn: bool = True,
+    seed=0,
     progress: bool = False,
 ) -> LSTResult:
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
-    to logits). `source`: class per sample (default: the model's top class at x0). `true_classes`: per sample, the
-    classes that count as correct, to report misclassified sources. `adv_step=0` disables the restoring term.
-    `seed`: of the start noise, one int or one per sample (`start_images`). `fold_bn` walks on a copy of the model
-    with batch norms folded into convolutions (same function, faster)."""
-    from tqdm.auto import tqdm
-
+    to logits), with the settings `cfg`. `source`: class per sample (default: the model's top class at x0).
+    `true_classes`: per sample, the classes that count as correct, to report misclassified sources. `seed`: of the
+    start noise, one int or one per sample (`start_images`)."""
     with frozen(model):  # eval mode before `_check` runs the model: batch-norm statistics stay as they are
-        _check(model, x0, xt, eta, iters)
+        _check(model, x0, xt, cfg.eta, cfg.iters)
     dev = next(model.parameters(), x0).device
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = cfg.memory_format
     x0, xt = x0.to(dev).contiguous(memory_format=fmt), xt.to(dev).contiguous(memory_format=fmt)
-    model = fold_batchnorm(model, x0[:1]) if fold_bn else model
+    model = fold_batchnorm(model, x0[:1]) if cfg.fold_bn else model
     with frozen(model):
-        s, p0, mis = source_classes(model, x0, source, true_classes, bf16)
-        x = start_images(x0, seed, fmt)
-        p_x, grad = source_gradient(model, x, s, bf16)
-        zero = torch.zeros(len(x0), dtype=torch.long, device=dev)
-        w = Walk(x, grad, p_x, torch.zeros_like(x), zero, p_x.clone(), zero.bool())
+        s, p0, mis = source_classes(model, x0, source, true_classes, cfg.bf16)
+        w = start_walk(model, x0, s, seed, cfg)
         log, decisions = [_log(0, w, xt)], []
-        for it in tqdm(range(1, iters + 1), desc="LST", unit="step", disable=not progress):
-            w = lst_step(model, w, xt, s, p0, eta, pthresh, adv_step, fmt, bf16)
+        for it in tqdm(range(1, cfg.iters + 1), desc="LST", unit="step", disable=not progress):
+            w = lst_step(model, w, xt, s, p0, cfg)
             decisions.append(w.ok.cpu())
-            if it % log_every == 0 or it == iters:
+            if it % cfg.log_every == 0 or it == cfg.iters:
                 log.append(_log(it, w, xt))
     steps, p_path, rms_path, snaps = (list(v) for v in zip(*log))
     x_end = w.x.detach().cpu().contiguous()
     return LSTResult(
         x0.cpu(), xt.cpu(), x_end, s.cpu(), p0.cpu(), w.p.cpu(), mis, steps, p_path, rms_path, snaps,
-        w.accepted.cpu(), w.min_p.cpu(), torch.stack(decisions), pthresh,
+        w.accepted.cpu(), w.min_p.cpu(), torch.stack(decisions), cfg.pthresh,
     )  # fmt: skip
 
 
@@ -285,33 +309,26 @@ def _log(it: int, w: Walk, xt) -> tuple:
     return it, w.p.cpu(), rms_distance(w.x, xt).cpu(), w.x.detach().cpu().half()
 
 # %% ../../nbs/blindspots/30_lst.ipynb #b8a5b909
-def photo_traversal(model, pairs: list, size: int = 224, **kw) -> LSTResult:
-    "LST for (source, target) pairs of scikit-image photographs named in `PHOTOS`; `kw` go to `level_set_traversal`."
+def photo_traversal(model, pairs: list, size: int = 224, cfg: LSTConfig = LSTConfig(), seed=0, progress=False):
+    "`level_set_traversal` for (source, target) pairs of scikit-image photographs named in `PHOTOS`."
     x0 = torch.stack([photo(a, size) for a, _ in pairs])  # (B, 3, size, size) in [0, 1]
     xt = torch.stack([photo(b, size) for _, b in pairs])
-    return level_set_traversal(model, x0, xt, true_classes=[PHOTOS[a] for a, _ in pairs], **kw)
+    true = [PHOTOS[a] for a, _ in pairs]
+    return level_set_traversal(model, x0, xt, cfg, true_classes=true, seed=seed, progress=progress)
 
 # %% ../../nbs/blindspots/30_lst.ipynb #ab9bcc07
-def reference_lst(
-    model,
-    x0,
-    xt,
-    source=None,
-    eta: float = 0.01,
-    iters: int = 400,
-    pthresh: float = 0.2,
-    adv_step: float = 2e-3,
-    seed: int = 0,
-) -> tuple:
-    """The public code's `batch_level_set_traversal` loop: (final images, (iters, B) accept decisions). Per iteration:
-    forward + backward at x, restoring term from the raw gradient, a second forward at the candidate."""
+def reference_lst(model, x0, xt, cfg: LSTConfig = LSTConfig(), source=None, seed: int = 0) -> tuple:
+    """The public code's `batch_level_set_traversal` loop with `cfg`'s step, iterations, threshold, restoring term and
+    start noise: (final images, (iters, B) accept decisions). Per iteration: forward + backward at x, restoring term
+    from the raw gradient, a second forward at the candidate."""
+    eta, pthresh, adv_step = cfg.eta, cfg.pthresh, cfg.adv_step  # the public code's names
     with frozen(model):
         with torch.no_grad():
             px0 = model(x0).softmax(-1)
         s = px0.argmax(-1) if source is None else torch.as_tensor(source).long().expand(len(x0))
         p0 = px0.gather(1, s[:, None])[:, 0]
-        x, adv, decisions = start_images(x0, seed), None, []
-        for _ in range(iters):
+        x, adv, decisions = start_images(x0, seed, start_noise=cfg.start_noise), None, []
+        for _ in range(cfg.iters):
             xr = x.detach().requires_grad_(True)
             F.cross_entropy(model(xr), s, reduction="sum").backward()
             J = xr.grad.flatten(1)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shlex
@@ -17,20 +18,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from .lst import PHOTOS, fit_image, imagenet_efficientnet_lite0, level_set_traversal, native_bf16
-from .lst import photo
-from .geometry import pair_rows, path_widths, plot_hulls, plot_lst_grid, plot_paths
-from .geometry import triangle_confidence
+from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, read_cutout, read_rgb
+from ..data.survey import asinh_stretch
 from ..nets.encoders import IMAGENET_MEAN, IMAGENET_STD, Classifier, InputAdapter, fold_batchnorm
 from ..nets.training import load_classifier
-from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES
+from .lst import LSTConfig, PHOTOS, fit_image, imagenet_efficientnet_lite0, level_set_traversal
+from .lst import native_bf16, photo
+from .plots import plot_hulls, plot_lst_grid, plot_paths
+from .geometry import WidthConfig, pair_rows, path_widths, triangle_confidence
 
 # %% auto #0
-__all__ = ['MODELS', 'ImageNetModel', 'LSTModel', 'torchvision_classifier', 'load_lst_model', 'read_lst_image', 'lst_images',
-           'pair_table', 'write_csv', 'hull_table', 'LSTInputs', 'lst_inputs', 'walk_pairs', 'run_lst']
+__all__ = ['MODELS', 'PRECISIONS', 'ImageNetModel', 'LSTModel', 'torchvision_classifier', 'load_lst_model', 'read_lst_image',
+           'lst_images', 'pair_table', 'write_csv', 'hull_table', 'LSTInputs', 'lst_inputs', 'LSTRunConfig',
+           'run_settings', 'run_command', 'walk_pairs', 'run_lst']
 
 # %% ../../nbs/blindspots/33_run.ipynb #f7d294bd
 @dataclass
@@ -117,9 +121,6 @@ def load_lst_model(spec: str, weights=None) -> LSTModel:
 # %% ../../nbs/blindspots/33_run.ipynb #b1d0a005
 def read_lst_image(path: Path, m: LSTModel) -> torch.Tensor:
     "Image file `path` as (3, m.size, m.size) in [0, 1], in model `m`'s channel order."
-    from clumpnb.data.io import read_cutout, read_rgb
-    from clumpnb.data.survey import asinh_stretch
-
     name = path.name.lower()
     if name.endswith(RGB_SUFFIXES):
         x, order = torch.from_numpy(read_rgb(path)), "rgb"
@@ -224,21 +225,54 @@ def lst_inputs(sources, targets, model: str, weights=None, image_size: int = Non
     return LSTInputs(m, ns, xs, true, nt, xt, pairs)
 
 
-def walk_pairs(net, inp: LSTInputs, walk: dict, batch_size: int, widths: dict, seed: int, csv_path) -> dict:
-    """Walk every pair of `inp` on `net`, `batch_size` at a time; after each batch rewrite `csv_path`. `walk` goes to
-    `level_set_traversal`, `widths` (every, radii, n) to `path_widths` (n = 0: none)."""
-    from tqdm.auto import tqdm
+# %% ../../nbs/blindspots/33_run.ipynb #755cf488
+PRECISIONS = ("float32", "bfloat16", "auto")
 
+
+@dataclass(frozen=True)
+class LSTRunConfig:
+    "How `run_lst` walks its pairs and measures them."
+
+    lst: LSTConfig = LSTConfig()  # eta, iters, pthresh, adv_step; the run sets its logging, bfloat16 and folding
+    widths: WidthConfig = WidthConfig(every=100, radii=(10, 20, 30))  # dirs=0: no path widths
+    image_size: int | None = None  # the side images are brought to; default: the model's
+    seed: int = 0  # each pair's start noise is drawn from (seed, its index)
+    batch_size: int = 8  # pairs walked at once
+    precision: str = "float32"  # one of PRECISIONS; 'auto': bfloat16 where the CPU computes it natively
+
+
+def run_settings(cfg: LSTRunConfig, size: int, bf16: bool) -> dict:
+    "The settings `metrics.json` records for a run with `cfg` on images of side `size`."
+    c, w = cfg.lst, cfg.widths
+    return dict(eta=c.eta, iters=c.iters, pthresh=c.pthresh, adv_step=c.adv_step, size=size, seed=cfg.seed,
+                precision="bfloat16" if bf16 else "float32", batch_size=cfg.batch_size, width_every=w.every,
+                width_dirs=w.dirs, width_radii=list(w.radii))  # fmt: skip
+
+
+def run_command(out, sources, targets, model: str, weights, s: dict) -> str:
+    "The `clumpnb lst` command that reruns a run with settings `s` (of `run_settings`), every setting spelled out."
+    words = ["clumpnb", "lst", "--source", *map(str, sources), "--target", *map(str, targets), "--model", str(model)]
+    words += ["--weights", str(weights)] if weights else []
+    flags = ("iters", "eta", "pthresh", "adv_step", "size", "seed", "batch_size", "precision", "width_every")
+    for k in flags + ("width_dirs",):
+        words += [f"--{'image-size' if k == 'size' else k.replace('_', '-')}", str(s[k])]
+    return shlex.join(words + ["--width-radii", *map(str, s["width_radii"]), "--out", str(out)])
+
+# %% ../../nbs/blindspots/33_run.ipynb #6a6f764b
+def walk_pairs(net, inp: LSTInputs, walk: LSTConfig, cfg: LSTRunConfig, csv_path, progress: bool = False) -> dict:
+    """Walk every pair of `inp` on `net` with `walk`, `cfg.batch_size` at a time, and measure their widths as
+    `cfg.widths` says; after each batch rewrite `csv_path`."""
     rows, wids, finals, first = [], [], {}, None
-    batches = range(0, len(inp.pairs), batch_size)
-    for b in tqdm(batches, desc="pairs", disable=not walk["progress"] or len(batches) == 1):
-        chunk = inp.pairs[b : b + batch_size]
+    seed, batches = cfg.seed, range(0, len(inp.pairs), cfg.batch_size)
+    for b in tqdm(batches, desc="pairs", disable=not progress or len(batches) == 1):
+        chunk = inp.pairs[b : b + cfg.batch_size]
         si, ti = [i for i, _ in chunk], [j for _, j in chunk]
         tc = [inp.true_classes[i] for i in si] if all(inp.true_classes[i] is not None for i in si) else None
         seeds = [int(np.random.SeedSequence([seed, b + k]).generate_state(1)[0]) for k in range(len(chunk))]
-        r = level_set_traversal(net, inp.sources[si], inp.targets[ti], true_classes=tc, seed=seeds, **walk)
+        xs, xt = inp.sources[si], inp.targets[ti]
+        r = level_set_traversal(net, xs, xt, walk, true_classes=tc, seed=seeds, progress=progress)
         rows += pair_rows(net, r, [(inp.source_names[i], inp.target_names[j]) for i, j in chunk])
-        wids += path_widths(net, r, widths["every"], widths["radii"], widths["n"], seed) if widths["n"] else []
+        wids += path_widths(net, r, cfg.widths, seed) if cfg.widths.dirs else []
         for k, (i, j) in enumerate(chunk):
             if sum(a == i for a, _ in finals) < 2:  # the first two LST images of each source span its triangle
                 finals[i, j] = (r.x[k], r.source[k])
@@ -247,56 +281,35 @@ def walk_pairs(net, inp: LSTInputs, walk: dict, batch_size: int, widths: dict, s
     return dict(rows=rows, widths=wids, finals=finals, first=first)
 
 
+# %% ../../nbs/blindspots/33_run.ipynb #b7a5f426
 def run_lst(
     out,
     sources=("chelsea",),
     targets=("coffee",),
     model: str = "efficientnet_lite0",
     weights=None,
-    iters: int = 400,
-    eta: float = 0.01,
-    pthresh: float = 0.2,
-    adv_step: float = 2e-3,
-    image_size: int = None,
-    seed: int = 0,
-    batch_size: int = 8,
-    precision: str = "float32",
-    width_every: int = 100,
-    width_dirs: int = 256,
-    width_radii=(10, 20, 30),
+    cfg: LSTRunConfig = LSTRunConfig(),
     progress: bool = True,
 ) -> dict:
-    """LST from every source towards every target (files, folders or photograph names) on `model` (see
+    """LST with `cfg` from every source towards every target (files, folders or photograph names) on `model` (see
     `load_lst_model`); writes `out/pairs.csv`, `out/metrics.json`, `out/lst.png`, `out/path.png` (`out/hulls.png`)."""
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ClumpnbError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
-    inp = lst_inputs(sources, targets, model, weights, image_size)
-    bf16 = precision == "bfloat16" or (precision == "auto" and native_bf16("cpu"))
+    if cfg.precision not in PRECISIONS:
+        raise ClumpnbError(f"precision must be auto, float32 or bfloat16, not {cfg.precision!r}")
+    inp = lst_inputs(sources, targets, model, weights, cfg.image_size)
+    bf16 = cfg.precision == "bfloat16" or (cfg.precision == "auto" and native_bf16("cpu"))
     net = fold_batchnorm(inp.model.model, inp.sources[:1])  # the same function, faster
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log = min(width_every, iters)
-    walk = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, bf16=bf16, log_every=log, progress=progress,
-                fold_bn=False)  # `net` is folded once, above, not once per batch  # fmt: skip
+    log = min(cfg.widths.every, cfg.lst.iters)
+    walk = dataclasses.replace(cfg.lst, bf16=bf16, log_every=log, fold_bn=False)  # `net` is folded once, above
     t = time.perf_counter()
-    w = walk_pairs(net, inp, walk, batch_size, dict(every=width_every, radii=width_radii, n=width_dirs), seed,
-                   out / "pairs.csv")  # fmt: skip
+    w = walk_pairs(net, inp, walk, cfg, out / "pairs.csv", progress)
     seconds = time.perf_counter() - t
-    words = ["clumpnb", "lst", "--source", *map(str, sources), "--target", *map(str, targets), "--model", str(model)]
-    words += ["--weights", str(weights)] if weights else []
-    flags = dict(iters=iters, eta=eta, pthresh=pthresh, adv_step=adv_step, image_size=inp.model.size, seed=seed,
-                 batch_size=batch_size, precision="bfloat16" if bf16 else "float32", width_every=width_every,
-                 width_dirs=width_dirs)  # fmt: skip
-    for k, v in flags.items():
-        words += [f"--{k.replace('_', '-')}", str(v)]
-    command = shlex.join(words + ["--width-radii", *map(str, width_radii), "--out", str(out)])
-    hulls = hull_table(net, inp.sources, w["finals"], inp.source_names, inp.target_names, pthresh)
-    settings = dict(eta=eta, iters=iters, pthresh=pthresh, adv_step=adv_step, size=inp.model.size, seed=seed,
-                    precision="bfloat16" if bf16 else "float32", batch_size=batch_size, width_every=width_every,
-                    width_dirs=width_dirs, width_radii=list(width_radii))  # fmt: skip
-    res = dict(model=inp.model.title, command=command, seed=seed, clumpnb_version=__version__, settings=settings,
-               seconds=seconds,
-               seconds_per_pair_iteration=seconds / (len(inp.pairs) * iters), pairs=w["rows"],
+    settings = run_settings(cfg, inp.model.size, bf16)
+    hulls = hull_table(net, inp.sources, w["finals"], inp.source_names, inp.target_names, walk.pthresh)
+    res = dict(model=inp.model.title, command=run_command(out, sources, targets, model, weights, settings),
+               seed=cfg.seed, clumpnb_version=__version__, settings=settings, seconds=seconds,
+               seconds_per_pair_iteration=seconds / (len(inp.pairs) * walk.iters), pairs=w["rows"],
                hulls=[{k: v for k, v in h.items() if k != "grid"} for h in hulls], widths=w["widths"])  # fmt: skip
     figs = [("lst.png", plot_lst_grid(w["first"])), ("path.png", plot_paths(w["first"]))]
     figs += [("hulls.png", plot_hulls(dict(hulls=hulls)))] if hulls else []

@@ -14,26 +14,24 @@ import time
 from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from ..data.simulate import SimConfig
-from ..data.io import write_survey
+from ..data.galaxy import SimConfig
+from ..data.folder import write_survey
 from ..data.dataset import ClumpDataset
 from ..detector.model import DetectorConfig
 from ..detector.train import TrainConfig, train
-from ..detector.detect import evaluate_run
-from .pretrain import PretrainConfig, pretrain
+from ..detector.run_metrics import EvalConfig, evaluate_run
+from ..nets.pretrain import PretrainConfig, pretrain
 from ..nets.encoders import make_classifier
-from ..nets.training import fit_classifier, pick_device, save_checkpoint
+from ..nets.training import FitConfig, fit_classifier, pick_device, save_checkpoint
 
 # %% auto #0
 __all__ = ['WEIGHTS', 'PRESETS', 'COLUMNS', 'FLOATS', 'INTS', 'Variant', 'Preset', 'get_preset', 'GridRow', 'read_results',
            'write_results', 'run_key', 'clumpy_encoder', 'encoder_name', 'encoder_settings', 'variant_weights',
-           'run_config', 'run_one', 'prepare_grid', 'compare', 'images_needed', 'mean_interval', 'paired', 'summarise',
-           'plot_efficiency', 'table', 'plot_side_by_side', 'plan', 'compare_cli']
+           'run_config', 'run_one', 'prepare_grid', 'compare', 'plan']
 
 # %% ../../nbs/comparison/21_compare.ipynb #3f114fa9
 WEIGHTS = ("random", "imagenet", "zoobot", "galaxy", "galaxy-clumpy")
@@ -254,7 +252,8 @@ def clumpy_encoder(encoder, arch: str, data, n: int, seed: int, out: Path, epoch
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     y = torch.tensor([int(len(ds.boxes[im["id"]]) > 0) for im in ds.images])
     clf = make_classifier(arch, encoder, 2)  # the encoder's body, a fresh two-class head, its input adapter
-    fit_classifier(clf, x, y, epochs, lr=3e-4, batch=16, seed=seed, onecycle=False, device=pick_device(device))
+    fit = FitConfig(epochs, lr=3e-4, batch=16, seed=seed, onecycle=False, device=pick_device(device))
+    fit_classifier(clf, x, y, fit)
     save_checkpoint(path, model=clf.net.cpu().state_dict(), arch=arch)
     return path
 
@@ -331,7 +330,7 @@ def run_one(
     t0 = time.perf_counter()
     hist = train(cfg, resume=True, progress=progress)
     secs = sum(h["seconds"] for h in hist) if hist else time.perf_counter() - t0
-    r = evaluate_run(run, out / "data" / "test", n_boot=0)
+    r = evaluate_run(run, out / "data" / "test", EvalConfig(n_boot=0))
     t, c = r["truth"], r.get("consensus", {})
     n_images = len(ClumpDataset(cfg.data, "train", "consensus", False, seed, limit=n))
     row = GridRow(
@@ -387,8 +386,6 @@ def prepare_grid(p: Preset, out: Path, variants: list, device: str = "auto", pro
 
 def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True, only: list = None) -> list:
     "Run (or finish) grid `preset` into folder `out`; returns the rows of `out/results.csv`. `only`: variant names."
-    from tqdm.auto import tqdm
-
     p = get_preset(preset)
     if out is None:
         raise ClumpnbError("compare needs an output folder (--out)")
@@ -428,161 +425,6 @@ def compare(preset="cpu", out=None, device: str = "auto", progress: bool = True,
             )
     return rows
 
-# %% ../../nbs/comparison/21_compare.ipynb #6857d81d
-def images_needed(rows: list, target: float = 0.8) -> dict:
-    "Per variant: the size needed per seed, their median, and flags for 'already at the smallest' / 'never reached'."
-    out = {}
-    for name in dict.fromkeys(r["variant"] for r in rows):
-        per_seed = {}
-        for s in sorted({r["seed"] for r in rows if r["variant"] == name}):
-            pts = sorted(
-                (r["n_train"], min(r["completeness_ge8"], r["purity"]))
-                for r in rows
-                if r["variant"] == name and r["seed"] == s
-            )
-            need = math.inf
-            for i, (n, m) in enumerate(pts):
-                if m >= target:
-                    if i == 0:
-                        need = float(n)
-                    else:
-                        (n0, m0) = pts[i - 1]
-                        need = float(math.exp(math.log(n0) + (target - m0) / (m - m0) * (math.log(n) - math.log(n0))))
-                    break
-            per_seed[s] = need
-        v = np.array(list(per_seed.values()))
-        sizes = sorted({r["n_train"] for r in rows if r["variant"] == name})
-        out[name] = dict(
-            per_seed=per_seed,
-            median=float(np.median(v)),
-            min=float(v.min()),
-            max=float(v.max()),
-            at_smallest=bool((v <= sizes[0]).any()),
-            never=int(np.isinf(v).sum()),
-            sizes=sizes,
-        )
-    return out
-
-# %% ../../nbs/comparison/21_compare.ipynb #6a1f0c02
-def mean_interval(values, level: float = 0.95) -> tuple:
-    "(mean, low, high): the mean of `values` and its `level` Student-t interval (nan ends with fewer than two values)."
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else math.nan
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
-
-
-def paired(rows: list, a: str, b: str, metric: str, n_a: int, n_b: int = None, level: float = 0.95) -> dict:
-    """Per seed, `metric` of variant `b` at `n_b` galaxies (default `n_a`) minus that of variant `a` at `n_a`; the mean
-    over the seeds both have, and its `level` Student-t interval (nan with fewer than two seeds)."""
-    n_b = n_a if n_b is None else n_b
-    va = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (a, n_a)}
-    vb = {r["seed"]: r[metric] for r in rows if (r["variant"], r["n_train"]) == (b, n_b)}
-    seeds = sorted(va.keys() & vb.keys())
-    if not seeds:
-        raise ClumpnbError(f"no seed has both {a!r} at {n_a} and {b!r} at {n_b} training galaxies")
-    d = [vb[s] - va[s] for s in seeds]
-    mean, lo, hi = mean_interval(d, level)
-    return dict(a=a, b=b, metric=metric, n_a=n_a, n_b=n_b, seeds=seeds, diffs=d, mean=mean, lo=lo, hi=hi)
-
-# %% ../../nbs/comparison/21_compare.ipynb #2fe17c7d
-def summarise(rows: list, metrics=("completeness_ge8", "completeness_3to8", "purity", "ap50", "train_seconds")) -> list:
-    "One row per (variant, size): mean, min and max over seeds of each metric."
-    out = []
-    for name in dict.fromkeys(r["variant"] for r in rows):
-        for n in sorted({r["n_train"] for r in rows if r["variant"] == name}):
-            rs = [r for r in rows if r["variant"] == name and r["n_train"] == n]
-            d = dict(variant=name, n_train=n, n_seeds=len(rs))
-            for m in metrics:
-                v = np.array([r[m] for r in rs], float)
-                d[m], d[m + "_min"], d[m + "_max"] = float(np.nanmean(v)), float(np.nanmin(v)), float(np.nanmax(v))
-            out.append(d)
-    return out
-
-
-def plot_efficiency(rows: list, metrics=("completeness_ge8", "purity", "ap50"), target: float = 0.8, title: str = None):
-    "Data-efficiency curves with the range over seeds as bands."
-    labels = dict(
-        completeness_ge8="completeness (flux ratio ≥ 8%)",
-        completeness_3to8="completeness (3-8%)",
-        purity="purity",
-        ap50="COCO AP50",
-    )
-    summ = summarise(rows)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        for name in dict.fromkeys(r["variant"] for r in summ):
-            s = [r for r in summ if r["variant"] == name]
-            n = [r["n_train"] for r in s]
-            (line,) = ax.plot(n, [r[m] for r in s], "o-", label=name, ms=4)
-            lo, hi = [r[m + "_min"] for r in s], [r[m + "_max"] for r in s]
-            ax.fill_between(n, lo, hi, color=line.get_color(), alpha=0.2)
-        if m != "ap50":
-            ax.axhline(target, color="grey", ls=":", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("training galaxies")
-        ax.set_ylabel(labels.get(m, m))
-        ax.set_ylim(0, 1.02)
-        ax.set_xticks(sorted({r["n_train"] for r in summ}))
-        ax.get_xaxis().set_major_formatter(plt.ScalarFormatter())
-        ax.minorticks_off()
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def table(rows: list) -> str:
-    "The results as a Markdown table: mean (min-max over seeds) per variant and size."
-    f = lambda r, m: f"{r[m]:.3f} ({r[m + '_min']:.2f}-{r[m + '_max']:.2f})"
-    lines = [
-        "| variant | galaxies | seeds | completeness ≥8% | completeness 3-8% | purity | AP50 | train s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in summarise(rows):
-        lines.append(
-            f"| {r['variant']} | {r['n_train']} | {r['n_seeds']} | {f(r, 'completeness_ge8')} | "
-            f"{f(r, 'completeness_3to8')} | "
-            f"{f(r, 'purity')} | {f(r, 'ap50')} | {r['train_seconds']:.0f} |"
-        )
-    return "\n".join(lines)
-
-# %% ../../nbs/comparison/21_compare.ipynb #197675cd
-def plot_side_by_side(out, names: list, n_train: int, seed: int = 0, n: int = 6, title: str = None):
-    """Detections of runs `names` (variant names, same size and seed) on the first `n` held-out galaxies of grid folder
-    `out`."""
-    from clumpnb.detector.train import load_run
-    from clumpnb.detector.detect import run_threshold
-    from clumpnb.detector.evaluate import predict, postprocess
-    from clumpnb.data.io import read_cutout
-    from clumpnb.data.viz import show_galaxy
-    from astropy.table import Table
-
-    out = Path(out)
-    test = out / "data" / "test"
-    ds = ClumpDataset(test, None, "truth", limit=n)
-    truth = Table.read(test / "clumps.ecsv")
-    fig, axes = plt.subplots(len(names), n, figsize=(2.1 * n, 2.3 * len(names)), squeeze=False)
-    for row, name in zip(axes, names):
-        run = out / "runs" / run_key(name, n_train, seed)
-        model, _ = load_run(run)
-        thr = run_threshold(run)
-        ims = [ds[i][0] for i in range(len(ds))]
-        for ax, im, info, det in zip(row, ims, ds.images, predict(model, ims)):
-            k = postprocess(det, im)[0]
-            keep = k["score"] >= thr
-            c = read_cutout(test / info["file_name"], tables=False)
-            show_galaxy(ax, c.image, truth[truth["image"] == info["name"]])
-            ax.plot(k["x"][keep], k["y"][keep], "s", mfc="none", mec="yellow", ms=9, mew=1)
-        row[0].set_ylabel(f"{name}\n(n={n_train}, seed {seed})", fontsize=8)
-    fig.suptitle(
-        title or "circles: true clumps (simulated); yellow squares: detections above each run's threshold", fontsize=9
-    )
-    fig.tight_layout()
-    return fig
-
 # %% ../../nbs/comparison/21_compare.ipynb #3a6b488d
 def plan(p: Preset) -> list:
     "The runs of grid `p`: (variant, size, seed, epochs, images seen)."
@@ -592,60 +434,3 @@ def plan(p: Preset) -> list:
         for n in p.sizes
         for v in p.variants
     ]
-
-
-def compare_cli(p: Preset, out, only=None, device: str = "auto", dry_run: bool = False, progress: bool = True) -> dict:
-    "What `clumpnb compare` does; returns the summary it writes."
-    p = get_preset(p)
-    if only:
-        bad = sorted(set(only) - {v.name for v in p.variants})
-        if bad:
-            raise ClumpnbError(
-                f"preset {p.name!r} has no variant {bad[0]!r}; its variants: {[v.name for v in p.variants]}"
-            )
-    if dry_run:
-        runs = [r for r in plan(p) if not only or r[0] in only]
-        if progress:
-            for r in runs:
-                print(f"{r[0]:>26s}  n={r[1]:<5d} seed={r[2]}  {r[3]} epochs, {r[4]} images")
-            print(f"{len(runs)} runs of grid {p.digest()} (preset {p.name!r})")
-        return dict(
-            preset=p.name,
-            digest=p.digest(),
-            runs=[dict(zip(("variant", "n_train", "seed", "epochs", "images_seen"), r)) for r in runs],
-        )
-    t0 = time.perf_counter()
-    rows = compare(p, out, device, progress, only)
-    out = Path(out)
-    need = images_needed(rows)
-    summary = dict(
-        preset=p.name,
-        digest=p.digest(),
-        simulated=True,
-        n_runs=len(rows),
-        wall_seconds_this_call=round(time.perf_counter() - t0, 1),
-        train_seconds_total=round(sum(r["train_seconds"] for r in rows), 1),
-        needed_for_0p8=need,
-        by_size=summarise(rows),
-        skipped=json.loads((out / "skipped.json").read_text()) if (out / "skipped.json").exists() else {},
-        command=f"clumpnb compare --preset {p.name} --out {out.name}",
-    )
-    if rows:
-        fig = plot_efficiency(rows, title=f"simulated survey, preset {p.name}: mean over seeds, band = range")
-        with atomic_write(out / "efficiency.png") as f:
-            fig.savefig(f, dpi=120, format="png")
-        plt.close(fig)
-        with atomic_write(out / "table.md", "w") as f:
-            f.write(table(rows) + "\n")
-    with atomic_write(out / "summary.json", "w") as f:
-        json.dump(jsonable(summary), f, indent=1)
-    if progress:
-        print(table(rows))
-        for k, v in need.items():
-            nd = (
-                "never reached"
-                if math.isinf(v["median"])
-                else (f"<= {v['sizes'][0]}" if v["median"] <= v["sizes"][0] else f"{v['median']:.0f}")
-            )
-            print(f"{k}: galaxies needed for completeness and purity 0.8: median {nd} (per seed {v['per_seed']})")
-    return summary

@@ -15,14 +15,18 @@ import numpy as np
 import torch
 
 from ..core import DataError, check_survey_seed
-from .io import labels_path, read_coco, read_cutout
+from .folder import labels_path
+from .io import read_coco, read_cutout
 from .survey import SDSS, asinh_stretch
 
 # %% auto #0
-__all__ = ['split_of', 'dihedral', 'ImagingAugment', 'kept_noise', 'reimage', 'ClumpDataset', 'collate']
+__all__ = ['SPLIT_FRACTIONS', 'split_of', 'dihedral', 'ImagingAugment', 'kept_noise', 'reimage', 'ClumpDataset', 'collate']
 
 # %% ../../nbs/data/05_dataset.ipynb #b987e145
-def split_of(name: str, seed: int = 0, fractions=(0.7, 0.2, 0.1)) -> str:
+SPLIT_FRACTIONS = (0.7, 0.2, 0.1)  # the train, val and test shares of a survey's galaxies
+
+
+def split_of(name: str, seed: int = 0, fractions=SPLIT_FRACTIONS) -> str:
     "'train', 'val' or 'test' for galaxy `name`, from a stable hash of the name and `seed`."
     u = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
     edges = np.cumsum(fractions) / np.sum(fractions)
@@ -103,7 +107,6 @@ class ClumpDataset(torch.utils.data.Dataset):
         labels: str = "consensus",
         augment: bool = False,
         split_seed: int = 0,
-        fractions=(0.7, 0.2, 0.1),
         max_p_fp: float = 0.5,
         limit: int = None,
         reimaging: ImagingAugment = None,
@@ -119,7 +122,7 @@ class ClumpDataset(torch.utils.data.Dataset):
         self.images = [
             im
             for im in coco["images"]
-            if split is None or split_of(im.get("name", im["file_name"]), split_seed, fractions) == split
+            if split is None or split_of(im.get("name", im["file_name"]), split_seed) == split
         ]
         if limit:
             self.images = self.images[:limit]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bz2
 import http.client
-import io
 import json
 import re
 import time
@@ -28,8 +27,7 @@ from .survey import BANDS
 
 # %% auto #0
 __all__ = ['DR', 'SKYSERVER', 'SAS', 'FetchError', 'decode_objid', 'frame_url', 'target_table', 'target_objids',
-           'target_positions', 'read_targets', 'Client', 'locate', 'cut_frame', 'write_fetched', 'fetch_one', 'fetch',
-           'LocalSDSS']
+           'target_positions', 'read_targets', 'Client', 'locate', 'cut_frame', 'write_fetched', 'fetch_one', 'fetch']
 
 # %% ../../nbs/data/07_fetch.ipynb #517ecaad
 DR = 17
@@ -350,121 +348,3 @@ def _write_report(path, report):
     report["done"] = sorted(set(report["done"]))
     with atomic_write(path, "w") as f:
         json.dump(jsonable(report), f, indent=1)
-
-# %% ../../nbs/data/07_fetch.ipynb #34852797
-class LocalSDSS:
-    "A stand-in for SkyServer and the SAS on 127.0.0.1, serving simulated galaxies (for tests and offline demos)."
-
-    def __init__(self, galaxies: dict, frame_size: int = 192, dec_limit: float = 70.0, fail: dict = None):
-        """`galaxies`: objid -> simulated `Galaxy`; positions with dec > `dec_limit` are outside the footprint; `fail`:
-        path part -> ['503', 'truncate', ...]."""
-        import http.server
-        import threading
-
-        self.galaxies, self.frame_size, self.dec_limit = galaxies, frame_size, dec_limit
-        self.fail = {k: list(v) for k, v in (fail or {}).items()}
-        self.served, self.requests = {}, []
-        self.field = {oid: i + 1 for i, oid in enumerate(galaxies)}  # one frame per galaxy: run 1000, camcol 1, field i
-        me = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                me.requests.append(self.path)
-                for k, acts in me.fail.items():
-                    if k in self.path and acts:
-                        act = acts.pop(0)
-                        if act == "503":
-                            self.send_error(503)
-                            return
-                        if act == "truncate":
-                            body = me._body(self.path)
-                            self.send_response(200)
-                            self.send_header("Content-Length", str(len(body)))
-                            self.end_headers()
-                            self.wfile.write(body[: len(body) // 2])
-                            return
-                body = me._body(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                me.served[self.path] = me.served.get(self.path, 0) + 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def client(self, **kw) -> Client:
-        return Client(
-            skyserver=f"{self.url}/dr17/SkyServerWS",
-            sas=f"{self.url}/sas/dr17/eboss/photoObj/frames",
-            **{"rate": 0, "backoff": 0.01, **kw},
-        )
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def objid(self, oid) -> int:
-        "An objID whose bits point at this server's frame for galaxy `oid`."
-        return (301 << 48) | (1000 << 32) | (1 << 29) | (self.field[oid] << 16) | 1
-
-    def _frame(self, oid, band: int) -> bytes:
-        g = self.galaxies[oid]
-        S, s = self.frame_size, g.image.shape[-1]
-        pad = (S - s) // 2 + 7  # off-centre, so that the cut is not the identity
-        img = np.zeros((S, S), np.float32)
-        o = min(pad, S - s)
-        img[o : o + s, o : o + s] = g.image[band]
-        h = g.header.copy()
-        h["CRPIX1"] += o
-        h["CRPIX2"] += o
-        buf = io.BytesIO()
-        fits.PrimaryHDU(img, header=h).writeto(buf)
-        return bz2.compress(buf.getvalue())
-
-    def _body(self, path: str):
-        u = urllib.parse.urlsplit(path)
-        q = urllib.parse.parse_qs(u.query)
-        if u.path.endswith("/SqlSearch"):
-            sql = q["cmd"][0]
-            m = re.search(r"fGetNearbyObjEq\(([-\d.]+), ([-\d.]+)", sql)
-            if m:
-                ra, dec = float(m.group(1)), float(m.group(2))
-                hit = [
-                    o
-                    for o, g in self.galaxies.items()
-                    if abs(g.meta["ra"] - ra) < 1e-4 and abs(g.meta["dec"] - dec) < 1e-4 and dec <= self.dec_limit
-                ]
-                rows = "".join(f"1000,301,1,{self.field[o]}\n" for o in hit[:1])
-                return f"#Table1\nrun,rerun,camcol,field\n{rows}".encode()
-            m = re.search(r"objID = (\d+)", sql)
-            if m:
-                f = (int(m.group(1)) >> 16) & 0xFFF
-                o = next((o for o, k in self.field.items() if k == f), None)
-                rows = f"{self.galaxies[o].meta['ra']},{self.galaxies[o].meta['dec']}\n" if o is not None else ""
-                return f"#Table1\nra,dec\n{rows}".encode()
-            return None
-        m = re.search(r"frame-([gri])-001000-1-(\d{4})\.fits\.bz2$", u.path)
-        if m:
-            f = int(m.group(2))
-            o = next((o for o, k in self.field.items() if k == f), None)
-            return None if o is None else self._frame(o, "gri".index(m.group(1)))
-        if u.path.endswith("/getjpeg"):
-            from PIL import Image
-
-            ra, dec = float(q["ra"][0]), float(q["dec"][0])
-            o = min(
-                self.galaxies,
-                key=lambda o: abs(self.galaxies[o].meta["ra"] - ra) + abs(self.galaxies[o].meta["dec"] - dec),
-            )
-            buf = io.BytesIO()
-            Image.fromarray(self.galaxies[o].rgb[::-1]).save(buf, format="JPEG", quality=90)  # JPEG rows run top-down
-            return buf.getvalue()
-        return None

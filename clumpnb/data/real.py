@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..core import ClumpnbError, DataError, atomic_write, jsonable
-from .io import FITS_SUFFIXES, clump_pixels, coco_dict, image_stem, labels_path, read_clumpscout
+from .clumpscout import clump_pixels, read_clumpscout
+from .folder import labels_path
+from .io import FITS_SUFFIXES, coco_dict, image_stem
 from .io import BandFiles, group_bands, read_cutout, write_coco, write_rgb
 from .survey import BANDS
 from .dataset import split_of
@@ -24,7 +27,7 @@ from .survey import to_rgb
 
 # %% auto #0
 __all__ = ['CUTS', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'dataset_file', 'add_cutout',
-           'kept_clumps', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
+           'kept_clumps', 'DatasetConfig', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -144,26 +147,27 @@ def kept_clumps(rows, px, centre, shape, cuts: tuple, counts: dict) -> list:
     return [{**{k: v[i].item() for k, v in zip(keys, cols)}, "flux_ratio_band": band} for i in np.flatnonzero(keep)]
 
 # %% ../../nbs/data/08_real.ipynb #875bfb5d
-def build_dataset(
-    catalog,
-    cutouts,
-    out,
-    min_ratio: float = 0.03,
-    ratio_band: str = "u",
-    centre_frac: float = 0.02,
-    edge_frac: float = 0.05,
-    copy: bool = True,
-    progress: bool = True,
-    match_radius: float = 3.0,
-) -> dict:
-    """Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`;
-    returns the selection report."""
+@dataclass(frozen=True)
+class DatasetConfig:
+    "How `build_dataset` matches cutouts to the catalogue and which clumps it keeps (the paper's cuts, `paper_cuts`)."
+
+    min_ratio: float = 0.03  # the faint cut: smallest clump / galaxy flux ratio kept
+    ratio_band: str = "u"  # the band that ratio is measured in (g when the catalogue has no u fluxes)
+    centre_frac: float = 0.02  # the central cut: within this share of the cutout's side from the galaxy's centre
+    edge_frac: float = 0.05  # the edge cut: within this share of the cutout's width or height from its edge
+    match_radius: float = 3.0  # arcsec from a cutout's centre to the catalogue galaxy it is matched to by position
+    copy: bool = True  # copy the cutouts into the dataset (False: link to them)
+
+
+def build_dataset(catalog, cutouts, out, cfg: DatasetConfig = DatasetConfig(), progress: bool = True) -> dict:
+    """Join Clump Scout catalogue `catalog` (MRT) to cutouts in `cutouts` and write a clumpnb dataset to `out`, cut
+    and matched as `cfg` says; returns the selection report."""
     from tqdm.auto import tqdm
 
     cat = read_clumpscout(catalog) if not isinstance(catalog, Table) else catalog
     src = str(catalog) if not isinstance(catalog, Table) else "<catalog>"
     cutouts, out = Path(cutouts), Path(out)
-    ratio_band = check_dataset_inputs(cat, src, cutouts, ratio_band)
+    ratio_band = check_dataset_inputs(cat, src, cutouts, cfg.ratio_band)
     ids = list(dict.fromkeys(int(s) for s in cat["SDSS"]))
     counts = {k: [0, 0] for k in CUTS}  # [galaxies, clumps] removed at each cut (catalogue: present)
     counts["catalogue"] = [len(ids), len(cat)]
@@ -171,7 +175,7 @@ def build_dataset(
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     sdss = np.asarray(cat["SDSS"]).astype(np.int64)
-    matched = match_cutouts(cutouts, cat, match_radius)
+    matched = match_cutouts(cutouts, cat, cfg.match_radius)
     rules = {}
     for sid in tqdm(ids, desc="build-dataset", unit="gal", disable=not progress):
         rows = cat[sdss == sid]
@@ -189,9 +193,9 @@ def build_dataset(
             counts[step][0] += 1
             counts[step][1] += len(rows)
             continue
-        cuts = (ratio_band, min_ratio, centre_frac, edge_frac)
+        cuts = (ratio_band, cfg.min_ratio, cfg.centre_frac, cfg.edge_frac)
         anns_g = kept_clumps(rows, px, (gx, gy), c.image.shape[1:], cuts, counts)
-        add_cutout(f, c, out, str(sid), copy)
+        add_cutout(f, c, out, str(sid), cfg.copy)
         rules[matched[sid][1]] = rules.get(matched[sid][1], 0) + 1
         iid = len(images) + 1
         H, W = c.image.shape[1:]
@@ -199,8 +203,9 @@ def build_dataset(
             {"id": iid, "file_name": f"cutouts/{dataset_file(f)}", "width": int(W), "height": int(H), "name": str(sid)}
         )
         anns += [dict(image_id=iid, **a) for a in anns_g]
-    settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=min_ratio, ratio_band=ratio_band)
-    settings.update(centre_frac=centre_frac, edge_frac=edge_frac, match_radius=match_radius, matched_by=rules)
+    settings = dict(catalog=src, cutouts=str(cutouts), min_ratio=cfg.min_ratio, ratio_band=ratio_band)
+    settings.update(centre_frac=cfg.centre_frac, edge_frac=cfg.edge_frac, match_radius=cfg.match_radius)
+    settings.update(matched_by=rules)
     return write_dataset(out, images, anns, counts, reasons, settings)
 
 # %% ../../nbs/data/08_real.ipynb #1b9270a5

@@ -12,100 +12,18 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from scipy.special import gammaincinv
 
 from ..core import check_survey_seed, rng_for
-from .survey import SDSS, Survey, to_rgb
+from .galaxy import SimConfig, clump_allowed, colour_fluxes, disc_axis_ratio, disc_to_sky, psf_otf, sersic
+from .shifts import add_artefacts, arm_weight, draw_imaging, draw_morphology, dust_transmission
+from .shifts import ring_weight, tail_weight
+from .survey import to_rgb
 
 # %% auto #0
-__all__ = ['PSF_WING', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION', 'CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'SimConfig', 'sersic',
-           'psf_otf', 'psf_image', 'colour_fluxes', 'disc_axis_ratio', 'disc_to_sky', 'disc_coords', 'clump_allowed',
-           'component_fluxes', 'disc_share', 'draw_params', 'arm_weight', 'ring_weight', 'tail_weight',
-           'dust_transmission', 'render', 'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
-
-# %% ../../nbs/data/02_simulate.ipynb #ce4e2273
-@dataclass
-class SimConfig:
-    "Everything the generator draws from. Fluxes are total g r i nanomaggies; sizes in pixels unless named."
-
-    size: int = 128  # cutout side in pixels (0.396"/px: 128 px = 51")
-    survey: Survey = SDSS  # imaging constants
-    z_range: tuple = (0.02, 0.15)  # Clump Scout redshift range (Adams et al. 2022)
-    abs_mag: tuple = (-20.7, 0.9)  # M_r mean, sd, before the magnitude limit
-    mag_limit: float = 17.77  # SDSS spectroscopic r limit
-    clumpy_fraction: float = 0.75  # galaxies with at least one clump (enriched for training)
-    mean_clumps: float = 3.0  # mean number of clumps in a clumpy galaxy (1 to max_clumps)
-    max_clumps: int = 8
-    clump_frac: tuple = (0.02, 0.25)  # clump / galaxy g-band flux ratio, log-uniform
-    odd_fraction: float = 0.1  # share of clumps that are odd (class 2)
-    star_fraction: float = 0.3  # images with a foreground star
-    bg_fraction: float = 0.4  # images with background galaxies
-    noise: bool = True  # add sky and Poisson noise
-    oversample: int = 2  # sub-pixel sampling of extended profiles
-    pad: int = 8  # pixels rendered beyond each edge before cropping
-    shift: object = None  # a `Shift` (chapter *Imaging shifts*): seeing, PSF, clumps, noise, artefacts, other hosts
-
-# %% ../../nbs/data/02_simulate.ipynb #e80c4ab8
-@lru_cache(None)
-def _bn(n: float) -> float:
-    return float(gammaincinv(2 * n, 0.5))
-
-
-def sersic(x, y, r_eff, n, x0, y0, q, theta):
-    "Sérsic surface brightness (1 at `r_eff`) on grids `x`, `y`; axis ratio `q`, major axis at angle `theta` from x."
-    c, s = float(np.cos(theta)), float(np.sin(theta))
-    dx, dy = x - x0, y - y0
-    r = np.hypot(dx * c + dy * s, (-dx * s + dy * c) / q) / r_eff
-    return np.exp(-_bn(n) * ((r if n == 1 else r ** (1 / n)) - 1))
-
-# %% ../../nbs/data/02_simulate.ipynb #54530070
-PSF_WING = (0.1, 2.0)  # wing weight and width relative to the core
-
-
-@lru_cache(None)
-def _core_sigma_per_fwhm() -> float:
-    "Core sigma of the double Gaussian per unit FWHM (bisection on its half-maximum radius)."
-    w, k = PSF_WING
-    prof = lambda r: (1 - w) * np.exp(-(r**2) / 2) + w / k**2 * np.exp(-(r**2) / (2 * k**2))
-    lo, hi = 0.5, 3.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if prof(mid) > prof(0) / 2 else (lo, mid)
-    return 1 / (2 * lo)
-
-
-def psf_otf(fwhm_px: float, shape, oversample: int = 1):
-    """Fourier transform (rfft2 layout) of the double-Gaussian PSF on a grid of `shape`, without the pixel response:
-    `render` multiplies point sources by it (a sinc in each axis) separately, and `psf_image(pixel=True)` adds it."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None]
-    f2 = fx**2 + fy**2
-    s = fwhm_px * _core_sigma_per_fwhm()
-    w, k = PSF_WING
-    return (1 - w) * np.exp(-2 * np.pi**2 * s**2 * f2) + w * np.exp(-2 * np.pi**2 * (k * s) ** 2 * f2)
-
-
-def psf_image(fwhm_px: float, size: int = 25, pixel: bool = False, offset: tuple = (0.0, 0.0), otf=None):
-    """The PSF as a normalised image, centred on the middle pixel (moved by `offset`, x and y in pixels): sampled at
-    pixel centres, or (`pixel`) integrated over each pixel, as `render` draws a point source and as a detector pixel
-    collects its light. `otf`: another PSF's transform on the `size` x `size` grid (default: the double Gaussian)."""
-    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None]
-    ph = np.exp(-2j * np.pi * (fy * (size // 2 + offset[1]) + fx * (size // 2 + offset[0])))
-    response = np.sinc(fx) * np.sinc(fy) if pixel else 1.0
-    otf = psf_otf(fwhm_px, (size, size)) if otf is None else otf
-    return np.fft.irfft2(otf * response * ph, s=(size, size))
+__all__ = ['CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'component_fluxes', 'disc_share', 'draw_params', 'Canvas', 'render',
+           'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
 
 # %% ../../nbs/data/02_simulate.ipynb #dc0b662b
-def colour_fluxes(flux_r, g_r, r_i):
-    "g r i fluxes from an r flux and g-r, r-i colours (AB magnitudes)."
-    return np.array([flux_r * 10 ** (-0.4 * g_r), flux_r, flux_r * 10 ** (0.4 * r_i)])
-
-
-def disc_axis_ratio(cos_i, thickness: float = 0.2):
-    "The axis ratio on the sky of a disc of intrinsic axis ratio `thickness` seen at inclination cos *i* = `cos_i`."
-    return np.sqrt(cos_i**2 + thickness**2 * (1 - cos_i**2))
-
-
 def _draw_host(rng, cfg: SimConfig):
     sv = cfg.survey
     for _ in range(1000):
@@ -135,30 +53,6 @@ def _draw_host(rng, cfg: SimConfig):
     )
 
 # %% ../../nbs/data/02_simulate.ipynb #a4353a79
-def disc_to_sky(r, phi, host: dict, centre) -> tuple:
-    "Sky pixel position (x, y) of radius `r` and azimuth `phi` in the plane of `host`'s disc (inclined and turned)."
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
-    u, v = r * np.cos(phi), r * np.sin(phi) * host["q_disc"]
-    return centre[0] + u * c - v * s, centre[1] + u * s + v * c
-
-
-def disc_coords(x, y, host: dict, centre) -> tuple:
-    "(radius, azimuth) in the plane of `host`'s disc of sky pixel positions `x`, `y`: `disc_to_sky` undone."
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
-    dx, dy = x - centre[0], y - centre[1]
-    u, v = dx * c + dy * s, (-dx * s + dy * c) / host["q_disc"]
-    return np.hypot(u, v), np.arctan2(v, u)
-
-
-def clump_allowed(x, y, others, centre, cfg: SimConfig) -> bool:
-    """Whether a clump may sit at pixel (`x`, `y`): at least 1.5 PSF FWHM from the host's `centre` (off the bulge),
-    4 pixels inside the cutout, and at least one FWHM from each clump of `others` (a distinct source)."""
-    fwhm = cfg.survey.psf_fwhm_px[1]
-    if np.hypot(x - centre[0], y - centre[1]) < 1.5 * fwhm or not (4 <= x <= cfg.size - 5 and 4 <= y <= cfg.size - 5):
-        return False
-    return not any(np.hypot(x - o["x"], y - o["y"]) < fwhm for o in others)
-
-
 def _draw_clumps(rng, cfg: SimConfig, host, centre):
     n = 0
     if rng.random() < cfg.clumpy_fraction:
@@ -268,11 +162,27 @@ def _grids(size: int, pad: int, os_: int):
     return x.astype(np.float32), y.astype(np.float32), fx, fy
 
 
-def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa, weight=None):
-    """Pixel-integrated, unit-flux Sérsic image on the padded canvas, evaluated only on a stamp that holds its light;
+@dataclass(frozen=True)
+class Canvas:
+    """The padded canvas extended profiles are drawn on: a cutout of side `size`, `pad` pixels more beyond each edge,
+    sampled `oversample` times a pixel along each axis."""
+
+    size: int
+    pad: int
+    oversample: int
+
+    @property
+    def grids(self) -> tuple:
+        "Sub-pixel centres x, y (cutout pixel coordinates, float32) and the canvas's rfft2 frequencies fx, fy."
+        return _grids(self.size, self.pad, self.oversample)
+
+
+def _profile(canvas: Canvas, re, n, x0, y0, q, pa, weight=None):
+    """Pixel-integrated, unit-flux Sérsic image on the padded `canvas`, evaluated only on a stamp that holds its light;
     `weight(x, y)`, if given, multiplies the profile on the sub-pixel grid (spiral arms) before the flux is set."""
-    x, y = grids[:2]
-    N = size + 2 * pad
+    x, y = canvas.grids[:2]
+    pad, os_ = canvas.pad, canvas.oversample
+    N = canvas.size + 2 * pad
     half = max(6.0, (8 if n == 1 else 12) * re)  # a circle this wide holds 99.99% of the light (n = 1), 97.3% (n = 4)
     lo = lambda c: int(np.clip(np.floor(c + pad - half), 0, N))
     hi = lambda c: int(np.clip(np.ceil(c + pad + half) + 1, 0, N))
@@ -289,81 +199,25 @@ def _profile(grids, size, pad, os_, re, n, x0, y0, q, pa, weight=None):
     return img / tot if tot > 0 else img
 
 
-def arm_weight(x, y, host: dict, centre):
-    """The brightness of `host`'s spiral arms (`host["arms"]`: `m` logarithmic arms of pitch angle `pitch`, contrast
-    `amp`, starting at radius `r_in` at azimuth `phase`) relative to the smooth disc, at sky pixels `x`, `y`: 1 on
-    average round every ring, rising on the arms and falling between them; 1 inside half of `r_in` (the bulge's
-    and bar's region)."""
-    a = host["arms"]
-    r, th = disc_coords(x, y, host, centre)
-    ramp = np.clip(r / a["r_in"] - 0.5, 0, 0.5) / 0.5
-    d = a["m"] * (th - a["phase"] - np.log(np.maximum(r, 0.5 * a["r_in"]) / a["r_in"]) / np.tan(a["pitch"]))
-    arms = ((1 + np.cos(d)) / 2) ** 3 / 0.3125  # narrow arms; 0.3125 is the mean of ((1 + cos) / 2)^3 round a ring
-    return 1 + a["amp"] * ramp * (arms - 1)
-
-
-def ring_weight(x, y, host: dict, centre):
-    """The brightness of `host`'s ring (`host["ring"]`: radius `r`, Gaussian width `width` and contrast `amp`, in the
-    disc's plane) relative to the smooth disc, at sky pixels `x`, `y`: 1 + `amp` on the ring, 1 far from it (the disc
-    profile is normalised after weighting, so the ring's light comes from the rest of the disc)."""
-    g = host["ring"]
-    r = disc_coords(x, y, host, centre)[0]
-    return 1 + g["amp"] * np.exp(-0.5 * ((r - g["r"]) / g["width"]) ** 2)
-
-
-def tail_weight(x, y, host: dict, centre):
-    """The shape of `host`'s tidal tails (`host["tails"]`: `m` arcs in the sky's plane, logarithmic spirals of pitch
-    angle `pitch` that start at radius `r_in` at azimuth `phase` and end at `r_out`, of angular sharpness `sharp`) at
-    sky pixels `x`, `y`: 1 on a tail's ridge, 0 between the tails, inside `r_in` and beyond `r_out` (with ramps of
-    0.3 `r_in`). It shapes a wide exponential profile that is then normalised: the tails' flux is set apart."""
-    t = host["tails"]
-    r = np.hypot(x - centre[0], y - centre[1])
-    th = np.arctan2(y - centre[1], x - centre[0])
-    d = t["m"] * (th - t["phase"] - np.log(np.maximum(r, t["r_in"]) / t["r_in"]) / np.tan(t["pitch"]))
-    ramp = 0.3 * t["r_in"]
-    env = np.clip((r - t["r_in"]) / ramp, 0, 1) * np.clip((t["r_out"] - r) / ramp, 0, 1)
-    return ((1 + np.cos(d)) / 2) ** t["sharp"] * env
-
-
-def _host_light(G, S, pad, os_, h: dict, cx, cy, fd, fb) -> np.ndarray:
+def _host_light(canvas: Canvas, h: dict, centre, fd, fb) -> np.ndarray:
     """The host's disc (with its spiral arms, ring, bar and tidal tails, if it has them: chapter *Imaging shifts*) and
-    bulge on the canvas."""
+    bulge on the `canvas`, the disc's and bulge's g r i fluxes `fd`, `fb` laid out round `centre`."""
+    cx, cy = centre
     bar, tails = h.get("bar"), h.get("tails")
     share = bar["share"] if bar else 0.0  # the disc light the bar takes
     t_share = tails["share"] if tails else 0.0  # and the tails
     shapes = [f for k, f in (("arms", arm_weight), ("ring", ring_weight)) if h.get(k)]
     wt = (lambda x, y: np.prod([f(x, y, h, (cx, cy)) for f in shapes], 0)) if shapes else None
-    disc = _profile(G, S, pad, os_, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"], wt)
+    disc = _profile(canvas, h["re_disc"], 1.0, cx, cy, h["q_disc"], h["pa"], wt)
     out = (1 - share - t_share) * fd[:, None, None] * disc
     if bar:
-        out += share * fd[:, None, None] * _profile(G, S, pad, os_, bar["re"], 0.5, cx, cy, bar["q"], bar["pa"])
+        out += share * fd[:, None, None] * _profile(canvas, bar["re"], 0.5, cx, cy, bar["q"], bar["pa"])
     if tails:  # an exponential as wide as the tails are long, shaped by them: they fade outwards
         shape = lambda x, y: tail_weight(x, y, h, (cx, cy))
-        out += t_share * fd[:, None, None] * _profile(G, S, pad, os_, tails["r_out"], 1.0, cx, cy, 1.0, 0.0, shape)
+        out += t_share * fd[:, None, None] * _profile(canvas, tails["r_out"], 1.0, cx, cy, 1.0, 0.0, shape)
     if h["bt"] > 0:
-        out += fb[:, None, None] * _profile(G, S, pad, os_, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
+        out += fb[:, None, None] * _profile(canvas, h["re_bulge"], h["n_bulge"], cx, cy, h["q_bulge"], h["pa"])
     return out
-
-
-SF11_UGRI, SF11_V = (4.239, 3.303, 2.285, 1.698), 2.742  # A / E(B-V), R_V = 3.1: Schlafly & Finkbeiner 2011, table 6
-SDSS_EXTINCTION = tuple(a / SF11_V for a in SF11_UGRI)  # A_b / A_V in u g r i
-
-
-def dust_transmission(x, y, host: dict, centre, embedded: bool = False) -> np.ndarray:
-    """The share of light that passes `host`'s dust lane (`host["dust"]`: V-band optical depth `tau_v` through the
-    centre, falling exponentially along the disc's major axis with scale `h_r` and across it with scale `h_z`, in sky
-    pixels) at sky pixels `x`, `y`, in u g r i (shape (4, ...)), the optical depth tau in each band `SDSS_EXTINCTION`
-    times V's: the disc's light, mixed with the dust in a uniform slab, passes as (1 - exp(-tau)) / tau; an
-    `embedded` source (a clump in the disc's mid-plane) as if half the column lay in front of it, exp(-tau / 2)."""
-    d = host["dust"]
-    c, s = np.cos(host["pa"]), np.sin(host["pa"])
-    dx, dy = np.asarray(x, float) - centre[0], np.asarray(y, float) - centre[1]
-    along, across = dx * c + dy * s, -dx * s + dy * c
-    tau_v = d["tau_v"] * np.exp(-np.abs(along) / d["h_r"] - np.abs(across) / d["h_z"])
-    tau = np.multiply.outer(np.array(SDSS_EXTINCTION), tau_v)
-    if embedded:
-        return np.exp(-tau / 2)
-    return np.where(tau > 1e-8, -np.expm1(-tau) / np.maximum(tau, 1e-8), 1.0)
 
 
 def _dusted(pre, h: dict, centre, clumps: list, comps: tuple, pad: int):
@@ -392,11 +246,11 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     imaging = imaging or {}
     S, pad, os_, sv = cfg.size, cfg.pad, cfg.oversample, cfg.survey
     N = S + 2 * pad
-    G = _grids(S, pad, os_)
-    fx, fy = G[2], G[3]
+    canvas = Canvas(S, pad, os_)
+    fx, fy = canvas.grids[2:]
     h, (cx, cy) = params["host"], params["centre"]
     ftot, fb, fd, clump_f = component_fluxes(h, params["clumps"], sv.mag_to_flux(h["mag_r"]))
-    pre = _host_light(G, S, pad, os_, h, cx, cy, fd, fb).astype(float)
+    pre = _host_light(canvas, h, (cx, cy), fd, fb).astype(float)
     dust = None
     if h.get("dust"):  # an edge-on disc's dust lane dims the host and its clumps (chapter *Imaging shifts*)
         pre, (ftot, fb, fd, clump_f), dust = _dusted(pre, h, (cx, cy), params["clumps"], (ftot, fb, fd, clump_f), pad)
@@ -404,7 +258,7 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     for g in params["bg_galaxies"]:
         f = colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"])
         bg_f.append(f)
-        pre += f[:, None, None] * _profile(G, S, pad, os_, g["re"], g["n"], g["x"], g["y"], g["q"], g["pa"])
+        pre += f[:, None, None] * _profile(canvas, g["re"], g["n"], g["x"], g["y"], g["q"], g["pa"])
     star_f = np.array([colour_fluxes(sv.mag_to_flux(s["mag_r"]), *s["colour"]) for s in params["stars"]]).reshape(-1, 3)
     pts = [(c["x"], c["y"]) for c in params["clumps"]] + [(s["x"], s["y"]) for s in params["stars"]]
     pf = np.concatenate([clump_f, star_f])  # (K, 3)
@@ -508,8 +362,6 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
-        from clumpnb.data.shifts import add_artefacts, draw_imaging, draw_morphology
-
         p = draw_morphology(cfg.shift, p, cfg)  # arms, bars, a ring, a companion, if the shift draws them: a new dict
         cfg = replace(cfg, size=p.get("size", cfg.size))  # a cutout that follows its host (`host_sized`)
         imaging = draw_imaging(cfg.shift, p, cfg)

@@ -14,12 +14,13 @@ import torch
 from scipy import ndimage
 from torchvision.ops import nms
 
-from ..core import match_counts
+from ..core import MatchCounts, match_counts
 from ..data.io import read_coco
-from ..data.survey import SDSS
+from ..data.survey import SDSS, asinh_stretch
 
 # %% auto #0
-__all__ = ['BINS', 'native_scale', 'on_canvas', 'predict', 'PostConfig', 'segmentation', 'postprocess', 'load_reference',
+__all__ = ['BINS', 'CLASSES', 'SLICES', 'CI_KEYS', 'native_scale', 'on_canvas', 'predict', 'PostConfig', 'segmentation',
+           'postprocess', 'load_reference', 'slice_masks', 'galaxy_counts', 'slice_counts', 'summary', 'bootstrap_ci95',
            'evaluate_detections', 'best_threshold', 'coco_metrics', 'plot_curve']
 
 # %% ../../nbs/detector/12_evaluate.ipynb #dcae740a
@@ -51,7 +52,7 @@ def on_canvas(image: torch.Tensor, side: int) -> tuple:
     left, top = pw // 2, ph // 2
     return torch.nn.functional.pad(image, (left, pw - left, top, ph - top)), (left, top)
 
-
+# %% ../../nbs/detector/12_evaluate.ipynb #6286ac3d
 def _own_pixels(d: dict, offset: tuple, shape: tuple) -> dict:
     """Detections `d` (torchvision's, on a canvas) in the pixels of the image placed at `offset`, those whose centre is
     off it dropped; boxes are clipped to the image, `x` and `y` stay the centres of the boxes the network drew."""
@@ -68,8 +69,8 @@ def predict(model, images, batch_size: int = 16, device=None, amp: bool = False,
     """Run `model` on a sequence of (3, H, W) tensors of any sizes, each at its own pixel scale; returns per image a
     dict of numpy `x`, `y`, `score`, `label`, `boxes` in its own pixels. `amp`: bfloat16 autocast (for GPUs). An image
     smaller than `min_side` (default: the smallest side the model was trained at, its transform's `min_size`, which
-    `train` sets and `load_run` restores) is seen centred on a canvas of that side (`on_canvas`): on smaller cutouts
-    alone the network finds fewer of the clumps (chapter *Robustness to imaging shifts*); 0 for no canvas."""
+    `train` sets and `load_detector` restores) is seen centred on a canvas of that side (`on_canvas`): on smaller
+    cutouts alone the network finds fewer of the clumps (chapter *Robustness to imaging shifts*); 0 for no canvas."""
     model.eval()
     device = torch.device(device or next(model.parameters()).device)
     t = getattr(model, "transform", None)
@@ -103,8 +104,6 @@ def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
     """The paper's mask: a boolean (H, W) map of the galaxy from an asinh-stretched (3, H, W) image, above
     `mask_sigma` sky sigma in r, connected to `centre` (x, y; default the image centre), grown by one FWHM. The
     detector's post-processing and the clump photometry both use it."""
-    from clumpnb.data.survey import asinh_stretch
-
     r = ndimage.gaussian_filter(np.asarray(x[1], float), 1.0)
     noise = cfg.mask_sigma * SDSS.sky_sigma[1] / np.sqrt(4 * np.pi)  # sky sigma after the 1-px smoothing
     thr = asinh_stretch(np.full((3, 1, 1), noise, np.float32))[1, 0, 0]
@@ -116,7 +115,7 @@ def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
     keep = np.isin(lab, np.unique(c[c > 0]))
     return ndimage.binary_dilation(keep, iterations=int(round(cfg.fwhm_px)))
 
-
+# %% ../../nbs/detector/12_evaluate.ipynb #0b582242
 def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostConfig(), centre=None, seg=None) -> tuple:
     """Apply the four steps to one image's detections; returns (kept detections dict, counts removed per step).
     `seg`: the image's `segmentation`, when the caller has made it already (detect's photometry uses it too)."""
@@ -180,41 +179,65 @@ def load_reference(root, labels: str = "truth", names=None, band: str = None) ->
         r["frac"].append(frac)
     return {k: {kk: np.asarray(vv, float) for kk, vv in v.items()} for k, v in ref.items()}
 
-# %% ../../nbs/detector/12_evaluate.ipynb #d5f02198
-BINS = {"ge8": (0.08, np.inf), "3to8": (0.03, 0.08)}
+# %% ../../nbs/detector/12_evaluate.ipynb #0f18a922
+BINS = {"ge8": (0.08, np.inf), "3to8": (0.03, 0.08)}  # flux-ratio bins of the reference clumps, [lo, hi)
+CLASSES = {"cls1": 1, "cls2": 2}  # clump, odd clump
+SLICES = ("all", *BINS, *CLASSES)  # the slices of the reference clumps that completeness is measured on
 
 
-def _counts(preds, refs, thr, radius):
-    "Per-galaxy count arrays: for each bin and class, (n_true, n_true_matched); and (n_pred, n_pred_matched)."
-    rows = []
-    for p, r in zip(preds, refs):
-        keep = p["score"] >= thr
+def slice_masks(ref: dict) -> dict:
+    "Per slice name of `SLICES`, which of one galaxy's reference clumps `ref` it holds (None: all of them)."
+    masks = {"all": None}
+    masks |= {k: (ref["frac"] >= lo) & (ref["frac"] < hi) for k, (lo, hi) in BINS.items()}
+    return masks | {k: ref["cls"] == c for k, c in CLASSES.items()}
+
+
+def galaxy_counts(preds: list, refs: list, threshold: float, radius: float) -> np.ndarray:
+    """The `MatchCounts` of each galaxy's detections at or above `threshold` against each slice of its reference
+    clumps, as an integer array (galaxy, slice of `SLICES`, `MatchCounts` field): the bootstrap resamples its rows."""
+    out = np.zeros((len(preds), len(SLICES), 4), np.int64)
+    for g, (p, r) in enumerate(zip(preds, refs)):
+        keep = p["score"] >= threshold
         pxy, txy = np.stack([p["x"][keep], p["y"][keep]], 1), np.stack([r["x"], r["y"]], 1)
-        row = list(match_counts(pxy, txy, radius, p["score"][keep]).astuple())
-        for lo, hi in BINS.values():
-            m = match_counts(pxy, txy, radius, p["score"][keep], true_mask=(r["frac"] >= lo) & (r["frac"] < hi))
-            row += [m.n_true, m.n_true_matched]
-        for c in (1, 2):
-            m = match_counts(pxy, txy, radius, p["score"][keep], true_mask=r["cls"] == c)
-            row += [m.n_true, m.n_true_matched]
-        rows.append(row)
-    return np.array(rows, float).reshape(-1, 4 + 2 * len(BINS) + 4)
-
-
-def _summary(c) -> dict:
-    s = c.sum(0)
-    div = lambda a, b: a / b if b else float("nan")
-    out = dict(completeness=div(s[1], s[0]), purity=div(s[3], s[2]), n_true=int(s[0]), n_pred=int(s[2]))
-    for i, k in enumerate(BINS):
-        out[f"completeness_{k}"] = div(s[5 + 2 * i], s[4 + 2 * i])
-        out[f"n_true_{k}"] = int(s[4 + 2 * i])
-    j = 4 + 2 * len(BINS)
-    out["completeness_cls1"], out["completeness_cls2"] = div(s[j + 1], s[j]), div(s[j + 3], s[j + 2])
-    p, cc = out["purity"], out["completeness_ge8"]
-    out["f1_ge8"] = 2 * p * cc / (p + cc) if p + cc > 0 else 0.0
+        for s, mask in enumerate(slice_masks(r).values()):
+            out[g, s] = match_counts(pxy, txy, radius, p["score"][keep], true_mask=mask).astuple()
     return out
 
+# %% ../../nbs/detector/12_evaluate.ipynb #d168f285
+def slice_counts(counts: np.ndarray) -> dict:
+    "The rows of a `galaxy_counts` array summed over galaxies: one `MatchCounts` per slice name of `SLICES`."
+    return {k: MatchCounts(*map(int, row)) for k, row in zip(SLICES, counts.sum(0))}
 
+
+def summary(counts: dict) -> dict:
+    """The metrics of `slice_counts`, flat as results files hold them: completeness and purity, completeness per bin
+    and class, and F1 for clumps of flux ratio >= 8% (the purity of all detections with the completeness of those)."""
+    a = counts["all"]
+    out = dict(completeness=a.completeness, purity=a.purity, n_true=a.n_true, n_pred=a.n_pred)
+    for k in BINS:
+        out[f"completeness_{k}"] = counts[k].completeness
+        out[f"n_true_{k}"] = counts[k].n_true
+    out |= {f"completeness_{k}": counts[k].completeness for k in CLASSES}
+    return out | dict(f1_ge8=counts["ge8"].f1)
+
+# %% ../../nbs/detector/12_evaluate.ipynb #949ae702
+CI_KEYS = ("completeness", "purity", "completeness_ge8", "completeness_3to8", "f1_ge8")  # reported with 95% intervals
+
+
+def bootstrap_ci95(counts: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Per key of `CI_KEYS`, the 2.5 and 97.5 percentiles of its value over `n_boot` resamplings of the galaxies of a
+    `galaxy_counts` array (NaN, NaN where no resampling gives a value)."""
+    rng = np.random.default_rng(seed)
+    draws = range(n_boot if len(counts) else 0)
+    boots = [summary(slice_counts(counts[rng.integers(0, len(counts), len(counts))])) for _ in draws]
+    out = {}
+    for k in CI_KEYS:
+        v = np.array([b[k] for b in boots], float)
+        v = v[np.isfinite(v)]
+        out[f"{k}_ci95"] = [float(np.percentile(v, q)) for q in (2.5, 97.5)] if len(v) else [float("nan")] * 2
+    return out
+
+# %% ../../nbs/detector/12_evaluate.ipynb #af8f4f43
 def evaluate_detections(
     preds: list,
     refs: list,
@@ -226,24 +249,15 @@ def evaluate_detections(
 ) -> dict:
     """Metrics at `threshold` with bootstrap 95% intervals, and the curve over `thresholds`. `preds`, `refs`: per-galaxy
     dicts."""
-    c = _counts(preds, refs, threshold, radius)
-    res = _summary(c)
-    rng = np.random.default_rng(seed)
-    boots = [_summary(c[rng.integers(0, len(c), len(c))]) for _ in range(n_boot)] if len(c) else []
-    for k in ("completeness", "purity", "completeness_ge8", "completeness_3to8", "f1_ge8"):
-        v = np.array([b[k] for b in boots], float)
-        v = v[np.isfinite(v)]
-        res[f"{k}_ci95"] = (
-            [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
-        )
+    c = galaxy_counts(preds, refs, threshold, radius)
+    res = summary(slice_counts(c)) | bootstrap_ci95(c, n_boot, seed)
     res["threshold"] = float(threshold)
     res["curve"] = [
-        dict(threshold=float(t), **{k: v for k, v in _summary(_counts(preds, refs, t, radius)).items()})
-        for t in thresholds
+        dict(threshold=float(t), **summary(slice_counts(galaxy_counts(preds, refs, t, radius)))) for t in thresholds
     ]
     return res
 
-
+# %% ../../nbs/detector/12_evaluate.ipynb #c249d057
 def best_threshold(curve: list, key: str = "f1_ge8") -> float:
     "The threshold that maximises `key` on a curve (choose it on validation data, apply it to the test set)."
     best = max(curve, key=lambda r: (np.nan_to_num(r[key], nan=-1), -r["threshold"]))  # ties: the lowest threshold

@@ -6,15 +6,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..core import atomic_write, jsonable
+from ..data.folder import check_survey_folder, write_survey
 from ..data.shifts import SHIFTS, VARIANT_PARTS, shift_config
+from .run_metrics import EvalConfig, evaluate_run
+from .train import open_run
 
 # %% auto #0
-__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'robustness', 'reliability']
+__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'RobustnessConfig', 'robustness', 'reliability']
 
-# %% ../../nbs/detector/17_robustness.ipynb #6a2b0006
+# %% ../../nbs/detector/17_robustness.ipynb #859b02e4
 ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes", "ring-hosts", "tidal-hosts",
                      "dusty-edge-on")  # the variant's parts, it, and four beside it
 KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
@@ -24,8 +30,6 @@ KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "compl
 def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, progress: bool = False) -> Path:
     """Folder of survey `seed`'s first `n` galaxies imaged under `shift` (a name in `SHIFTS`, or 'default'), simulated
     into `root` once and reused while the shift's definition is the one recorded there (`check_survey_folder`)."""
-    from clumpnb.data.io import check_survey_folder, write_survey
-
     cfg = shift_config(shift)  # an unknown name is refused here
     d = Path(root) / f"seed{seed}-n{n}-{shift}"
     if (d / "survey.json").exists():
@@ -34,7 +38,7 @@ def shifted_survey(root, shift: str, n: int, seed: int, workers: int = None, pro
         write_survey(d, n, seed, cfg, workers=workers or 1, progress=progress)  # which checks a killed run's folder
     return d
 
-
+# %% ../../nbs/detector/17_robustness.ipynb #6878633d
 def metrics_row(ev: dict) -> dict:
     """What `robustness` keeps of an `evaluate_run` result: the threshold, `KEYS` by g and by u, and the curve over
     thresholds of purity and of completeness for flux ratio >= 8% (by g, and by u as `completeness_ge8_u`)."""
@@ -44,25 +48,36 @@ def metrics_row(ev: dict) -> dict:
     return dict(threshold=ev["threshold"], split=ev["split"], **{k: ev["truth"][k] for k in KEYS},
                 u={k: ev["truth_u"][k] for k in KEYS}, curve=curve)  # fmt: skip
 
+# %% ../../nbs/detector/17_robustness.ipynb #64c5736d
+@dataclass(frozen=True)
+class RobustnessConfig:
+    "Which held-out surveys `robustness` measures runs on, and where it works."
 
-def robustness(runs: list, root, n: int = 200, seed: int = 1, shifts=ROBUSTNESS_SHIFTS, workers: int = None,
-               device: str = "auto", save=None, record=lambda r: r, progress: bool = True) -> dict:  # fmt: skip
-    """Each of `runs` measured on survey `seed` (`n` galaxies) under each of `shifts`, at the run's own threshold:
-    one row per shift and run (`metrics_row`; on a shift of host-sized cutouts, also `without_canvas`). With `save`,
-    the results (as `record` makes them) are written after every shift."""
-    from tqdm.auto import tqdm
-    from clumpnb.detector.detect import evaluate_run
+    n: int = 200  # galaxies per survey
+    seed: int = 1  # the held-out survey's seed
+    shifts: tuple = ROBUSTNESS_SHIFTS  # 'default' and/or names in `SHIFTS`
+    workers: int = None  # simulation processes (None: one)
+    device: str = "auto"  # auto | cpu | cuda
 
-    out = dict(n=n, seed=seed, simulated=True, runs=[str(r) for r in runs], shifts=list(shifts), rows=[])
-    for shift in tqdm(shifts, desc="robustness", unit="survey", disable=not progress):
-        d = shifted_survey(root, shift, n, seed, workers)
+
+def robustness(runs: list, root, cfg: RobustnessConfig = RobustnessConfig(), save=None, record=lambda r: r,
+               progress: bool = True) -> dict:  # fmt: skip
+    """Each of `runs` (`Run`s, or their folders) measured on survey `cfg.seed` (`cfg.n` galaxies) under each of
+    `cfg.shifts`, at the run's own threshold: one row per shift and run (`metrics_row`; on a shift of host-sized
+    cutouts, also `without_canvas`). With `save`, the results (as `record` makes them) are written after every shift."""
+    runs = [open_run(r) for r in runs]
+    out = dict(n=cfg.n, seed=cfg.seed, simulated=True, runs=[str(r.folder) for r in runs], shifts=list(cfg.shifts),
+               rows=[])  # fmt: skip
+    measure = EvalConfig(device=cfg.device, ratio_bands=("u",))
+    for shift in tqdm(cfg.shifts, desc="robustness", unit="survey", disable=not progress):
+        d = shifted_survey(root, shift, cfg.n, cfg.seed, cfg.workers)
         sized = shift in SHIFTS and SHIFTS[shift].host_sizes is not None
         for run in runs:
-            row = metrics_row(evaluate_run(run, d, device=device, ratio_bands=("u",)))
+            row = metrics_row(evaluate_run(run, d, measure))
             if sized:  # what seeing a small cutout on a canvas (`predict`) does: the same run without it
-                bare = metrics_row(evaluate_run(run, d, device=device, ratio_bands=("u",), min_side=0))
+                bare = metrics_row(evaluate_run(run, d, EvalConfig(device=cfg.device, ratio_bands=("u",), min_side=0)))
                 row["without_canvas"] = {k: bare[k] for k in ("threshold", *KEYS, "u")}
-            out["rows"].append(dict(shift=shift, run=str(run), **row))
+            out["rows"].append(dict(shift=shift, run=str(run.folder), **row))
         if save is not None:
             with atomic_write(save, "w") as f:
                 json.dump(jsonable(record(out)), f, indent=1)

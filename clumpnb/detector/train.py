@@ -10,21 +10,23 @@ import json
 import math
 import time
 from dataclasses import dataclass, asdict, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
 from ..data.dataset import ClumpDataset, ImagingAugment, collate
-from ..data.io import best_labels
+from ..data.folder import best_labels
 from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
 from .model import DetectorConfig, build_detector
 from ..nets.encoders import weights_source
-from .evaluate import predict, postprocess, load_reference, evaluate_detections, PostConfig
+from .evaluate import PostConfig, best_threshold, evaluate_detections, load_reference, postprocess, predict
 
 # %% auto #0
-__all__ = ['TrainConfig', 'train_one_epoch', 'validate', 'params_digest', 'run_paths', 'training_side', 'run_file', 'run_record',
-           'load_run', 'training_sets', 'epoch_loader', 'save_epoch', 'finish_run', 'validation_row', 'train']
+__all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'validate', 'params_digest', 'run_paths',
+           'training_side', 'Run', 'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'save_epoch',
+           'finish_run', 'validation_row', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -66,12 +68,20 @@ class TrainConfig:
         return cls(**d)
 
 # %% ../../nbs/detector/13_train.ipynb #3bc90a3a
-def train_one_epoch(
-    model, opt, sched, loader, device, epoch: int, cfg: TrainConfig, scaler=None, progress: bool = True
-) -> dict:
+@dataclass
+class Optimisation:
+    "What steps the weights: the optimiser, its learning-rate schedule, and the gradient scaler of mixed precision."
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler = None  # None: full precision
+
+
+def train_one_epoch(model, optim: Optimisation, loader, device, epoch: int, cfg: TrainConfig, progress=True) -> dict:
     "One pass over `loader`; returns the mean of each loss."
     from tqdm.auto import tqdm
 
+    opt, sched, scaler = optim.opt, optim.sched, optim.scaler
     model.train()
     sums, n = {}, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
@@ -107,7 +117,7 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{sum(sums.values()) / n:.3f}")
     return {k: v / max(n, 1) for k, v in sums.items()}
 
-
+# %% ../../nbs/detector/13_train.ipynb #e6461f19
 def validate(model, ds: ClumpDataset, refs: dict, threshold: float, device, post: PostConfig = PostConfig()) -> dict:
     "Completeness and purity (post-processed) on a dataset against reference clumps keyed by file name."
     images = [ds[i][0] for i in range(len(ds))]
@@ -148,42 +158,71 @@ def training_side(ds, default: int) -> int:
     images = getattr(ds, "images", None)
     return min(min(im["height"], im["width"]) for im in images) if images else default
 
-
-def run_file(run) -> Path:
-    """The file that holds run folder `run`'s record: `model.pt` once training finished, else the last epoch's
-    `checkpoint.pt` of a killed run; None without either."""
-    return next((Path(run) / n for n in ("model.pt", "checkpoint.pt") if (Path(run) / n).exists()), None)
+# %% ../../nbs/detector/13_train.ipynb #871fb550
+RUN_FILES = ("model.pt", "checkpoint.pt")  # a finished run's record, else a killed run's last epoch
 
 
-def run_record(run, map_location="cpu") -> tuple:
-    """(file, contents) of run folder `run`'s record (`run_file`); (None, None) when it has none. An unreadable file
-    is a DataError naming it. What `load_run`, `run_threshold` and the demo's checks read."""
-    f = run_file(run)
-    if f is None:
-        return None, None
+@dataclass
+class Run:
+    """A trained run, opened once: its folder, the record file read (`model.pt` once training finished, else the last
+    epoch's `checkpoint.pt` of a killed run) and what that file holds. Every reader of a run folder goes through it."""
+
+    folder: Path
+    file: Path
+    record: dict  # the checkpoint: weights (`model`), `config`, `history`, `train_side`
+
+    @classmethod
+    def find(cls, folder, map_location="cpu") -> Run:
+        "The run in `folder`, or None where it holds no record; an unreadable record is a DataError naming it."
+        f = next((Path(folder) / n for n in RUN_FILES if (Path(folder) / n).exists()), None)
+        if f is None:
+            return None
+        try:
+            return cls(Path(folder), f, torch.load(f, map_location=map_location, weights_only=False))
+        except Exception as e:
+            raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def open(cls, folder, map_location="cpu") -> Run:
+        "The run in `folder` (`find`); a DataError where it holds none."
+        run = cls.find(folder, map_location)
+        if run is None:
+            raise DataError(folder, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
+        return run
+
+    @cached_property
+    def config(self) -> TrainConfig:
+        "The run's `TrainConfig`, with relative paths found again from here (`run_paths`)."
+        return run_paths(self.folder, TrainConfig.from_dict(self.record["config"]))
+
+    @property
+    def train_side(self) -> int:
+        "The smallest side the run trained at (runs made before clumpnb recorded it: the configured `size`, 128)."
+        return int(self.record.get("train_side", self.config.detector.size))
+
+    @property
+    def threshold(self) -> float:
+        "The score threshold the run chose on its validation set, at its last epoch (0.5 without a validation curve)."
+        curve = (self.record.get("history") or [{}])[-1].get("val_curve")
+        return best_threshold(curve) if curve else 0.5
+
+# %% ../../nbs/detector/13_train.ipynb #1da66389
+def open_run(run) -> Run:
+    "`run` as it is when it is a `Run` already, else the run folder `run` opened (`Run.open`)."
+    return run if isinstance(run, Run) else Run.open(run)
+
+
+def load_detector(run: Run):
+    """The trained detector of `run`, in eval mode. Its transform holds the smallest side it was trained at
+    (`min_size`, which it does not resize to: see `predict`)."""
+    m = build_detector(run.config.detector)
+    m.transform.min_size = (run.train_side,)
     try:
-        return f, torch.load(f, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise DataError(f, "file", f"unreadable checkpoint ({type(e).__name__}: {e})") from None
-
-
-def load_run(run, map_location="cpu"):
-    """The trained model of run folder `run` and its `TrainConfig`. The model's transform holds the smallest side it
-    was trained at (`min_size`, which it does not resize to; runs made before clumpnb recorded it get the
-    configuration's nominal `size`, 128)."""
-    run = Path(run)
-    f, ck = run_record(run, map_location)
-    if f is None:
-        raise DataError(run, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
-    cfg = run_paths(run, TrainConfig.from_dict(ck["config"]))
-    m = build_detector(cfg.detector)
-    m.transform.min_size = (int(ck.get("train_side", cfg.detector.size)),)  # runs before it was recorded: 128
-    try:
-        m.load_state_dict(ck["model"])
+        m.load_state_dict(run.record["model"])
     except RuntimeError as e:
         msg = f"weights do not match the run's detector configuration ({str(e).splitlines()[0]})"
-        raise DataError(f, "model", msg) from None
-    return m.eval(), cfg
+        raise DataError(run.file, "model", msg) from None
+    return m.eval()
 
 # %% ../../nbs/detector/13_train.ipynb #0296bab1
 def training_sets(cfg: TrainConfig, train_set=None) -> tuple:
@@ -217,7 +256,7 @@ def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int):
         drop_last=False,
     )
 
-
+# %% ../../nbs/detector/13_train.ipynb #b43224d0
 def save_epoch(cfg: TrainConfig, history: list, model, opt, sched, scaler, epoch: int):
     "Checkpoint after `epoch` and the history so far, both atomically."
     out = Path(cfg.out)
@@ -258,7 +297,7 @@ def validation_row(model, val, refs, cfg: TrainConfig, epoch: int, device) -> di
     row["val_curve"] = v.get("curve", [])
     return row
 
-
+# %% ../../nbs/detector/13_train.ipynb #e15cc243
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_set=None) -> list:
     "Train a detector as configured; returns the history. Runs under torchrun as distributed data parallel."
     if cfg.data is None or cfg.out is None:
@@ -276,23 +315,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_s
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     restore(state, model, opt, sched, scaler)
+    optim = Optimisation(opt, sched, scaler)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100003 + epoch)  # augmentation and shuffling depend on (seed, epoch) only
         t0 = time.perf_counter()
-        losses = train_one_epoch(
-            net,
-            opt,
-            sched,
-            epoch_loader(ds, cfg, epoch, rank, world),
-            device,
-            epoch,
-            cfg,
-            scaler,
-            progress and rank == 0,
-        )
+        loader = epoch_loader(ds, cfg, epoch, rank, world)
+        losses = train_one_epoch(net, optim, loader, device, epoch, cfg, progress and rank == 0)
         secs = time.perf_counter() - t0
         row = dict(epoch=epoch + 1, seconds=secs, images_per_s=len(ds) / secs, **losses)
         if rank == 0:

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..core import DEVICES, ClumpnbError, DataError, atomic_write, seed_everything
 from ..data.dataset import dihedral
+from .encoders import InputAdapter, head_name, make_classifier
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'fit_epoch', 'make_optimiser', 'fit_classifier',
+__all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'FitConfig', 'fit_epoch', 'make_optimiser', 'fit_classifier',
            'save_checkpoint', 'restore', 'load_checkpoint', 'save_classifier', 'load_classifier', 'pick_device',
            'ddp_setup']
 
@@ -27,29 +31,32 @@ def random_dihedral(x: torch.Tensor) -> torch.Tensor:
     flip = bool(torch.rand(()) < 0.5)
     return dihedral(x, None, k, flip)[0]
 
+# %% ../../nbs/nets/09b_training.ipynb #8ba104ac
+@dataclass(frozen=True)
+class FitConfig:
+    "How a network is fitted: AdamW, dihedral augmentation, each epoch reseeded from `(seed, epoch)`."
+
+    epochs: int = 3
+    lr: float = 1e-3  # AdamW's peak learning rate under the one-cycle schedule, or its constant one
+    batch: int = 32
+    weight_decay: float = 0.05  # Zoobot's AdamW default
+    seed: int = 0  # seeds the starting weights, each epoch's order and its augmentation
+    onecycle: bool = True  # one-cycle schedule over all epochs; False: a constant learning rate
+    augment: bool = True  # one random dihedral element per batch
+    loss_fn: Callable = F.cross_entropy  # (outputs, targets) -> loss per sample, or its mean
+    device: str | torch.device = "cpu"
+
 # %% ../../nbs/nets/09b_training.ipynb #e4809eac
-def fit_epoch(
-    model,
-    opt,
-    sched,
-    x,
-    y,
-    epoch: int,
-    loss_fn=F.cross_entropy,
-    batch: int = 32,
-    seed: int = 0,
-    augment: bool = True,
-    device="cpu",
-    bar=None,
-) -> float:
-    "One epoch over (`x`, `y`) in random order; returns the mean loss. `y`: any per-sample target `loss_fn` takes."
-    torch.manual_seed(seed * 100003 + epoch)
+def fit_epoch(model, opt, sched, x, y, epoch: int, cfg: FitConfig = FitConfig(), bar=None) -> float:
+    """One epoch over (`x`, `y`) in random order with optimiser `opt` and schedule `sched` (or None); returns the mean
+    loss. `y`: any per-sample target `cfg.loss_fn` takes; `bar`: a progress bar advanced once per batch."""
+    torch.manual_seed(cfg.seed * 100003 + epoch)
     perm, total = torch.randperm(len(x)), 0.0
     model.train()
-    for i in range(0, len(x), batch):
-        idx = perm[i : i + batch]
-        xb = x[idx].to(device)
-        loss = loss_fn(model(random_dihedral(xb) if augment else xb), y[idx].to(device)).mean()
+    for i in range(0, len(x), cfg.batch):
+        idx = perm[i : i + cfg.batch]
+        xb = x[idx].to(cfg.device)
+        loss = cfg.loss_fn(model(random_dihedral(xb) if cfg.augment else xb), y[idx].to(cfg.device)).mean()
         if not torch.isfinite(loss):
             raise ClumpnbError(f"non-finite training loss at epoch {epoch + 1}: try a lower learning rate")
         opt.zero_grad(set_to_none=True)
@@ -72,29 +79,15 @@ def make_optimiser(model, lr: float, weight_decay: float, steps: int, onecycle: 
     return opt, torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(steps, 1), pct_start=pct_start)
 
 # %% ../../nbs/nets/09b_training.ipynb #00506556
-def fit_classifier(
-    model,
-    x,
-    y,
-    epochs: int = 3,
-    lr: float = 1e-3,
-    batch: int = 32,
-    weight_decay: float = 0.05,
-    seed: int = 0,
-    onecycle: bool = True,
-    loss_fn=F.cross_entropy,
-    device="cpu",
-    progress: bool = False,
-):
-    "Train `model` on images `x` (N, C, H, W) in [0, 1] and targets `y` with AdamW and dihedral augmentation."
-    from tqdm.auto import tqdm
-
-    seed_everything(seed)
-    model = model.to(device)
-    opt, sched = make_optimiser(model, lr, weight_decay, epochs * math.ceil(len(x) / batch), onecycle)
-    with tqdm(total=epochs * math.ceil(len(x) / batch), desc="fit", disable=not progress) as bar:
-        for epoch in range(epochs):
-            fit_epoch(model, opt, sched, x, y, epoch, loss_fn, batch, seed, True, device, bar)
+def fit_classifier(model, x, y, cfg: FitConfig = FitConfig(), progress: bool = False):
+    "Train `model` on images `x` (N, C, H, W) in [0, 1] and targets `y` as `cfg` says; returns it in eval mode."
+    seed_everything(cfg.seed)
+    model = model.to(cfg.device)
+    steps = cfg.epochs * math.ceil(len(x) / cfg.batch)
+    opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, cfg.onecycle)
+    with tqdm(total=steps, desc="fit", disable=not progress) as bar:
+        for epoch in range(cfg.epochs):
+            fit_epoch(model, opt, sched, x, y, epoch, cfg, bar)
     return model.eval()
 
 # %% ../../nbs/nets/09b_training.ipynb #5b88f6e5
@@ -147,8 +140,6 @@ CLASSIFIER_KIND = "clumpnb-classifier"
 def save_classifier(path, model, arch: str, classes=None, image_size: int = None, order: str = "gri"):
     """Write classifier `model` (a `Classifier` from `make_classifier(arch, ...)`) to `path`: weights, class names,
     input adapter, and the image side and channel order ('gri' cutouts or 'rgb' photographs) it takes."""
-    from clumpnb.nets.encoders import head_name
-
     n = getattr(model.net, head_name(model.net)).out_features
     ad = model.adapter
     adapter = dict(rgb=bool(ad.rgb), mean=ad.mean.flatten().tolist(), std=ad.std.flatten().tolist())
@@ -161,8 +152,6 @@ def save_classifier(path, model, arch: str, classes=None, image_size: int = None
 
 def load_classifier(path) -> tuple:
     "(the `Classifier` that `save_classifier` wrote to `path`, in eval mode; its description as a dict)."
-    from clumpnb.nets.encoders import InputAdapter, make_classifier
-
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
