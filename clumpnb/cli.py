@@ -8,24 +8,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .core import DEVICES, ClumpnbError, atomic_write, jsonable
-from .data.shifts import SHIFTS
+from .data.shifts import ROBUSTNESS_SHIFTS, SHIFTS
 from .demo import run_demo
 from .protocol import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES',
-           'GPU_PART_NAMES', 'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'Names', 'at_least',
-           'in_range', 'url', 'survey_folder', 'command', 'folder', 'add_out', 'add_json', 'add_device', 'add_n',
-           'add_seed', 'add_workers', 'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option',
-           'settings', 'lst_line', 'key_lines', 'command_line', 'bench_record', 'emit_bench', 'add_save', 'parser',
-           'main']
+           'GPU_PART_NAMES', 'CONFIRM_PART_NAMES', 'DETECT_WORKERS', 'SHOWN_QUESTIONS', 'COMMANDS', 'DETECT_RUN',
+           'CATALOGUE', 'BAD_INPUTS', 'Names', 'at_least', 'in_range', 'url', 'survey_folder', 'CommandParser',
+           'command', 'folder', 'add_out', 'add_json', 'device', 'add_device', 'add_n', 'add_seed', 'add_workers',
+           'add_alias', 'add_cutout_size', 'print_json', 'emit', 'add_threshold', 'option', 'settings', 'lst_line',
+           'key_lines', 'command_line', 'bench_record', 'emit_bench', 'add_save', 'parser', 'main', 'BadInput']
 
 # %% ../nbs/99_cli.ipynb #f0b037c6
 SPLITS = ("train", "val", "test", "all")  # the hash splits of a survey folder (`split_of`), or every galaxy
@@ -68,13 +70,15 @@ def at_least(lo: int, hi: int = None):
     return count
 
 
-def in_range(lo: float, hi: float):
-    "An argparse `type`: a number in [`lo`, `hi`]."
+def in_range(lo: float, hi: float = math.inf, above: bool = False):
+    """An argparse `type`: a finite number in [`lo`, `hi`], or with `above` in (`lo`, `hi`]. Every option that takes a
+    real number parses with it, so that NaN, infinity and a value out of range are refused before any work starts."""
+    span = f"in {'(' if above else '['}{lo:g}, {hi:g}]" if math.isfinite(hi) else f"{'>' if above else '>='} {lo:g}"
 
     def number(text: str) -> float:
         x = float(text)
-        if not lo <= x <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}] (got {text})")
+        if not (math.isfinite(x) and (x > lo if above else x >= lo) and x <= hi):
+            raise argparse.ArgumentTypeError(f"must be {span} (got {text})")
         return x
 
     return number
@@ -95,18 +99,45 @@ def survey_folder(text: str) -> Path:
     return p
 
 # %% ../nbs/99_cli.ipynb #d8ecfdfd
-def command(sub, name: str, func, help: str, description: str = None) -> argparse.ArgumentParser:
-    "Subcommand `name` of subparsers `sub`, handled by `func(args)`."
-    p = sub.add_parser(name, help=help, description=description or help)
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser. With `declare`, its flags are declared when it is first used (to parse or to print its
+    help), so that building the `clumpnb` parser imports no module that imports torch: a refusal by argparse then
+    takes a fraction of a second."""
+
+    def __init__(self, *args, declare=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.declare = declare
+
+    def declared(self) -> CommandParser:
+        "This parser with its flags declared."
+        if self.declare is not None:
+            declare, self.declare = self.declare, None
+            declare(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(CommandParser, self.declared()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(CommandParser, self.declared()).format_help()
+
+
+def command(sub, name: str, func, help: str, description: str = None, declare=None) -> argparse.ArgumentParser:
+    """Subcommand `name` of subparsers `sub`, handled by `func(args)`; `declare(parser)`, if given, adds its flags
+    when it is first used (for flags whose defaults live in modules that import torch)."""
+    p = sub.add_parser(name, help=help, description=description or help, declare=declare)
     p.set_defaults(func=func)
     return p
 
 
 def folder(text: str) -> Path:
-    "An argparse `type`: a folder to write into (it may not exist yet), not an existing file."
+    "An argparse `type`: a folder to write into (it may not exist yet), not an existing file nor under one."
     p = Path(text)
     if p.exists() and not p.is_dir():
         raise argparse.ArgumentTypeError(f"{p} is a file, not a folder: choose another path")
+    above = next((a for a in p.parents if a.exists()), None)  # the nearest part of the path that exists
+    if above is not None and not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{p}: {above} is a file, not a folder: choose another path")
     return p
 
 
@@ -122,11 +153,22 @@ def add_json(p, what: str):
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON (no progress bars)")
 
 
+def device(text: str) -> str:
+    "An argparse `type`: a name in `DEVICES`; 'cuda' only where torch sees a GPU (torch is imported only to ask)."
+    if text == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError("no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+    return text
+
+
 def add_device(p):
     "`--device`: where the networks run."
     p.add_argument(
         "--device",
         default="auto",
+        type=device,
         choices=DEVICES,
         metavar="DEVICE",
         help="where the networks run: %(choices)s (default %(default)s: a CUDA GPU when torch sees one)",
@@ -247,7 +289,7 @@ def _add_simulate(sub):
         "clumps.ecsv, annotations.json and the simulated volunteers' consensus). Rerunning finishes an "
         "interrupted run.",
     )
-    add_n(p, "number of galaxies (default %(default)s)", 256)
+    add_n(p, "number of galaxies (default %(default)s; fewer than --out holds is refused)", 256)
     add_cutout_size(p)
     add_seed(p, "survey seed: galaxy i of seed k is always the same")
     option(p, "--start", at_least(0), 0, "index of the first galaxy", "I")
@@ -297,7 +339,7 @@ def _add_fetch(sub):
     )
     add_out(p, "output folder")
     add_cutout_size(p)
-    p.add_argument("--rate", type=float, default=2.0, help="requests per second at most (default %(default)s)")
+    option(p, "--rate", in_range(0.0, above=True), 2.0, "requests per second at most", "N")
     p.add_argument(
         "--retries",
         type=at_least(0),
@@ -435,7 +477,7 @@ def _add_train(sub):
     p.add_argument(
         "--batch-size", type=at_least(1), default=8, metavar="N", help="images per batch (default %(default)s)"
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, one-cycle; default %(default)s)")
+    option(p, "--lr", in_range(0.0, above=True), 1e-3, "peak learning rate (AdamW, one-cycle)", "LR")
     p.add_argument(
         "--reimage",
         action="store_true",
@@ -582,7 +624,7 @@ def _add_pretrain(sub):
     p.add_argument(
         "--crop", type=at_least(16), default=96, metavar="PX", help="centre crop in pixels (default %(default)s)"
     )
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, one-cycle; default %(default)s)")
+    option(p, "--lr", in_range(0.0, above=True), 2e-3, "peak learning rate (AdamW, one-cycle)", "LR")
     p.add_argument("--drop", nargs="+", default=[], choices=QUESTION_NAMES, metavar="QUESTION",
                    help="withhold these questions' votes, e.g. clumpy (questions: %(choices)s)")  # fmt: skip
     add_workers(p, "simulation processes")
@@ -680,8 +722,6 @@ def _robustness(args):
 
 
 def _add_robustness(sub):
-    from clumpnb.detector.robustness import ROBUSTNESS_SHIFTS
-
     p = command(
         sub,
         "robustness",
@@ -720,7 +760,9 @@ def _add_demo(sub):
         "drawn per galaxy), evaluate on held-out galaxies imaged as the default simulator images them and under the "
         f"{HELDOUT_SHIFT} shift (every setting outside the training range), detect. Surveys of {full.n_train} "
         f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs: about 12 minutes on a 2-core CPU; "
-        "--quick takes about two.",
+        "--quick takes about two. One line shows the whole job and its remaining time; rerun the same command after "
+        "a kill to resume: finished surveys are reused and training continues from its last checkpoint, taken "
+        "every few minutes (within an epoch too).",
     )
     add_out(p, "output folder")
     add_seed(p, "survey seed; the held-out survey uses seed+1")
@@ -757,12 +799,7 @@ def _lst(args):
 
 
 def _add_lst(sub):
-    from clumpnb.blindspots.run import PRECISIONS, LSTRunConfig
-
-    run = LSTRunConfig()  # the defaults shown: the walk's (`LSTConfig`) and the run's path widths (`WidthConfig`)
-    walk, widths = run.lst, run.widths
-    radii = [float(r) for r in widths.radii]  # floats, as radii typed on the command line parse
-    p = command(
+    command(
         sub,
         "lst",
         _lst,
@@ -772,7 +809,16 @@ def _add_lst(sub):
         "folders of them, or scikit-image photographs by name; every source is walked towards every target. "
         "Writes DIR/pairs.csv (one row per pair), DIR/metrics.json, DIR/lst.png, DIR/path.png and, where a source "
         "has two targets, DIR/hulls.png.",
+        declare=_lst_flags,  # its defaults live with the traversal, which imports torch
     )
+
+
+def _lst_flags(p):
+    from clumpnb.blindspots.run import PRECISIONS, LSTRunConfig
+
+    run = LSTRunConfig()  # the defaults shown: the walk's (`LSTConfig`) and the run's path widths (`WidthConfig`)
+    walk, widths = run.lst, run.widths
+    radii = [float(r) for r in widths.radii]  # floats, as radii typed on the command line parse
     p.add_argument("--model", default="efficientnet_lite0", metavar="NAME|FILE",
                    help="an offline ImageNet model by name (an unknown name lists them), a torchvision classifier "
                    "name with --weights, a TorchScript file taking RGB images in [0, 1], or a classifier file written "
@@ -1007,7 +1053,7 @@ def parser() -> argparse.ArgumentParser:
         "survey.",
     )
     p.add_argument("--version", action="version", version=f"clumpnb {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for add in COMMANDS:
         add(sub)
     return p
@@ -1023,6 +1069,147 @@ def main(argv=None) -> int:
         print(f"clumpnb {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+# %% ../nbs/99_cli.ipynb #8bb59a4b
+@dataclass(frozen=True)
+class BadInput:
+    "One foreseeable mistake: the command's arguments, what its one-line refusal says, and what it must not leave."
+
+    name: str  # what the user did, e.g. "train --lr -1"
+    args: tuple  # the command line after `clumpnb`; "{w}" is the shared fixture folder, "{o}" the row's own
+    message: str | tuple = ()  # what stderr must contain (each of them, placeholders filled)
+    absent: tuple = ("out",)  # paths in "{o}" that must not exist afterwards
+    model_free: bool = True  # refused before any network is built or any weights are read
+    no_gpu: bool = False  # the case needs a machine where torch sees no CUDA GPU
+
+    def filled(self, w, o) -> tuple:
+        "The arguments and the messages with the placeholders replaced by the folders `w` and `o`."
+        fill = lambda s: str(s).replace("{w}", str(w)).replace("{o}", str(o))
+        messages = self.message if isinstance(self.message, tuple) else (self.message,)
+        return tuple(map(fill, self.args)), tuple(map(fill, messages))
+
+
+DETECT_RUN = ("detect", "--run", "{w}/run", "{w}/s/cutouts")  # detect with the fixture's run on its survey
+CATALOGUE = ("out.csv", "out.csv.parts")  # what a refused `detect --out {o}/out.csv` must not leave
+
+
+# %% ../nbs/99_cli.ipynb #fc94ec76
+BAD_INPUTS = [
+    # ---- counts, sizes and ranges: refused by argparse, naming the flag and the range ----
+    BadInput("simulate --n 0", ("simulate", "--n", 0, "--out", "{o}/out"), "--n: must be >= 1"),
+    BadInput("simulate --seed -5", ("simulate", "--seed", -5, "--out", "{o}/out"), "--seed: must be >= 0 (got -5)"),
+    BadInput("simulate --size 100000", ("simulate", "--size", 100000, "--out", "{o}/out"), "must be >= 16 and <= 2048"),
+    BadInput("simulate --volunteers -3", ("simulate", "--volunteers", -3, "--out", "{o}/out"), "must be >= 0 (got -3)"),
+    BadInput("train --epochs 0", ("train", "--data", "{w}/s", "--epochs", 0, "--out", "{o}/out"),
+             "--epochs: must be >= 1"),
+    BadInput("train --n-train 0", ("train", "--data", "{w}/s", "--n-train", 0, "--out", "{o}/out"),
+             "must be >= 1 (got 0)"),
+    BadInput("detect --batch-size -4", (*DETECT_RUN, "--batch-size", -4, "--out", "{o}/out.csv"),
+             "--batch-size: must be >= 1", CATALOGUE),
+    BadInput("detect --batch-size 0", (*DETECT_RUN, "--batch-size", 0, "--out", "{o}/out.csv"),
+             "--batch-size: must be >= 1", CATALOGUE),
+    BadInput("detect --threshold 1.5", (*DETECT_RUN, "--threshold", 1.5, "--out", "{o}/out.csv"), "must be in [0, 1]",
+             CATALOGUE),
+    BadInput("detect --workers -1", (*DETECT_RUN, "--workers", -1, "--out", "{o}/out.csv"), "--workers: must be >= 0",
+             CATALOGUE),
+    BadInput("detect --device tpu", (*DETECT_RUN, "--device", "tpu", "--out", "{o}/out.csv"), "invalid choice: 'tpu'",
+             CATALOGUE),
+    BadInput("lst --pthresh 1.5", ("lst", "--pthresh", 1.5, "--out", "{o}/out"), "--pthresh: must be in [0, 1]"),
+    BadInput("lst --image-size 0", ("lst", "--image-size", 0, "--out", "{o}/out"), "--image-size: must be >= 16"),
+    BadInput("build-dataset --min-ratio 2", ("build-dataset", "--catalog", "{w}/full_mrt.txt", "--cutouts",
+             "{w}/s/cutouts", "--min-ratio", 2, "--out", "{o}/out"), "--min-ratio: must be in [0, 1]"),
+    BadInput("evaluate --split bogus", ("evaluate", "--run", "{w}/run", "--data", "{w}/s", "--split", "bogus"),
+             "invalid choice: 'bogus' (choose from 'train', 'val', 'test', 'all')"),
+    BadInput("bench simulate --n 0", ("bench", "simulate", "--n", 0), "--n: must be >= 1"),
+    BadInput("bench detect --workers -2", ("bench", "detect", "--workers", -2), "--workers: must be >= 0"),
+    BadInput("bench detector --backbone bogus", ("bench", "detector", "--backbone", "bogus"),
+             "invalid choice: 'bogus'"),
+    BadInput("bench gpu --only photometry", ("bench", "gpu", "--only", "photometry"), "invalid choice: 'photometry'"),
+    BadInput("bench gpu --n-detect 3", ("bench", "gpu", "--n-detect", 3), "--n-detect: must be >= 16"),
+    # ---- confirmatory seeds ----
+    BadInput("simulate --seed 900", ("simulate", "--seed", 900, "--out", "{o}/out"),
+             "survey seed 900 is one of the confirmatory seeds"),
+    BadInput("demo --seed 899", ("demo", "--quick", "--seed", 899, "--out", "{o}/out"),
+             "--seed 899: the demo's held-out survey would be seed 900, one of the confirmatory seeds"),
+    # ---- an --out that is a file, or under one ----
+    BadInput("simulate --out FILE", ("simulate", "--n", 2, "--out", "{w}/a_file"), "is a file, not a folder"),
+    BadInput("demo --out FILE", ("demo", "--quick", "--out", "{w}/a_file"), "is a file, not a folder"),
+    BadInput("lst --out FILE", ("lst", "--iters", 1, "--out", "{w}/a_file"), "is a file, not a folder"),
+    # ---- stale or mixed state ----
+    BadInput("simulate into another survey", ("simulate", "--n", 6, "--cutout-size", 64, "--seed", 3, "--volunteers",
+             0, "--out", "{w}/s"), "the folder holds a survey made with seed=0, not 3"),
+    BadInput("detect with other settings", (*DETECT_RUN, "--threshold", 0.3, "--out", "{w}/cat.csv"), "threshold=0.5",
+             model_free=False),
+    BadInput("train --resume, truncated checkpoint", ("train", "--data", "{w}/s", "--out", "{w}/cut_run", "--resume",
+             "--epochs", 2), "checkpoint.pt: field 'file': unreadable checkpoint", model_free=False),
+    # ---- files that cannot be read, or a result that cannot be written ----
+    BadInput("detect, nothing readable", ("detect", "--run", "{w}/run", "{o}/nope.fits", "--out", "{o}/out.csv"),
+             "none of the 1 inputs could be read (first: {o}/nope.fits: field 'file': does not exist)", ("out.csv",),
+             model_free=False),
+    BadInput("detect --strict, one skipped", (*DETECT_RUN, "{o}/nope.fits", "--strict", "--out", "{o}/out.csv"),
+             "1 of the 7 inputs could not be read", (), model_free=False),
+    BadInput("detect, FITS cut at a block boundary", ("detect", "--run", "{w}/run", "{w}/blocks.fits", "--out",
+             "{o}/out.csv"), "blocks.fits: field 'file': truncated", ("out.csv",), model_free=False),
+    BadInput("detect, FITS catalogue of a non-ASCII path", ("detect", "--run", "{w}/run", "{w}/café.fits", "--out",
+             "{o}/out.fits"), "ASCII paths only", ("out.fits", "out.fits.parts"), model_free=False),
+    BadInput("detect --device cuda without a GPU", (*DETECT_RUN, "--device", "cuda", "--out", "{o}/out.csv"),
+             "no CUDA GPU is visible to torch here; use --device cpu", CATALOGUE, no_gpu=True),
+    BadInput("build-dataset, catalogue cut mid-row", ("build-dataset", "--catalog", "{w}/cut_mrt.txt", "--cutouts",
+             "{w}/s/cutouts", "--out", "{o}/out"), ("cut_mrt.txt: field '", "': missing value in row")),
+    BadInput("build-dataset, no catalogue", ("build-dataset", "--catalog", "{o}/nope_mrt.txt", "--cutouts",
+             "{w}/s/cutouts", "--out", "{o}/out"), "nope_mrt.txt: field 'file': does not exist"),
+    # ---- training and survey identity (rows added here) ----
+    BadInput("simulate --n 3 into a survey of 6", ("simulate", "--n", 3, "--cutout-size", 64, "--volunteers", 0,
+             "--out", "{w}/s"), ("{w}/s holds a survey of 6 galaxies, not 3", "choose a new --out")),
+    BadInput("pretrain --crop 100000", ("pretrain", "--crop", 100000, "--out", "{o}/out"),
+             "--crop 100000: the simulated cutouts are 128 px on a side"),
+    BadInput("train --resume on another survey", ("train", "--data", "{w}/s_other", "--out", "{w}/run",
+             "--resume", "--epochs", 1, "--labels", "truth"), ("s_other/survey.json: field 'seed': another survey "
+             "than the one this run was trained on", "seed: 0 then, 3 now"), (), model_free=False),
+    # ---- detect: locks, content keys, resampling, --out (rows added here) ----
+    BadInput("detect --out FOLDER.csv", (*DETECT_RUN, "--out", "{w}/folder.csv"),
+             "{w}/folder.csv: it is a folder; name a catalogue file", ()),
+    BadInput("detect --out under a file", (*DETECT_RUN, "--out", "{w}/a_file/out.csv"),
+             "{w}/a_file is a file, not a folder", ()),
+    BadInput("detect --out with an unknown suffix", (*DETECT_RUN, "--out", "{o}/out.txt"),
+             "the catalogue suffix must be one of", ("out.txt", "out.txt.parts")),
+    BadInput("detect, a catalogue another detect is writing", (*DETECT_RUN, "--out", "{w}/locked.csv"),
+             ("{w}/locked.csv: another detect is writing this catalogue (pid ", "locked.csv.parts/lock.json"), ()),
+    # ---- the command line's own checks (rows added here) ----
+    BadInput("train --lr -1", ("train", "--data", "{w}/s", "--lr", -1, "--out", "{o}/out"),
+             "--lr: must be > 0 (got -1)"),
+    BadInput("train --lr nan", ("train", "--data", "{w}/s", "--lr", "nan", "--out", "{o}/out"),
+             "--lr: must be > 0 (got nan)"),
+    BadInput("pretrain --lr 0", ("pretrain", "--lr", 0, "--out", "{o}/out"), "--lr: must be > 0 (got 0)"),
+    BadInput("fetch --rate 0", ("fetch", "--targets", "{w}/full_mrt.txt", "--rate", 0, "--out", "{o}/out"),
+             "--rate: must be > 0 (got 0)"),
+    BadInput("lst --eta inf", ("lst", "--eta", "inf", "--out", "{o}/out"), "--eta: must be in [1e-06, 1] (got inf)"),
+    BadInput("build-dataset --match-radius nan", ("build-dataset", "--catalog", "{w}/full_mrt.txt", "--cutouts",
+             "{w}/s/cutouts", "--match-radius", "nan", "--out", "{o}/out"), "--match-radius: must be in [0, 3600]"),
+    BadInput("simulate --out under a file", ("simulate", "--n", 2, "--out", "{w}/a_file/s"),
+             "{w}/a_file is a file, not a folder"),
+    BadInput("build-dataset --out under a file", ("build-dataset", "--catalog", "{w}/full_mrt.txt", "--cutouts",
+             "{w}/s/cutouts", "--out", "{w}/a_file/ds"), "{w}/a_file is a file, not a folder"),
+    BadInput("build-dataset --cutouts FILE", ("build-dataset", "--catalog", "{w}/full_mrt.txt", "--cutouts",
+             "{w}/a_file", "--out", "{o}/out"), "a_file: field 'folder': is a file, expected a folder of cutouts"),
+    BadInput("train --data FILE", ("train", "--data", "{w}/a_file", "--out", "{o}/out"), "is not a survey folder"),
+    BadInput("robustness NOT_A_RUN", ("robustness", "{o}/nope", "--n", 2, "--shifts", "default", "--out", "{o}/out"),
+             "nope: field 'model.pt': no usable checkpoint in this run folder"),
+    BadInput("robustness, a survey given as the run", ("robustness", "{w}/s", "--n", 2, "--out", "{o}/out"),
+             "s: field 'model.pt': no usable checkpoint in this run folder"),
+    BadInput("evaluate --run NOT_A_RUN", ("evaluate", "--run", "{o}/nope", "--data", "{w}/s"),
+             "nope: field 'model.pt': no usable checkpoint"),
+    BadInput("detect --run NOT_A_RUN", ("detect", "--run", "{w}/s", "{w}/s/cutouts", "--out", "{o}/out.csv"),
+             "field 'model.pt': no usable checkpoint in this run folder", CATALOGUE),
+    BadInput("detect, FITS cut in half", ("detect", "--run", "{w}/run", "{w}/half.fits", "--out", "{o}/out.csv"),
+             "half.fits: field 'file': truncated", ("out.csv",), model_free=False),
+    BadInput("detect, a two-band file", ("detect", "--run", "{w}/run", "{w}/two_band.fits", "--out", "{o}/out.csv"),
+             "two_band.fits: field 'EXTNAME': 2 bands (g, r), expected g, r, i", ("out.csv",), model_free=False),
+    BadInput("detect, one band without its set", ("detect", "--run", "{w}/run", "{w}/lone-g.fits", "--out",
+             "{o}/out.csv"), "lone-g.fits: field 'NAXIS3': a single-band image without a complete set", ("out.csv",),
+             model_free=False),
+]
+
 
 # %% ../nbs/99_cli.ipynb #a67ace92
 if __name__ == "__main__" and "__file__" in globals():

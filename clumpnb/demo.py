@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 
 from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable, match_centres
 from clumpnb.protocol import (
+    DEMO_COSTS,
     DEMO_SHIFT,
     DEMO_SIZES,
     HEADLINE,
@@ -26,8 +28,8 @@ from clumpnb.protocol import (
 )
 
 # %% auto #0
-__all__ = ['SHOWN', 'demo_command', 'DemoData', 'demo_data', 'DemoDetector', 'demo_detector', 'heldout_predictions',
-           'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
+__all__ = ['SHOWN', 'demo_command', 'DemoProgress', 'DemoData', 'demo_data', 'DemoDetector', 'demo_detector',
+           'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
 
 # %% ../nbs/93_demo.ipynb #f6d307a3
 def demo_command(seed: int = 0, quick: bool = False, epochs: int = None, shift: str = DEMO_SHIFT) -> str:
@@ -43,6 +45,61 @@ def demo_command(seed: int = 0, quick: bool = False, epochs: int = None, shift: 
         cmd += f" --shift {shift}"
     return cmd + " --out DIR"
 
+# %% ../nbs/93_demo.ipynb #cd0afee2
+@dataclass
+class DemoProgress:
+    "The demo's one progress line, in seconds of the committed demo's work (`DEMO_COSTS`), with the time left."
+
+    size: DemoSize
+    epochs: int
+    per_epoch: int  # training batches in an epoch
+    bar: object  # a tqdm bar; None shows nothing
+
+    @classmethod
+    def start(cls, size: DemoSize, epochs: int, seed: int = 0, show: bool = True, file=None) -> DemoProgress:
+        "The line of a demo of `size` trained `epochs` epochs on survey `seed` (to `file`, default stderr)."
+        from tqdm import tqdm
+        from clumpnb.data.dataset import split_of
+        from clumpnb.detector.train import TrainConfig
+
+        n = sum(split_of(f"sim{seed:04d}_{i:06d}") == "train" for i in range(size.n_train))  # the training split
+        line = cls(size, epochs, math.ceil(n / TrainConfig().batch_size), None)
+        total = line.data_work + line.train_work + 4 * size.n_heldout * DEMO_COSTS.image  # 3 evaluations, figures
+        fmt = "{desc}{percentage:3.0f}%|{bar}| {elapsed} so far, {remaining} left"  # desc ends in ": "
+        line.bar = tqdm(total=total, desc="demo", bar_format=fmt, smoothing=0, file=file) if show else None
+        return line
+
+    @property
+    def data_work(self) -> float:
+        return (self.size.n_train + 2 * self.size.n_heldout) * DEMO_COSTS.galaxy
+
+    @property
+    def train_work(self) -> float:
+        return self.epochs * self.per_epoch * DEMO_COSTS.batch
+
+    def advance(self, work: float, found: bool = False, stage: str = None):
+        "Move the line by `work`; `found`: work a rerun found done, which says nothing of the speed."
+        if self.bar is None or work <= 0:
+            return
+        if found:
+            self.bar.initial += work  # the remaining time comes from the work done in this process only
+        if stage:
+            self.bar.set_description(f"demo: {stage}")
+        self.bar.update(work)
+
+    def trained(self, st):
+        "After a training batch (`train`'s `on_batch`): the line at that batch of that epoch."
+        if self.bar is None:
+            return
+        done = min((st.epoch * self.per_epoch + st.batch) * DEMO_COSTS.batch, self.train_work)
+        now = self.bar.n - self.data_work
+        self.advance(done - DEMO_COSTS.batch - now, found=True)  # batches a killed run had done before
+        self.advance(self.data_work + done - self.bar.n, stage=f"training, epoch {st.epoch + 1}/{self.epochs}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
 # %% ../nbs/93_demo.ipynb #b1e67dd5
 @dataclass
 class DemoData:
@@ -53,20 +110,25 @@ class DemoData:
     quality: object  # astropy Table: consensus quality against the number of volunteers
 
 
-def demo_data(
-    out, size: DemoSize, seed: int = 0, workers: int = None, progress: bool = True, shift: str = DEMO_SHIFT
-) -> DemoData:
+def demo_data(out, size: DemoSize, seed: int = 0, workers: int = None, progress: bool = True, shift: str = DEMO_SHIFT,
+              line: DemoProgress = None) -> DemoData:  # fmt: skip
     """Training survey `seed` imaged under `shift` in `out/survey`, held-out survey `seed + 1` in `out/heldout` and
-    under `HELDOUT_SHIFT` in `out/heldout_variant`, and the held-out volunteers."""
+    under `HELDOUT_SHIFT` in `out/heldout_variant`, and the held-out volunteers; each survey counted on `line`."""
     from clumpnb.data.folder import write_survey
     from clumpnb.data.shifts import shift_config
     from clumpnb.data.simulate import simulate
 
     out = Path(out)
     kw = dict(workers=workers or os.cpu_count(), progress=progress)
-    write_survey(out / "survey", size.n_train, seed, shift_config(shift), **kw)
-    held_summary = write_survey(out / "heldout", size.n_heldout, seed + 1, **kw)
-    var_summary = write_survey(out / "heldout_variant", size.n_heldout, seed + 1, shift_config(HELDOUT_SHIFT), **kw)
+    line = line or DemoProgress(size, 0, 0, None)
+    surveys = dict(survey=(size.n_train, seed, shift_config(shift)), heldout=(size.n_heldout, seed + 1, None),
+                   heldout_variant=(size.n_heldout, seed + 1, shift_config(HELDOUT_SHIFT)))  # fmt: skip
+    made = {}
+    for name, (n, s, sim) in surveys.items():
+        found = (out / name / "survey.json").exists()  # finished by an earlier run
+        made[name] = write_survey(out / name, n, s, sim, **kw)
+        line.advance(n * DEMO_COSTS.galaxy, found, f"simulating {name}")
+    held_summary, var_summary = made["heldout"], made["heldout_variant"]
     held = list(simulate(size.n_heldout, seed + 1))  # the same galaxies in memory (deterministic generator)
     consensus, qv = volunteer_quality(held, seed + 1)
     metrics = dict(
@@ -92,27 +154,34 @@ class DemoDetector:
     history: list  # the training history, one dict per epoch
 
 
-def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progress: bool = True) -> DemoDetector:
-    "Train on `out/survey` into `out/run`, evaluate on `out/heldout`, detect into `out/catalog.csv`."
+def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progress: bool = True,
+                  line: DemoProgress = None) -> DemoDetector:  # fmt: skip
+    """Train on `out/survey` into `out/run` (a killed run resumes from its last checkpoint, a finished one is reused),
+    evaluate on `out/heldout`, detect into `out/catalog.csv`; each step counted on `line`."""
     from clumpnb.data.dataset import ClumpDataset
     from clumpnb.detector.detect import DetectConfig, detect
     from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
     from clumpnb.detector.train import Run, TrainConfig, train
 
-    out = Path(out)
+    out, line = Path(out), line or DemoProgress(DemoSize(0, 0, epochs), epochs, 0, None)
     folder = out / "run"
     cfg = TrainConfig(data=str(out / "survey"), out=str(folder), epochs=epochs, seed=seed, device=device)
     t = time.perf_counter()
     if (folder / "model.pt").exists():
         hist = json.loads((folder / "history.json").read_text())
+        line.advance(line.train_work, found=True)
     else:
-        hist = train(cfg, resume=(folder / "checkpoint.pt").exists(), progress=progress)
+        hist = train(cfg, resume=(folder / "checkpoint.pt").exists(), progress=progress, on_batch=line.trained)
     t_train = time.perf_counter() - t
+    evaluated = lambda: line.advance(line.size.n_heldout * DEMO_COSTS.image, stage="evaluating")  # noqa: E731
     run = Run.open(folder)  # read once, for both evaluations and the catalogue
     ev = evaluate_run(run, out / "heldout", EvalConfig(ratio_bands=("u",)))  # also binned by u, as Adams et al. (2022)
+    evaluated()
     var = evaluate_run(run, out / "heldout_variant", EvalConfig(ratio_bands=("u",)))  # the threshold chosen in training
+    evaluated()
     files = sorted((out / "heldout" / "cutouts").glob("*.fits"))
     det = detect(run, files, out / "catalog.csv", DetectConfig(threshold=ev["threshold"]), progress=progress)
+    evaluated()
     metrics = dict(
         backbone=cfg.detector.backbone,
         weights=cfg.detector.weights,
@@ -309,7 +378,10 @@ def run_demo(
     device: str = "auto",
     shift: str = DEMO_SHIFT,
 ) -> dict:
-    "Every chapter end to end into folder `out`; returns the metrics written to `out/metrics.json`."
+    """Every chapter end to end into folder `out`; returns the metrics written to `out/metrics.json`. With `progress`,
+    one line shows the whole job and its remaining time (`DemoProgress`). A rerun of a killed demo resumes: finished
+    surveys are reused and training continues from its last checkpoint (written every few minutes, within an epoch
+    too), so a kill loses minutes of training, not the run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,9 +400,10 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = demo_data(out, size, seed, workers, progress, shift)
+    line = DemoProgress.start(size, epochs, seed, show=progress)  # one line instead of each step's bars
+    data = demo_data(out, size, seed, workers, False, shift, line)
     t_data = time.perf_counter() - t0
-    det = demo_detector(out, epochs, seed, device, progress)
+    det = demo_detector(out, epochs, seed, device, False, line)
     metrics = dict(
         source="simulated survey (not real data)",
         command=demo_command(seed, quick, epochs, shift),
@@ -340,6 +413,7 @@ def run_demo(
         seconds=dict(data=t_data, total=time.perf_counter() - t0),
     )
     preds = heldout_predictions(out)  # once, for the grid and the flux plot
+    line.advance(size.n_heldout * DEMO_COSTS.image, stage="figures and report")
     vol_title = f"Held-out simulated survey seed {seed + 1}, {size.n_heldout} galaxies (not real data)"
     figs = dict(
         grid=detections_grid(data.heldout, preds, det.metrics["threshold"], seed),
@@ -350,4 +424,5 @@ def run_demo(
     plt.close("all")
     with atomic_write(out / "metrics.json", "w") as fh:
         json.dump(jsonable(metrics), fh, indent=1)
+    line.close()
     return metrics

@@ -12,8 +12,8 @@ from pathlib import Path
 from .core import ClumpnbError, DataError
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HELDOUT', 'HEADLINE', 'DemoSize', 'volunteer_quality',
-           'check_run_epochs', 'check_demo_folder']
+__all__ = ['DEMO_SIZES', 'DEMO_COSTS', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HELDOUT', 'HEADLINE', 'DemoSize',
+           'DemoCosts', 'volunteer_quality', 'check_run_epochs', 'check_demo_folder']
 
 # %% ../nbs/92a_protocol.ipynb #606e2134
 @dataclass
@@ -28,6 +28,18 @@ class DemoSize:
 DEMO_SIZES = dict(
     full=DemoSize(n_train=1000, n_heldout=300, epochs=16), quick=DemoSize(n_train=160, n_heldout=60, epochs=10)
 )
+
+# %% ../nbs/92a_protocol.ipynb #a4999463
+@dataclass(frozen=True)
+class DemoCosts:
+    "Seconds one item of each of the demo's stages took in the committed full demo (2-core CPU): the progress weights."
+
+    galaxy: float = 0.025  # a galaxy simulated and written: 40 s for 1,600
+    batch: float = 0.47  # a training batch of 8, the epoch's validation shared out: 641 s for 1,376
+    image: float = 0.033  # a held-out galaxy through the trained detector: 30 s for 3 passes over 300
+
+
+DEMO_COSTS = DemoCosts()
 
 # %% ../nbs/92a_protocol.ipynb #b6010240
 DEMO_SHIFT = "randomised"  # the imaging the demo trains on, by default

@@ -27,6 +27,26 @@ def test_help_lists_commands():
     assert r.returncode == 2 and "'moon' is not an image file" in r.stderr and "chelsea" in r.stderr
 
 
+REFUSE = """
+import sys
+from clumpnb.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert e.code == 2, e.code
+print(sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("args", [("detect", "--bogus"), ("train", "--data", "nowhere", "--out", "r"),
+                                  ("simulate", "--n", "0", "--out", "s"), ("pretrain", "--lr", "nan", "--out", "p")])
+def test_argparse_refusals_import_no_torch(args):
+    "Building the parser and refusing a flag import no torch: the refusal takes a fraction of a second, not ten."
+    r = subprocess.run([sys.executable, "-c", REFUSE, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "error:" in r.stderr, r.stderr
+    assert r.stdout.strip() == "[]", f"imported {r.stdout.strip()}"
+
+
 def test_lst_on_png_files_and_a_clumpnb_classifier(tmp_path):
     "`clumpnb lst` on a user's own files: two PNGs on the ImageNet model, then a folder on a classifier file."
     import numpy as np
@@ -153,7 +173,8 @@ def test_build_dataset_cli_counts_cuts_and_trains(tmp_path):
         if len(g.clumps): rows.append(clumpscout_rows(g, 1237650000000000100 + i))
     write_clumpscout(vstack(rows), tmp_path / "cat_mrt.txt")
     r = clumpnb("build-dataset", "--catalog", tmp_path / "cat_mrt.txt", "--cutouts", tmp_path / "cut", "--out", tmp_path / "ds")
-    assert "| − faint |" in r.stdout and "kept" in r.stdout and f"matched by {{'objid': {len(rows)}}}" in r.stdout
+    assert "| step | galaxies removed | clumps removed | galaxies left | clumps left |" in r.stdout
+    assert "| faint | " in r.stdout and "kept" in r.stdout and f"matched by {{'objid': {len(rows)}}}" in r.stdout
     assert len(ClumpDataset(tmp_path / "ds", labels="consensus")) == len(rows)
     from clumpnb.detector.evaluate import load_reference
     ref = load_reference(tmp_path / "ds", "consensus")

@@ -74,3 +74,48 @@ def test_torchrun_detect_shares_the_work(survey, tmp_path):
     files = [f for p in parts for f in Table.read(p, format="ascii.ecsv").meta["files"]]
     assert len(files) == len(set(files)) == 40                       # every cutout exactly once
     assert out.exists()
+
+
+def test_two_detects_on_one_catalogue(survey, tmp_path):
+    """Two `detect` processes started together on one --out, with different batch sizes: one catalogue holding every
+    cutout's rows once, or one clear refusal; a catalogue whose lock a running process holds is refused at once, naming
+    it, and a lock left by a process that has ended is taken over. A whole survey folder, previews and all, gives each
+    galaxy once."""
+    from clumpnb.detector.catalog import LOCK, LockHolder
+
+    run = tmp_path / "run"
+    clumpnb("train", "--data", survey, "--out", run, "--epochs", 1, "--json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = json.loads(clumpnb("detect", "--run", run, survey, "--out", tmp_path / "ref.csv", "--threshold", 0.05,
+                             "--json", env=env).stdout)  # fmt: skip
+    assert (ref["n_inputs"], ref["n_read"]) == (40, 40)  # the survey folder: cutouts/ and previews/, each galaxy once
+    out = tmp_path / "cat.csv"
+    cmd = [sys.executable, "-m", "clumpnb.cli", "detect", "--run", str(run), str(survey / "cutouts"), "--out", str(out),
+           "--threshold", "0.05", "--workers", "0", "--batch-size"]  # fmt: skip
+    procs = [subprocess.Popen(cmd + [bs], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for bs in ("4", "7")]  # fmt: skip
+    ends = [(p.wait(600), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in ends) in ([0, 0], [0, 2]), ends
+    for rc, err in ends:
+        if rc == 2:  # one line naming the process that holds the catalogue
+            assert "another detect is writing this catalogue (pid " in err and "Traceback" not in err, err
+    cat, one = Table.read(out), Table.read(tmp_path / "ref.csv")
+    rows = list(zip(cat["file"], cat["clump_id"]))
+    assert len(rows) == len(set(rows)) == len(one) and rows == list(zip(one["file"], one["clump_id"]))
+    parts = (tmp_path / "cat.csv.parts").glob("part-*.ecsv")
+    covered = [k for p in parts for k in Table.read(p, format="ascii.ecsv").meta["keys"]]
+    assert len(covered) == len(set(covered)) == 40
+    assert not (tmp_path / "cat.csv.parts" / LOCK).exists()  # released
+    held = tmp_path / "held.csv.parts"
+    held.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (held / LOCK).write_text(LockHolder(sleeper.pid, LockHolder.me().host, "2026-01-01T00:00:00+00:00").text())
+        r = clumpnb("detect", "--run", run, survey / "cutouts", "--out", tmp_path / "held.csv", check=False)
+        assert r.returncode == 2 and f"pid {sleeper.pid} on " in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "held.csv").exists() and not list(held.glob("part-*"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    r = clumpnb("detect", "--run", run, survey / "cutouts", "--out", tmp_path / "held.csv", "--threshold", 0.05, env=env)
+    assert f"took over the lock of pid {sleeper.pid}" in r.stderr and len(Table.read(tmp_path / "held.csv")) == len(one)

@@ -5,8 +5,9 @@
 # %% ../../nbs/data/04b_folder.ipynb #1d941709
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from .simulate import simulate
 from .volunteers import aggregate, crowd_survey
 
 # %% auto #0
-__all__ = ['LABEL_FILES', 'labels_path', 'best_labels', 'shift_settings', 'check_survey_folder', 'truth_label', 'write_survey']
+__all__ = ['LABEL_FILES', 'labels_path', 'best_labels', 'survey_record', 'survey_digest', 'SurveyIdentity', 'shift_settings',
+           'check_survey_count', 'check_survey_folder', 'truth_label', 'write_survey']
 
 # %% ../../nbs/data/04b_folder.ipynb #92ea6357
 LABEL_FILES = {"truth": "annotations.json", "consensus": "annotations_consensus.json"}
@@ -37,6 +39,56 @@ def labels_path(root, labels: str) -> Path:
 def best_labels(root) -> str:
     "'truth' when survey folder `root` has true labels, else 'consensus'."
     return "truth" if labels_path(root, "truth").exists() else "consensus"
+
+# %% ../../nbs/data/04b_folder.ipynb #6ba16925
+def survey_record(folder) -> dict | None:
+    "What `folder/survey.json` records (None without one); a DataError naming the file where it cannot be read."
+    f = Path(folder) / "survey.json"
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f, "file", f"not a readable survey record ({type(e).__name__}): make it again") from None
+
+
+def survey_digest(folder) -> str | None:
+    "A short hash of the content of `folder/survey.json`, the same whatever path names the folder (None without one)."
+    made = survey_record(folder)
+    if made is None:
+        return None
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SurveyIdentity:
+    "Which survey a folder holds: the folder resolved (links followed), its `survey.json` and that record's digest."
+
+    folder: str  # resolved path
+    digest: str | None  # `survey_digest`; None for a folder without `survey.json`
+    record: dict | None  # `survey.json` as read
+
+    @classmethod
+    def of(cls, folder) -> SurveyIdentity:
+        "The identity of the survey in `folder`."
+        made = survey_record(folder)
+        return cls(str(Path(folder).resolve()), survey_digest(folder) if made is not None else None, made)
+
+    def differences(self, other: SurveyIdentity) -> list:
+        """The `survey.json` fields whose values differ from `other`'s, in the record's order (none: the same survey);
+        for two folders without a record, 'folder' where they are not the same folder."""
+        if self.record is None and other.record is None:
+            return [] if self.folder == other.folder else ["folder"]
+        if self.record is None or other.record is None:
+            return ["survey.json"]
+        keys = dict.fromkeys([*self.record, *other.record])  # in the record's order: seed, n, start, size...
+        return [k for k in keys if self.record.get(k) != other.record.get(k)]
+
+    def changes(self, now: SurveyIdentity) -> str:
+        "How survey `now` differs from this one, field by field (`differences`), for a message."
+        a, b = self.record or {}, now.record or {}
+        a, b = {"folder": self.folder, **a}, {"folder": now.folder, **b}
+        return "; ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in self.differences(now))
 
 # %% ../../nbs/data/04b_folder.ipynb #f94b6067
 def _write_files(g, out: Path):
@@ -64,16 +116,32 @@ def _same_shift(recorded: dict, shift: Shift) -> bool:
     return set(recorded) <= set(now) and all(recorded.get(k, default[k]) == v for k, v in now.items())
 
 
-def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shift | None = None):
+def check_survey_count(out: Path, seed: int, start: int, n: int, made: dict | None):
+    """Refuse to simulate `n` galaxies from `start` into folder `out` when it holds more: `survey.json`'s `n` (`made`),
+    or for a folder killed before it was written, the highest galaxy index among its cutouts. Rewritten for `n`, the
+    labels would no longer describe the extra cutouts, and deleting files a user made is not this command's call."""
+    had = made.get("n") if made else None
+    if had is None:
+        idx = [int(f.stem.rsplit("_", 1)[1]) for f in (out / "cutouts").glob(f"sim{seed:04d}_*.fits")]
+        had = max(idx) + 1 - start if idx else 0
+    if had > n:
+        msg = (f"{out} holds a survey of {had} galaxies, not {n}: simulating fewer would leave cutouts that its labels "
+               f"no longer describe; choose a new --out (or delete {out})")  # fmt: skip
+        raise DataError(out / "survey.json", "n", msg)
+
+
+def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shift | None = None, n: int = None):
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
     the folder holds another survey (another seed, cutout size, first galaxy, or imaging `shift`: its name and, where
     `survey.json` records them, every setting, so a shift whose definition changed since is not mistaken for it; a
     folder killed before `survey.json` was written is checked by the shift's name, which its cutouts carry), which
-    would leave labels describing other files than those on disk. The same settings resume. Writes nothing."""
+    would leave labels describing other files than those on disk. The same settings resume, and so does a larger `n`
+    (the survey grows); a smaller `n` than the folder holds is refused (`check_survey_count`), never trimmed. Writes
+    nothing."""
     check_survey_seed(seed)
     s, name = out / "survey.json", getattr(shift, "name", None)
-    if s.exists():
-        old = json.loads(s.read_text())
+    old = survey_record(out)
+    if old is not None:
         for k, v in (("seed", seed), ("size", size), ("start", start), ("shift", name)):
             if old.get(k) != v:
                 msg = (
@@ -84,6 +152,8 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shif
             msg = (f"the folder holds a survey made under another definition of shift {name!r} (or before clumpnb "
                    "0.3 recorded the definition): delete it to remake it")  # fmt: skip
             raise DataError(s, "shift_settings", msg)
+    if n is not None:
+        check_survey_count(out, seed, start, n, old)
     cutouts = sorted((out / "cutouts").glob("*.fits"))
     stray = [f.name for f in cutouts if not f.name.startswith(f"sim{seed:04d}_")]
     if stray:
@@ -119,7 +189,7 @@ def write_survey(
     """Simulate galaxies `start..start+n-1` of survey `seed` into folder `out`, in the layout stated at the top of this
     chapter. Returns the survey summary (what `survey.json` holds)."""
     cfg, out = cfg or SimConfig(), Path(out)
-    check_survey_folder(out, seed, cfg.size, start, cfg.shift)  # before anything is written
+    check_survey_folder(out, seed, cfg.size, start, cfg.shift, n)  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     gals, gal_rows, clump_tabs = [], [], []

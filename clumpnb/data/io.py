@@ -22,8 +22,8 @@ from .survey import BANDS, SDSS
 
 # %% auto #0
 __all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'BAND_TAG', 'BOX_FWHM', 'CATEGORIES', 'Cutout', 'write_cutout', 'read_band_files',
-           'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem', 'band_split', 'BandFiles', 'group_bands',
-           'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'scan_cutouts']
+           'band_count', 'read_mef', 'read_cutout', 'read_rgb', 'write_rgb', 'image_stem', 'band_split', 'BandFiles',
+           'group_bands', 'clump_box', 'coco_dict', 'write_coco', 'read_coco', 'scan_cutouts']
 
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
@@ -89,7 +89,10 @@ def _open(path):
             with fits.open(path, memmap=False) as hdul:
                 yield hdul
         except DataError:
-            raise
+            cut = _truncated(caught)
+            if cut is None:
+                raise
+            raise DataError(path, "file", f"truncated ({cut})") from None  # a cut file looks like one missing bands
         except Exception as e:  # astropy warns of a cut file, then fails on its data with a misleading shape error
             cut = _truncated(caught)
             why = f"truncated ({cut})" if cut else f"not a readable FITS file ({type(e).__name__}: {e})"
@@ -171,6 +174,11 @@ def _named(hl, names) -> list:
     return out
 
 
+def band_count(n: int) -> str:
+    "'1 band', '2 bands': how many planes a file holds, as a refusal says it."
+    return f"{n} band" + ("" if n == 1 else "s")
+
+
 def read_mef(hl, path) -> tuple:
     "((3, H, W) image, WCS) from an open FITS file: G, R, I extensions (any case, as astropy looks them up) or a cube."
     bands = _named(hl, [b.upper() for b in BANDS])
@@ -181,6 +189,11 @@ def read_mef(hl, path) -> tuple:
                 msg = f"band {b} has shape {p.shape}, expected {planes[0].shape}"
                 raise DataError(path, f"{b.upper()}.NAXIS", msg)
         return np.stack(planes), _celestial_wcs(bands[0].header, path, "G.CTYPE1")
+    found = [b for b, h in zip(BANDS, bands) if h is not None]
+    if found:
+        missing = ", ".join(b.upper() for b, h in zip(BANDS, bands) if h is None)
+        msg = f"{band_count(len(found))} ({', '.join(found)}), expected g, r, i: no {missing} extension"
+        raise DataError(path, "EXTNAME", msg)
     hdu = next((h for h in hl if h.data is not None and getattr(h.data, "ndim", 0) >= 2), None)
     if hdu is None:
         raise DataError(path, "EXTNAME", "no G/R/I extensions and no image data")
@@ -189,8 +202,8 @@ def read_mef(hl, path) -> tuple:
                "(x-g.fits, x-r.fits, x-i.fits) are read as one cutout")  # fmt: skip
         raise DataError(path, "NAXIS3", msg)
     if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
-        msg = f"expected 3 bands (g, r, i) as G/R/I extensions or a (3, H, W) cube, got data of shape {hdu.data.shape}"
-        raise DataError(path, "NAXIS3", msg)
+        n = band_count(hdu.data.shape[0]) if hdu.data.ndim == 3 else f"data of shape {hdu.data.shape}"
+        raise DataError(path, "NAXIS3", f"{n}, expected g, r, i as G/R/I extensions or a (3, H, W) cube")
     return np.asarray(hdu.data, np.float32), _celestial_wcs(hdu.header, path)
 
 

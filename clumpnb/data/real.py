@@ -27,7 +27,8 @@ from .survey import to_rgb
 
 # %% auto #0
 __all__ = ['CUTS', 'OBJID', 'match_cutouts', 'match_by_position', 'galaxy_pixels', 'paper_cuts', 'dataset_file', 'add_cutout',
-           'kept_clumps', 'DatasetConfig', 'build_dataset', 'check_dataset_inputs', 'write_dataset', 'selection_table']
+           'kept_clumps', 'DatasetConfig', 'build_dataset', 'check_cutout_folder', 'check_dataset_inputs',
+           'write_dataset', 'selection_table']
 
 # %% ../../nbs/data/08_real.ipynb #ccd25d4b
 CUTS = ("catalogue", "no cutout", "WCS does not cover", "central (bulge)", "edge", "faint")
@@ -164,6 +165,7 @@ def build_dataset(catalog, cutouts, out, cfg: DatasetConfig = DatasetConfig(), p
     and matched as `cfg` says; returns the selection report."""
     from tqdm.auto import tqdm
 
+    check_cutout_folder(cutouts)  # before the catalogue is read: a mistake in the arguments costs nothing
     cat = read_clumpscout(catalog) if not isinstance(catalog, Table) else catalog
     src = str(catalog) if not isinstance(catalog, Table) else "<catalog>"
     cutouts, out = Path(cutouts), Path(out)
@@ -209,10 +211,17 @@ def build_dataset(catalog, cutouts, out, cfg: DatasetConfig = DatasetConfig(), p
     return write_dataset(out, images, anns, counts, reasons, settings)
 
 # %% ../../nbs/data/08_real.ipynb #1b9270a5
-def check_dataset_inputs(cat, src: str, cutouts: Path, ratio_band: str) -> str:
-    "Refuse a missing cutout folder or an unknown band; returns the band flux ratios use (g when u is absent)."
+def check_cutout_folder(cutouts):
+    "Refuse a cutout folder that does not exist, or a file given where the folder is expected."
+    cutouts = Path(cutouts)
+    if cutouts.is_file():
+        raise DataError(cutouts, "folder", "is a file, expected a folder of cutouts (give the folder that holds it)")
     if not cutouts.is_dir():
         raise DataError(cutouts, "folder", "cutout folder does not exist")
+
+
+def check_dataset_inputs(cat, src: str, cutouts: Path, ratio_band: str) -> str:
+    "Refuse an unknown band; returns the band flux ratios use (g when the catalogue has no u fluxes)."
     if ratio_band not in "ugriz" or len(ratio_band) != 1:
         raise ClumpnbError(f"ratio_band must be one of u g r i z, not {ratio_band!r}")
     if ratio_band == "u" and len(cat) and not np.any(np.asarray(cat["uGFlux"], float) > 0):
@@ -246,16 +255,16 @@ def write_dataset(out: Path, images: list, anns: list, counts: dict, reasons: di
 
 
 def selection_table(report: dict) -> str:
-    "The cuts as the paper reports its selection: what each removed and what is left."
+    "The cuts as the paper reports its selection: what each removed, and what is left after it, in columns so named."
     lines = [
-        "| step | galaxies | clumps |",
-        "|---|---|---|",
-        f"| catalogue | {report['catalogue']['galaxies']} | {report['catalogue']['clumps']} |",
+        "| step | galaxies removed | clumps removed | galaxies left | clumps left |",
+        "|---|---|---|---|---|",
+        f"| catalogue | | | {report['catalogue']['galaxies']} | {report['catalogue']['clumps']} |",
     ]
     g, c = report["catalogue"]["galaxies"], report["catalogue"]["clumps"]
     for k in CUTS[1:]:
         r = report["removed"][k]
         g -= r["galaxies"]
         c -= r["clumps"]
-        lines.append(f"| − {k} | {g} | {c} |")
+        lines.append(f"| {k} | {r['galaxies']} | {r['clumps']} | {g} | {c} |")
     return "\n".join(lines)

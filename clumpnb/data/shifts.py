@@ -14,10 +14,10 @@ from .galaxy import ARTEFACTS, Shift, SimConfig, clump_allowed, colour_fluxes, d
 from .galaxy import disc_to_sky, psf_image, psf_otf
 
 # %% auto #0
-__all__ = ['SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM', 'COMPANION_STREAM',
-           'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION', 'shift_config',
-           'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology', 'arm_weight',
-           'ring_weight', 'tail_weight', 'dust_transmission', 'host_sized']
+__all__ = ['SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'ROBUSTNESS_SHIFTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
+           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION',
+           'shift_config', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology',
+           'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'host_sized']
 
 # %% ../../nbs/data/01b_shifts.ipynb #5f1a0006
 SDSS_SEEING = (1.32, 0.15, 0.9, 2.0)  # r-band FWHM: median (the default survey's), log-normal sigma, clipped range
@@ -49,6 +49,8 @@ SHIFTS = {
 }
 VARIANT_PARTS = ("worst-seeing", "kolmogorov", "large-clumps", "high-noise", "artefacts", "spiral-hosts",
                  "companions")  # the variant's parts, one by one  # fmt: skip
+ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes", "ring-hosts", "tidal-hosts",
+                     "dusty-edge-on")  # what `clumpnb robustness` measures: the variant's parts, it, and four beside it
 
 # %% ../../nbs/data/01b_shifts.ipynb #5f1a0006d
 def shift_config(name: str) -> SimConfig:

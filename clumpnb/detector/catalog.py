@@ -5,21 +5,27 @@
 # %% ../../nbs/detector/13c_catalog.ipynb #c8678eb4
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import socket
+import warnings
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table, vstack
 
 from ..core import ClumpnbError, DataError, atomic_path, atomic_write
-from ..data.survey import SDSS
-from .photometry import PHOT_COLUMNS, photometry_columns
+from .photometry import PHOT_COLUMNS, PhotConfig, photometry_columns
+from .resample import pixel_scale
 
 # %% auto #0
-__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'CatalogRow', 'flag_column', 'catalog_rows', 'catalog_table', 'catalog_format',
-           'check_parts', 'PartWriter', 'merge_parts', 'check_skipped']
+__all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'LOCK', 'CatalogRow', 'flag_column', 'catalog_rows', 'catalog_table', 'catalog_format',
+           'parts_folder', 'check_parts', 'this_host', 'LockHolder', 'read_holder', 'create_whole', 'take_over',
+           'take_lock', 'parts_lock', 'PartWriter', 'merge_parts', 'check_skipped']
 
 # %% ../../nbs/detector/13c_catalog.ipynb #540c3424
 @dataclass
@@ -40,7 +46,8 @@ class CatalogRow:
     px_y_max: float
     ra: float  # NaN without a WCS (PNG input)
     dec: float
-    fwhm_r_px: float
+    fwhm_r_px: float  # the r band's PSF FWHM in the cutout's own pixels
+    native_pixscale: float  # arcsec per pixel of the cutout as given (NaN without a WCS)
 
 # %% ../../nbs/detector/13c_catalog.ipynb #7ed212b2
 def flag_column(name: str) -> bool:
@@ -53,17 +60,19 @@ DTYPES = [f.type for f in fields(CatalogRow)] + ["bool" if flag_column(c) else "
 FORMATS = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".fits": "fits", ".parquet": "parquet"}
 
 # %% ../../nbs/detector/13c_catalog.ipynb #649b689e
-def catalog_rows(path: Path, det: dict, wcs=None, raw=None, mask=None) -> list:
-    """Catalogue rows (dicts keyed by `COLUMNS`) of detections `det` in cutout `path`; photometry when `raw` is given
-    (`mask`: the host's `segmentation`, if made already)."""
+def catalog_rows(path: Path, det: dict, wcs=None, raw=None, mask=None, phot: PhotConfig = PhotConfig()) -> list:
+    """Catalogue rows (dicts keyed by `COLUMNS`) of detections `det` in cutout `path`, positions in the pixels of its
+    `wcs`; photometry with `phot` when `raw` is given in those pixels (`mask`: the host's `segmentation` there, if
+    made already)."""
     n = len(det["x"])
     ra, dec = np.full(n, np.nan), np.full(n, np.nan)
     if wcs is not None and n:
         ra, dec = wcs.wcs_pix2world(det["x"], det["y"], 0)
     if raw is not None and n:
-        ph = photometry_columns(raw, det["x"], det["y"], mask=mask)  # nanomaggies: photometry (next chapter)
+        ph = photometry_columns(raw, det["x"], det["y"], cfg=phot, mask=mask)  # nanomaggies: photometry (next chapter)
     else:
         ph = {c: np.zeros(n, bool) if flag_column(c) else np.full(n, np.nan) for c in PHOT_COLUMNS}
+    scale = pixel_scale(wcs)
     rows = []
     for i in range(n):
         label = int(det["label"][i])
@@ -80,7 +89,8 @@ def catalog_rows(path: Path, det: dict, wcs=None, raw=None, mask=None) -> list:
             *box,
             float(ra[i]),
             float(dec[i]),
-            float(SDSS.psf_fwhm_px[1]),
+            float(phot.fwhm_px[1]),
+            np.nan if scale is None else scale,
         )
         rows.append(asdict(row) | {c: ph[c][i].item() for c in PHOT_COLUMNS})
     return rows
@@ -95,17 +105,31 @@ def catalog_table(rows: list) -> Table:
 # %% ../../nbs/detector/13c_catalog.ipynb #aeac6de3
 def catalog_format(out: Path) -> str:
     "The astropy format that catalogue path `out` names by its suffix; refuses what cannot be written."
+    out = Path(out)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise ClumpnbError(f"cannot write {out}: the catalogue suffix must be one of {sorted(FORMATS)}")
+    if out.is_dir():
+        raise ClumpnbError(f"cannot write {out}: it is a folder; name a catalogue file, e.g. {out / 'catalog.csv'}")
+    above = next(p for p in out.parents if p.exists())  # the filesystem's root at the latest
+    if not above.is_dir():
+        raise ClumpnbError(f"cannot write {out}: {above} is a file, not a folder")
     if not out.parent.exists() or not os.access(out.parent, os.W_OK):
         raise ClumpnbError(f"cannot write {out}: folder {out.parent} does not exist or is not writable")
+    parts = parts_folder(out)
+    if parts.exists() and not parts.is_dir():
+        raise ClumpnbError(f"cannot write {out}: {parts} is a file, not the folder of its parts; move it away")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise ClumpnbError("writing Parquet needs pyarrow: pip install 'clumpnb[parquet]'") from None
     return fmt
+
+
+def parts_folder(out: Path) -> Path:
+    "Where the part files of catalogue `out` are kept until it is assembled: `OUT.parts/`."
+    return Path(str(out) + ".parts")
 
 # %% ../../nbs/detector/13c_catalog.ipynb #627db297
 def check_parts(parts: Path, settings: dict):
@@ -126,27 +150,160 @@ def check_parts(parts: Path, settings: dict):
         msg = f"made with {k}={old.get(k)!r}, not {settings[k]!r}: delete {parts} to start afresh, or rerun as before"
         raise DataError(parts, k, msg)
 
+# %% ../../nbs/detector/13c_catalog.ipynb #e29950d2
+LOCK = "lock.json"  # in a catalogue's parts folder, while a `detect` writes them
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    "The `detect` process that holds a catalogue's parts folder."
+
+    pid: int
+    host: str
+    started: str  # local time, to the second
+
+    @classmethod
+    def me(cls) -> "LockHolder":
+        return cls(os.getpid(), this_host(), datetime.now().astimezone().isoformat(timespec="seconds"))
+
+    def text(self) -> str:
+        "The lock file's text: this record as JSON."
+        return json.dumps(asdict(self))
+
+    def alive(self) -> bool:
+        """Whether the holder may still be running: False only for a process of this host that is gone (another
+        host's cannot be checked, nor can one on Windows, where signal 0 would end the process)."""
+        if self.host != this_host() or os.name == "nt":
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process: it exists
+            return True
+        return True
+
+
+def read_holder(f: Path):
+    "The `LockHolder` that lock file `f` names; None when there is none (any more)."
+    try:
+        return LockHolder(**json.loads(f.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        raise DataError(f, "pid", "an unreadable lock: delete it if no detect writes this catalogue") from None
+
+# %% ../../nbs/detector/13c_catalog.ipynb #1ff6bbe0
+def create_whole(f: Path, text: str):
+    """Create file `f` holding `text`, whole or not at all; FileExistsError when `f` exists. Written aside, then
+    hard-linked into place; where the filesystem has no hard links, created exclusively and then written."""
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, f)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network shares)
+        with os.fdopen(os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as fh:
+            fh.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def take_over(f: Path, stale: LockHolder) -> bool:
+    """Remove lock file `f` that names the `stale` holder: moved aside under a name of this process's (one process
+    only can move it), then put back if what was moved is not the stale lock (another process took it over first)."""
+    aside = f.with_name(f".{f.name}.stale.{os.getpid()}")
+    try:
+        os.rename(f, aside)
+    except FileNotFoundError:
+        return False
+    if read_holder(aside) != stale:
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, f)
+        aside.unlink()
+        return False
+    aside.unlink()
+    return True
+
+# %% ../../nbs/detector/13c_catalog.ipynb #fd7faffe
+def take_lock(parts: Path, me: LockHolder):
+    "Create `parts/lock.json` naming `me`, taking over a stale lock; refuse one held by a process that may run."
+    f = parts / LOCK
+    for _ in range(3):  # a lock taken over, or gone while it was read: try again
+        try:
+            return create_whole(f, me.text())
+        except FileExistsError:
+            pass
+        held = read_holder(f)
+        if held is not None and held.alive():
+            raise ClumpnbError(
+                f"{parts.parent / parts.name[: -len('.parts')]}: another detect is writing this catalogue (pid "
+                f"{held.pid} on {held.host}, started {held.started}); wait for it, or delete {f} if it is gone"
+            )
+        if held is not None and take_over(f, held):
+            warnings.warn(f"{f}: took over the lock of pid {held.pid} on {held.host} (started {held.started}), "
+                          "which is no longer running")  # fmt: skip
+    raise ClumpnbError(f"{f}: could not take the lock; another detect is starting on this catalogue")
+
+
+@contextlib.contextmanager
+def parts_lock(parts: Path):
+    """Hold the lock of a catalogue's `parts` folder (made if missing) while the block runs; the folder is removed
+    again if it was made here and is left empty (a run refused before any work)."""
+    made = not parts.exists()
+    parts.mkdir(exist_ok=True)
+    me = LockHolder.me()
+    try:
+        take_lock(parts, me)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                parts.rmdir()
+        raise
+    try:
+        yield me
+    finally:
+        if read_holder(parts / LOCK) == me:
+            (parts / LOCK).unlink()
+        if made:
+            with contextlib.suppress(OSError):  # not empty: the parts stay
+                parts.rmdir()
+
 # %% ../../nbs/detector/13c_catalog.ipynb #0ceb8bae
 class PartWriter:
-    """Writes a batch's catalogue part as `parts/part-rRRR-NNNNNN.ecsv` (rank, then `start` + the batch's index), all
-    or nothing. An object, not a closure, so that the pool's processes can be handed it and write the parts there."""
+    """Writes a batch's catalogue part as `parts/part-rRRR-HHHH.ecsv` (rank, then a hash of the input keys the part
+    covers), all or nothing: two runs cannot write one name for different batches, whatever order they finish in. An
+    object, not a closure, so that the pool's processes can be handed it and write the parts there."""
 
-    def __init__(self, parts: Path, rank: int = 0, start: int = 0):
-        self.parts, self.rank, self.start = Path(parts), rank, start
+    def __init__(self, parts: Path, rank: int = 0):
+        self.parts, self.rank = Path(parts), rank
 
-    def __call__(self, t: Table, i: int):
-        with atomic_write(self.parts / f"part-r{self.rank:03d}-{self.start + i:06d}.ecsv", "w") as fh:
+    def name(self, t: Table) -> str:
+        "The part file name of catalogue part `t`, from the input keys its `meta` lists (done and skipped)."
+        keys = sorted(set(t.meta.get("keys", [])) | set(t.meta.get("skipped_keys", [])))
+        digest = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+        return f"part-r{self.rank:03d}-{digest}.ecsv"
+
+    def __call__(self, t: Table):
+        with atomic_write(self.parts / self.name(t), "w") as fh:
             t.write(fh, format="ascii.ecsv")
 
 # %% ../../nbs/detector/13c_catalog.ipynb #95fd2562
 def merge_parts(parts: Path, out: Path, fmt: str, run, threshold: float, current: set) -> dict:
     """Assemble the catalogue `out` from the part files in `parts`, keeping only what they hold for the `current`
-    input keys (a file changed since its part was written is not in it); returns the counts."""
+    input keys (a file changed since its part was written is not in it), each key's rows from the first part by name
+    that covers it; returns the counts."""
     tabs, gone, retry, done = [], {}, {}, set()
     for p in sorted(parts.glob("part-*.ecsv")):
         t = Table.read(p, format="ascii.ecsv")
         key = dict(zip(t.meta.get("files", []), t.meta.get("keys", [])))
-        tabs.append(t[np.array([key.get(str(f)) in current for f in t["file"]], bool)] if len(t) else t)
+        mine = {k for k in key.values() if k in current and k not in done}  # inputs no earlier part gave rows for
+        tabs.append(t[np.array([key.get(str(f)) in mine for f in t["file"]], bool)] if len(t) else t)
         done |= set(key.values())
         for k, why in zip(t.meta.get("skipped_keys", []), t.meta.get("skipped", [])):
             if k in current:  # a skip the part counts as done is final; one it does not is tried again

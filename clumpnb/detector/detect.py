@@ -5,6 +5,8 @@
 # %% ../../nbs/detector/14_detect.ipynb #b11e96d7
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -13,14 +15,16 @@ from astropy.table import Table
 from tqdm.auto import tqdm
 
 from ..core import ClumpnbError, DataError
-from .catalog import PartWriter, catalog_format, check_parts, check_skipped, merge_parts
+from ..data.survey import SDSS
+from .catalog import (PartWriter, catalog_format, check_parts, check_skipped, merge_parts, parts_folder,
+                                      parts_lock)
 from .inputs import input_files, input_key
 from .stream import StreamConfig, run_stages
 from .train import load_detector, open_run
 from ..nets.training import ddp_setup, pick_device
 
 # %% auto #0
-__all__ = ['DetectConfig', 'pending_share', 'detect']
+__all__ = ['DetectConfig', 'pending_share', 'shared_lock', 'check_detect_args', 'resampled_note', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b0a15535
 @dataclass(frozen=True)
@@ -33,22 +37,42 @@ class DetectConfig(StreamConfig):
 
 # %% ../../nbs/detector/14_detect.ipynb #d7cf34f7
 def pending_share(parts: Path, keys: dict, rank: int, world: int) -> tuple:
-    """(the inputs of `keys` (input key -> file) that process `rank` of `world` still has to do, the `PartWriter` of
-    its next parts): every `world`-th input from `rank`, less those a part in `parts` holds already."""
+    """(the inputs of `keys` (input key -> file) that process `rank` of `world` still has to do, as a dict like
+    `keys`; the `PartWriter` of its parts): every `world`-th input from `rank`, less those a part in `parts` holds
+    already."""
     done = set()
     for p in sorted(parts.glob("part-*.ecsv")):
         done |= set(Table.read(p, format="ascii.ecsv").meta.get("keys", []))
-    mine = [f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done]
-    mine_before = [int(p.stem.rsplit("-", 1)[1]) for p in parts.glob(f"part-r{rank:03d}-*.ecsv")]
-    return mine, PartWriter(parts, rank, max(mine_before, default=-1) + 1)  # after the last: a killed run leaves gaps
+    mine = {k: f for i, (k, f) in enumerate(keys.items()) if i % world == rank and k not in done}
+    return mine, PartWriter(parts, rank)
+
+
+@contextlib.contextmanager
+def shared_lock(parts: Path, rank: int, world: int, device=None):
+    """The lock of a catalogue's `parts` folder (`parts_lock`) for the `world` processes of one run: the first takes
+    it and holds it for the block, and tells the others whether it could; all refuse alike when it could not."""
+    if world == 1:
+        with parts_lock(parts):
+            yield
+        return
+    held, said = contextlib.ExitStack(), [None]
+    if rank == 0:
+        try:
+            held.enter_context(parts_lock(parts))
+        except ClumpnbError as e:
+            said = [str(e)]
+    gpu = device if getattr(device, "type", "") == "cuda" else None  # NCCL sends the message through the GPU
+    torch.distributed.broadcast_object_list(said, src=0, device=gpu)
+    if said[0] is not None:
+        raise ClumpnbError(said[0])
+    with held:
+        yield
 
 # %% ../../nbs/detector/14_detect.ipynb #b50a19dd
-def detect(run, paths, out, cfg: DetectConfig = DetectConfig(), progress: bool = True) -> dict:
-    """Detect clumps in cutouts `paths` (files or folders) with `run` (a `Run`, or its folder), into catalogue `out`;
-    returns a summary with the seconds each stage took (`stages`, see `run_stages`). `cfg.workers` processes read the
-    cutouts and as many do the post-processing and photometry. A run that reads none of its inputs is an error, as is
-    (with `cfg.strict`) one that skips any."""
-    out = Path(out)
+def check_detect_args(paths, out: Path) -> tuple:
+    """(the catalogue's astropy format, the input files) of a `detect` of `paths` into `out`, or a refusal before any
+    model loads: a catalogue path that cannot be written (`catalog_format`), no input, or a FITS catalogue of a path it
+    cannot hold."""
     fmt = catalog_format(out)
     files = input_files(paths)
     if not files:
@@ -56,27 +80,46 @@ def detect(run, paths, out, cfg: DetectConfig = DetectConfig(), progress: bool =
     odd = next((f for f in files if fmt == "fits" and not str(f).isascii()), None)
     if odd is not None:  # refused before the work, not when the catalogue is written
         raise DataError(odd, "file", "a FITS catalogue holds ASCII paths only: write .csv, .ecsv or .parquet instead")
-    run = open_run(run)
-    model = load_detector(run)
+    return fmt, files
+
+
+def resampled_note(resampled: dict) -> str:
+    "What `detect` says once about the cutouts it resampled: `resampled` maps pixel scale (arcsec) -> count."
+    scales = ", ".join(f"{s:g}" for s in sorted(resampled))
+    return (f"resampled {sum(resampled.values())} cutouts at {scales} arcsec/px to the survey's {SDSS.pixel_scale} for "
+            "the network; their positions and fluxes are measured in their own pixels (column native_pixscale)")
+
+
+def detect(run, paths, out, cfg: DetectConfig = DetectConfig(), progress: bool = True) -> dict:
+    """Detect clumps in cutouts `paths` (files or folders) with `run` (a `Run`, or its folder), into catalogue `out`;
+    returns a summary with the seconds each stage took (`stages`, see `run_stages`). `cfg.workers` processes read the
+    cutouts and as many do the post-processing and photometry. A run that reads none of its inputs is an error, as is
+    (with `cfg.strict`) one that skips any, and so is a second `detect` on a catalogue one is writing."""
+    out = Path(out)
+    fmt, files = check_detect_args(paths, out)
     rank, world = ddp_setup()
     device = pick_device(cfg.device, rank)
-    model.to(device)
-    threshold = run.threshold if cfg.threshold is None else cfg.threshold
-    parts = Path(str(out) + ".parts")
-    parts.mkdir(exist_ok=True)
-    mtime = run.file.stat().st_mtime_ns  # the file the run was opened from: model.pt, or a killed run's checkpoint.pt
-    settings = dict(run=str(run.folder.resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(cfg.post),
-                    canvas=model.transform.min_size[0])  # fmt: skip
-    check_parts(parts, settings)
-    keys = {input_key(f): f for f in files}
-    mine, write_part = pending_share(parts, keys, rank, world)
-    desc = f"detect [{rank}]" if world > 1 else "detect"
-    with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
-        stages = run_stages(model, mine, write_part, replace(cfg, threshold=threshold), device, bar)
-    if world > 1:
-        torch.distributed.barrier()
-    summary = dict(catalog=str(out), n_inputs=len(keys), rank=rank, world=world, threshold=threshold, stages=stages)
-    if rank == 0:
-        summary.update(merge_parts(parts, out, fmt, run.folder, threshold, set(keys)))
-        check_skipped(summary, cfg.strict)
+    parts = parts_folder(out)
+    with shared_lock(parts, rank, world, device):  # before the run is read: a second detect refuses at once
+        run = open_run(run)
+        model = load_detector(run).to(device)
+        threshold = run.threshold if cfg.threshold is None else cfg.threshold
+        mtime = run.file.stat().st_mtime_ns  # the file the run was opened from: model.pt, or a killed run's checkpoint
+        settings = dict(run=str(run.folder.resolve()), model_mtime_ns=mtime, threshold=threshold, post=asdict(cfg.post),
+                        canvas=model.transform.min_size[0])  # fmt: skip
+        check_parts(parts, settings)
+        keys = {input_key(f): f for f in files}
+        mine, write_part = pending_share(parts, keys, rank, world)
+        desc = f"detect [{rank}]" if world > 1 else "detect"
+        with tqdm(total=len(mine), desc=desc, unit="img", disable=not progress) as bar:
+            stages = run_stages(model, list(mine.values()), write_part, replace(cfg, threshold=threshold), device, bar,
+                                list(mine))  # fmt: skip
+        if stages["resampled"]:
+            warnings.warn(resampled_note(stages["resampled"]))
+        if world > 1:
+            torch.distributed.barrier()
+        summary = dict(catalog=str(out), n_inputs=len(keys), rank=rank, world=world, threshold=threshold, stages=stages)
+        if rank == 0:
+            summary.update(merge_parts(parts, out, fmt, run.folder, threshold, set(keys)))
+            check_skipped(summary, cfg.strict)
     return summary

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import pickle
 import time
@@ -18,55 +19,69 @@ from astropy.wcs import WCS, WCSHDO_P17, Wcsprm
 
 from ..core import ClumpnbError, DataError
 from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, BandFiles, group_bands, image_stem, read_cutout, read_rgb
-from ..data.survey import SDSS, asinh_stretch
-from .resample import MIN_SIDE, SCALE_TOLERANCE, pixel_scale, to_survey_scale
+from ..data.survey import asinh_stretch
+from .resample import MIN_SIDE, needs_resampling, pixel_scale, to_survey_scale
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'POST_FIELDS', 'HELPER_NICE', 'input_files', 'input_key', 'load_cutout', 'Cutout', 'read_input',
-           'WcsHeaderText', 'wcs_to_text', 'wcs_from_text', 'seal_post_fields', 'unseal_post_fields', 'CutoutFiles',
-           'helper_init', 'cutout_batches']
+__all__ = ['IMAGE_SUFFIXES', 'POST_FIELDS', 'HELPER_NICE', 'is_rgb', 'input_files', 'file_digest', 'input_key', 'load_cutout',
+           'Cutout', 'read_input', 'WcsHeaderText', 'wcs_to_text', 'wcs_from_text', 'seal_post_fields',
+           'unseal_post_fields', 'CutoutFiles', 'helper_init', 'cutout_batches']
 
 # %% ../../nbs/detector/13d_inputs.ipynb #8ce24628
 IMAGE_SUFFIXES = FITS_SUFFIXES + RGB_SUFFIXES
 
 
+def is_rgb(path) -> bool:
+    "Whether `path` is a PNG or JPEG image (any case of extension); the `BandFiles` of one cutout are FITS."
+    return not isinstance(path, BandFiles) and Path(path).name.lower().endswith(RGB_SUFFIXES)
+
+
 def input_files(paths) -> list:
     """Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts (any case of
-    extension). Each file counts once (by its resolved path); in a folder, a PNG/JPEG preview with the same name as a
-    FITS cutout is left out: the FITS file holds the fluxes. Single-band files of one cutout (`x-g.fits`, `x-r.fits`,
+    extension). Each file counts once (by its resolved path). A PNG/JPEG found in a folder is left out when a FITS
+    cutout of the same name is among the inputs (beside it, or in a `cutouts/` folder beside its `previews/`): it is
+    a preview, and the FITS file holds the fluxes. Single-band files of one cutout (`x-g.fits`, `x-r.fits`,
     `x-i.fits`) become one `BandFiles` (see `group_bands`)."""
-    out, seen = [], set()
+    out, seen, in_folders = [], set(), set()
     for p in map(Path, paths):
+        found = [p]
         if p.is_dir():
             found = group_bands(sorted(q for q in p.rglob("*") if q.name.lower().endswith(IMAGE_SUFFIXES)))
-            rgb = lambda q: q.name.lower().endswith(RGB_SUFFIXES)
-            fits_stems = {(q.parent, image_stem(q)) for q in found if not rgb(q)}
-            found = [q for q in found if not (rgb(q) and (q.parent, image_stem(q)) in fits_stems)]
-        else:
-            found = [p]
         for q in found:
             r = tuple(f.resolve() for f in q) if isinstance(q, BandFiles) else q.resolve()
             if r not in seen:
                 seen.add(r)
                 out.append(q)
-    return group_bands(out)
+                if p.is_dir() and is_rgb(q):
+                    in_folders.add(r)
+    out = group_bands(out)
+    fits_stems = {image_stem(q) for q in out if not is_rgb(q)}
+    return [q for q in out if not (is_rgb(q) and q.resolve() in in_folders and image_stem(q) in fits_stems)]
 
 # %% ../../nbs/detector/13d_inputs.ipynb #860b5029
+def file_digest(path: Path) -> str:
+    "A hash of the bytes of file `path`: blake2b, 128 bits, as hex."
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
 def input_key(path: Path) -> str:
-    "What a result for `path` depends on: its resolved path, size and modification time (a repaired file is redone)."
+    """What a result for `path` depends on: its resolved path and a hash of its bytes (`file_digest`), so that a
+    file replaced by another is redone whatever its size and date (`cp -p`, `rsync -t`). FITS `DATASUM` keywords are
+    not used: reading the headers that hold them costs several times the hash (measured below), few files carry them,
+    and they leave out header edits such as a corrected WCS."""
     if isinstance(path, BandFiles):
         return "+".join(map(input_key, path))
     try:
-        st = path.stat()
+        digest = file_digest(path)
     except OSError:
         return f"{path.resolve()}|missing"
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{path.resolve()}|{digest}"
 
 # %% ../../nbs/detector/13d_inputs.ipynb #63c00547
 def load_cutout(path: Path):
     """(stretched tensor, WCS or None, nanomaggy image or None) for a FITS or PNG/JPEG cutout of any size at the
     survey's pixel scale (the detector sees it at that scale, see `predict`); DataError if unusable."""
-    if path.name.lower().endswith(RGB_SUFFIXES):
+    if is_rgb(path):
         rgb = read_rgb(path)
         x, wcs, raw = torch.from_numpy(rgb[::-1].copy()), None, None  # R G B = i r g: reversed to g r i order
     else:
@@ -87,8 +102,9 @@ class Cutout:
     key: str  # its `input_key`
     x: np.ndarray = None  # (3, H, W) float32 stretched image at the survey's pixel scale; None if unusable
     wcs: object = None  # the WCS of `x`'s pixels (None: PNG/JPEG)
-    raw: np.ndarray = None  # (3, H, W) nanomaggies (None: PNG/JPEG)
+    raw: np.ndarray = None  # (3, H, W) nanomaggies in the cutout's own pixels (`native` where resampled; None: PNG)
     native: object = None  # the cutout's own WCS where it was resampled to the survey's scale, else None
+    scale: float = None  # arcsec per pixel of the cutout as given (None: no celestial WCS)
     error: str = None  # why it is unusable
     retry: bool = False  # unusable here but not for good (a resampling this installation cannot do): tried again
     read_s: float = 0.0  # seconds spent reading it
@@ -96,16 +112,17 @@ class Cutout:
     sealed: bytes = None  # `POST_FIELDS` pickled in a reading worker (`seal_post_fields`)
 
 
-def read_input(f) -> Cutout:
-    "Cutout file `f` read, stretched, and resampled to the survey's pixel scale where it is at another."
-    c = Cutout(f, input_key(f))
+def read_input(f, key: str = None) -> Cutout:
+    """Cutout file `f` (its `input_key`: `key`, or computed here) read, stretched, and resampled to the survey's pixel
+    scale where it is at another; its nanomaggies stay in its own pixels, where the photometry measures them."""
+    c = Cutout(f, input_key(f) if key is None else key)
     try:
         x, wcs, raw = load_cutout(f)
         scale, native = pixel_scale(wcs), None
-        if raw is not None and scale is not None and abs(scale / SDSS.pixel_scale - 1) > SCALE_TOLERANCE:
-            (raw, grid), native = to_survey_scale(raw, wcs), wcs
-            x, wcs = torch.from_numpy(asinh_stretch(raw)), grid
-        c.x, c.wcs, c.raw, c.native = x.numpy(), wcs, raw, native
+        if raw is not None and needs_resampling(scale):
+            resampled, grid = to_survey_scale(raw, wcs)
+            x, wcs, native = torch.from_numpy(asinh_stretch(resampled)), grid, wcs
+        c.x, c.wcs, c.raw, c.native, c.scale = x.numpy(), wcs, raw, native, scale
     except DataError as e:
         c.error = str(e)
     except ClumpnbError as e:  # a resampling the installation cannot do: not done, tried again on a rerun
@@ -155,17 +172,18 @@ def unseal_post_fields(c: Cutout) -> Cutout:
 # %% ../../nbs/detector/13d_inputs.ipynb #94646c9d
 class CutoutFiles(torch.utils.data.Dataset):
     """The cutouts `files`, read where the DataLoader asks (in its worker processes): item `i` is the `Cutout` of file
-    `i` (`read_input`), its `POST_FIELDS` sealed when read in a worker (`seal_post_fields`)."""
+    `i` (`read_input`, with its input key `keys[i]` when given), its `POST_FIELDS` sealed when read in a worker
+    (`seal_post_fields`)."""
 
-    def __init__(self, files: list):
-        self.files = files
+    def __init__(self, files: list, keys: list = None):
+        self.files, self.keys = files, keys
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Cutout:
         t0 = time.perf_counter()
-        c = read_input(self.files[i])
+        c = read_input(self.files[i], None if self.keys is None else self.keys[i])
         if torch.utils.data.get_worker_info() is not None:
             c = seal_post_fields(c)
         c.read_s = time.perf_counter() - t0
@@ -185,8 +203,8 @@ def helper_init(nice: int = 0, *_):
         os.nice(nice)
 
 
-def cutout_batches(files: list, batch_size: int, workers: int = 0, nice: int = 0):
+def cutout_batches(files: list, batch_size: int, workers: int = 0, nice: int = 0, keys: list = None):
     """Lists of `batch_size` `Cutout` records, read ahead by `workers` processes (0: read here, one at a time) at
-    niceness `nice` (see `helper_init`)."""
+    niceness `nice` (see `helper_init`); `keys`: the files' input keys, when the caller has them already."""
     kw = dict(prefetch_factor=4, worker_init_fn=functools.partial(helper_init, nice)) if workers else {}
-    return torch.utils.data.DataLoader(CutoutFiles(files), batch_size, collate_fn=list, num_workers=workers, **kw)
+    return torch.utils.data.DataLoader(CutoutFiles(files, keys), batch_size, collate_fn=list, num_workers=workers, **kw)

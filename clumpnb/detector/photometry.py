@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -18,8 +18,9 @@ from ..data.galaxy import psf_image
 from .evaluate import PostConfig, segmentation
 
 # %% auto #0
-__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes', 'others_masks',
-           'annulus_medians', 'point_correction', 'photometry_columns', 'clump_photometry', 'warm_photometry']
+__all__ = ['PHOT_COLUMNS', 'PhotConfig', 'at_pixel_scale', 'aperture_correction', 'pixel_offset', 'host_segment', 'host_fluxes',
+           'others_masks', 'annulus_medians', 'point_correction', 'photometry_columns', 'clump_photometry',
+           'warm_photometry']
 
 # %% ../../nbs/detector/12a_photometry.ipynb #08a9ab76
 @dataclass
@@ -33,17 +34,25 @@ class PhotConfig:
     flag_band: str = "g"  # band of the 3% / 8% flags
 
 
+def at_pixel_scale(scale: float, cfg: PhotConfig = PhotConfig()) -> PhotConfig:
+    """`cfg` for a cutout of `scale` arcsec per pixel taken in the survey's seeing: the PSF FWHMs in that cutout's
+    pixels (`PhotConfig()` itself at the survey's 0.396"/px)."""
+    return replace(cfg, fwhm_px=tuple(float(f) for f in np.array(SDSS.psf_fwhm) / scale))
+
+
 @lru_cache(8192)
 def aperture_correction(fwhm: float, radius: float, annulus: tuple = None, offset: tuple = (0.0, 0.0)) -> float:
     """The share of a point source's light that aperture photometry of `radius` pixels keeps, for clumpnb's
     double-Gaussian PSF integrated over the pixels (the light a detector pixel collects), with the source `offset`
     (x, y) from a pixel centre: the light inside the aperture, less (with a background `annulus`, inner and outer
     radius) the aperture's area times the median of the source's own light in the annulus, which the local background
-    takes away with the sky."""
+    takes away with the sky. The PSF is drawn on a stamp at least 8 FWHM from its centre to its edge (61 pixels at
+    the survey's own scale), so that a wide PSF's wings stay on it."""
     from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
 
-    p = psf_image(fwhm, 61, pixel=True, offset=offset)  # as the simulator renders a point source
-    centre = (30 + offset[0], 30 + offset[1])
+    half = max(30, int(np.ceil(8 * fwhm)))
+    p = psf_image(fwhm, 2 * half + 1, pixel=True, offset=offset)  # as the simulator renders a point source
+    centre = (half + offset[0], half + offset[1])
     ap = CircularAperture(centre, radius)
     share = float(aperture_photometry(p, ap)["aperture_sum"][0])
     if annulus is not None:

@@ -12,7 +12,8 @@ from ..core import ClumpnbError
 from ..data.survey import SDSS
 
 # %% auto #0
-__all__ = ['MIN_SIDE', 'SCALE_TOLERANCE', 'pixel_scale', 'survey_grid', 'to_survey_scale', 'to_native_pixels']
+__all__ = ['MIN_SIDE', 'SCALE_TOLERANCE', 'pixel_scale', 'needs_resampling', 'survey_grid', 'to_survey_scale',
+           'to_native_detections', 'to_native_mask']
 
 # %% ../../nbs/detector/13b_resample.ipynb #26f9c0af
 MIN_SIDE = 32  # the coarsest feature map of the detector's pyramid has a stride of 32 pixels
@@ -24,6 +25,11 @@ def pixel_scale(wcs) -> float:
     if wcs is None or not wcs.has_celestial:
         return None
     return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600)
+
+
+def needs_resampling(scale: float) -> bool:
+    "Whether a cutout of `scale` arcsec per pixel (None: no WCS) is resampled to the survey's scale for the network."
+    return scale is not None and abs(scale / SDSS.pixel_scale - 1) > SCALE_TOLERANCE
 
 # %% ../../nbs/detector/13b_resample.ipynb #0ebf5d24
 def survey_grid(wcs, shape: tuple, scale: float = SDSS.pixel_scale) -> tuple:
@@ -57,9 +63,24 @@ def to_survey_scale(raw: np.ndarray, wcs) -> tuple:
     return np.nan_to_num(image).astype(np.float32), out  # the three bands at once: one footprint computed
 
 # %% ../../nbs/detector/13b_resample.ipynb #3714b38a
-def to_native_pixels(rows: list, native, grid) -> list:
-    "Catalogue `rows` measured on a resampled `grid` (WCS), with their pixel positions and boxes in the `native` WCS."
-    for r in rows:
-        for xk, yk in (("x", "y"), ("px_x_min", "px_y_min"), ("px_x_max", "px_y_max")):
-            r[xk], r[yk] = map(float, native.celestial.world_to_pixel(grid.pixel_to_world(r[xk], r[yk])))
-    return rows
+def to_native_detections(det: dict, native, grid) -> dict:
+    """Detections `det` (`x`, `y`, `boxes` as x1, y1, x2, y2, 0-based pixels) found on a resampled `grid` (WCS), with
+    their positions and boxes in the `native` WCS's pixels; their other fields as they are."""
+    to = lambda x, y: native.celestial.wcs_world2pix(*grid.wcs_pix2world(x, y, 0), 0)
+    b = np.asarray(det["boxes"], float).reshape(-1, 4)
+    x, y = to(np.asarray(det["x"], float), np.asarray(det["y"], float))
+    x1, y1 = to(b[:, 0], b[:, 1])
+    x2, y2 = to(b[:, 2], b[:, 3])
+    return det | dict(x=x, y=y, boxes=np.stack([x1, y1, x2, y2], 1))
+
+
+def to_native_mask(mask: np.ndarray, grid, native, shape: tuple) -> np.ndarray:
+    """A boolean `mask` on the resampled `grid` (WCS), in the `native` WCS's pixels of `shape` (H, W): each pixel
+    takes the value of the grid pixel its centre falls in (False off the grid)."""
+    yy, xx = np.indices(shape)
+    gx, gy = grid.wcs_world2pix(*native.celestial.wcs_pix2world(xx.ravel(), yy.ravel(), 0), 0)
+    gx, gy = np.round(gx).astype(int), np.round(gy).astype(int)
+    inside = (gx >= 0) & (gy >= 0) & (gx < mask.shape[1]) & (gy < mask.shape[0])
+    out = np.zeros(xx.size, bool)
+    out[inside] = mask[gy[inside], gx[inside]]
+    return out.reshape(shape)

@@ -13,16 +13,14 @@ from tqdm.auto import tqdm
 
 from ..core import atomic_write, jsonable
 from ..data.folder import check_survey_folder, write_survey
-from ..data.shifts import SHIFTS, VARIANT_PARTS, shift_config
+from ..data.shifts import ROBUSTNESS_SHIFTS, SHIFTS, shift_config
 from .run_metrics import EvalConfig, evaluate_run
 from .train import open_run
 
 # %% auto #0
-__all__ = ['ROBUSTNESS_SHIFTS', 'KEYS', 'shifted_survey', 'metrics_row', 'RobustnessConfig', 'robustness', 'reliability']
+__all__ = ['KEYS', 'shifted_survey', 'metrics_row', 'RobustnessConfig', 'robustness', 'reliability']
 
 # %% ../../nbs/detector/17_robustness.ipynb #859b02e4
-ROBUSTNESS_SHIFTS = ("default", *VARIANT_PARTS, "variant", "host-sizes", "ring-hosts", "tidal-hosts",
-                     "dusty-edge-on")  # the variant's parts, it, and four beside it
 KEYS = ("completeness_ge8", "completeness_ge8_ci95", "completeness_3to8", "completeness_3to8_ci95", "purity",
         "purity_ci95", "n_true_ge8", "n_true_3to8")  # fmt: skip
 

@@ -10,20 +10,20 @@ import multiprocessing as mp
 import sys
 import time
 import warnings
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import torch
 
 from .catalog import catalog_rows, catalog_table
 from .evaluate import PostConfig, postprocess, predict, segmentation
-from .inputs import HELPER_NICE, cutout_batches, helper_init, unseal_post_fields
-from .photometry import warm_photometry
-from .resample import to_native_pixels
+from .inputs import HELPER_NICE, Cutout, cutout_batches, helper_init, unseal_post_fields
+from .photometry import at_pixel_scale, warm_photometry
+from .resample import needs_resampling, to_native_detections, to_native_mask
 
 # %% auto #0
-__all__ = ['STAGES', 'StreamConfig', 'model_stage', 'batch_catalog_part', 'post_processing_pool', 'catalog_part_job',
-           'peak_rss_mb', 'done_future', 'run_stages']
+__all__ = ['STAGES', 'StreamConfig', 'model_stage', 'cutout_rows', 'batch_catalog_part', 'post_processing_pool',
+           'catalog_part_job', 'peak_rss_mb', 'done_future', 'run_stages']
 
 # %% ../../nbs/detector/13e_stream.ipynb #495d3f4c
 @dataclass(frozen=True)
@@ -45,6 +45,17 @@ def model_stage(model, batch: list, device, amp: bool = False):
         c.pred = p
 
 # %% ../../nbs/detector/13e_stream.ipynb #cc46c309
+def cutout_rows(c: Cutout, det: dict, seg) -> list:
+    """Catalogue rows of `c`'s detections `det` (on the grid the network saw, with the galaxy's mask `seg` there), in
+    the cutout's own pixels and measured on them: a resampled cutout's detections and mask are mapped back to its own
+    pixels, and its photometry takes the survey's seeing in those pixels (`at_pixel_scale`)."""
+    if c.native is None:
+        return catalog_rows(c.file, det, c.wcs, c.raw, seg)
+    det = to_native_detections(det, c.native, c.wcs)
+    mask = to_native_mask(seg, c.wcs, c.native, c.raw.shape[1:])
+    return catalog_rows(c.file, det, c.native, c.raw, mask, at_pixel_scale(c.scale))
+
+
 def batch_catalog_part(batch: list, threshold: float, post: PostConfig) -> tuple:
     """Post-processing and photometry of a batch through `model_stage` (in a worker process when detect has
     workers): (catalogue part, seconds of post-processing and of photometry). The part's `meta` names the files it
@@ -59,8 +70,7 @@ def batch_catalog_part(batch: list, threshold: float, post: PostConfig) -> tuple
         k, _ = postprocess(c.pred, c.x, post, seg=seg)
         keep = k["score"] >= threshold
         t1 = time.perf_counter()
-        found = catalog_rows(c.file, {key: v[keep] for key, v in k.items()}, c.wcs, c.raw, seg)
-        rows += found if c.native is None else to_native_pixels(found, c.native, c.wcs)
+        rows += cutout_rows(c, {key: v[keep] for key, v in k.items()}, seg)
         post_s, phot_s = post_s + t1 - t0, phot_s + time.perf_counter() - t1
     t = catalog_table(rows)
     bad = [c for c in batch if c.error is not None]
@@ -79,11 +89,11 @@ def post_processing_pool(workers: int, nice: int = 0):
     return cf.ProcessPoolExecutor(workers, mp.get_context(), initializer=helper_init, initargs=(nice,))
 
 
-def catalog_part_job(batch: list, threshold: float, post: PostConfig, write_part, i: int) -> tuple:
-    "`batch_catalog_part`, then `write_part(part, i)`: (the part's `meta`, the seconds of each stage)."
+def catalog_part_job(batch: list, threshold: float, post: PostConfig, write_part) -> tuple:
+    "`batch_catalog_part`, then `write_part(part)`: (the part's `meta`, the seconds of each stage)."
     t, st = batch_catalog_part(batch, threshold, post)
     t0 = time.perf_counter()
-    write_part(t, i)
+    write_part(t)
     return t.meta, st | dict(write_s=time.perf_counter() - t0)
 
 # %% ../../nbs/detector/13e_stream.ipynb #7596165b
@@ -107,15 +117,15 @@ def done_future(value) -> cf.Future:
     return f
 
 # %% ../../nbs/detector/13e_stream.ipynb #766e75af
-def run_stages(model, files, write_part, cfg: StreamConfig = StreamConfig(), device="cpu", bar=None) -> dict:
-    """Stream `files` through three overlapping stages: reading (`cfg.workers` DataLoader processes), the model (here,
-    in batches), then post-processing, photometry and writing (a pool of `cfg.workers` processes). `write_part(table,
-    i)` writes batch `i`'s catalogue part (in the pool: it must pickle, like `PartWriter`), numbered by the batch's
-    place in `files`, not by when it finished (the pool finishes batches in any order); at most `2 * workers` batches
-    wait in the pool, so memory stays flat however many files there are. Returns the seconds spent in each stage
-    (summed over processes) and the wall time."""
+def run_stages(model, files, write_part, cfg: StreamConfig = StreamConfig(), device="cpu", bar=None, keys=None) -> dict:
+    """Stream `files` (input keys `keys`, when the caller has them) through three overlapping stages: reading
+    (`cfg.workers` DataLoader processes), the model (here, in batches), then post-processing, photometry and writing
+    (a pool of `cfg.workers` processes). `write_part(table)` writes a batch's catalogue part (in the pool: it must
+    pickle, like `PartWriter`); at most `2 * workers` batches wait in the pool, so memory stays flat however many
+    files there are. Returns the seconds spent in each stage (summed over processes), the wall time, and how many
+    cutouts of each pixel scale (arcsec, to 0.001) were resampled to the survey's (`resampled`)."""
     device, t_start, workers = torch.device(device), time.perf_counter(), cfg.workers
-    stats = dict.fromkeys(STAGES, 0.0)
+    stats, resampled = dict.fromkeys(STAGES, 0.0), Counter()
     warm_photometry()  # once, outside the stages' timers; forked processes (Linux) start with it
     nice = HELPER_NICE if device.type == "cpu" else 0
     pool, pending = post_processing_pool(workers, nice), deque()
@@ -131,17 +141,19 @@ def run_stages(model, files, write_part, cfg: StreamConfig = StreamConfig(), dev
                 bar.update(len(meta["files"]))
 
     try:
-        for i, batch in enumerate(cutout_batches(files, cfg.batch_size, workers, nice)):
+        for batch in cutout_batches(files, cfg.batch_size, workers, nice, keys):
             stats["read_s"] += sum(c.read_s for c in batch)
+            resampled.update(round(c.scale, 3) for c in batch if c.error is None and needs_resampling(c.scale))
             t0 = time.perf_counter()
             model_stage(model, batch, device, cfg.amp)
             stats["model_s"] += time.perf_counter() - t0
             job = (pool.submit if pool else lambda f, *a: done_future(f(*a)))(catalog_part_job, batch, cfg.threshold,
-                                                                              cfg.post, write_part, i)  # fmt: skip
+                                                                              cfg.post, write_part)  # fmt: skip
             pending.append(job)
             drain(2 * workers)
         drain(0)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return stats | dict(n=len(files), wall_s=time.perf_counter() - t_start, workers=workers, peak_rss_mb=peak_rss_mb())
+    wall_s, peak = time.perf_counter() - t_start, peak_rss_mb()
+    return stats | dict(n=len(files), wall_s=wall_s, workers=workers, peak_rss_mb=peak, resampled=dict(resampled))

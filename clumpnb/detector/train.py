@@ -17,16 +17,30 @@ import torch
 
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
 from ..data.dataset import ClumpDataset, ImagingAugment, collate
-from ..data.folder import best_labels
-from ..nets.training import ddp_setup, load_checkpoint, make_optimiser, pick_device, restore, save_checkpoint
+from ..data.folder import SurveyIdentity, best_labels
+from clumpnb.nets.training import (
+    RESUME_FREE,
+    CheckpointEvery,
+    EpochState,
+    Skipping,
+    check_setting,
+    ddp_setup,
+    load_checkpoint,
+    make_optimiser,
+    pick_device,
+    restore,
+    save_checkpoint,
+    set_rng_states,
+)
 from .model import DetectorConfig, build_detector
 from ..nets.encoders import weights_source
 from .evaluate import PostConfig, best_threshold, evaluate_detections, load_reference, postprocess, predict
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'validate', 'params_digest', 'run_paths',
-           'training_side', 'Run', 'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'save_epoch',
-           'finish_run', 'validation_row', 'train']
+           'training_side', 'Run', 'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'resume_state',
+           'Session', 'run_record', 'save_state', 'finish_run', 'validation_row', 'end_epoch', 'run_epoch',
+           'start_session', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -54,6 +68,13 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 0  # DataLoader worker processes
 
+    def __post_init__(self):
+        "Refuse a number out of range now, before any data or model loads (`check_setting` names the option)."
+        check_setting("lr", self.lr, 0, above=True)
+        check_setting("weight_decay", self.weight_decay, 0)
+        check_setting("val_threshold", self.val_threshold, 0, 1)
+        check_setting("clip_grad", self.clip_grad, 0, above=True)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -77,15 +98,18 @@ class Optimisation:
     scaler: torch.amp.GradScaler = None  # None: full precision
 
 
-def train_one_epoch(model, optim: Optimisation, loader, device, epoch: int, cfg: TrainConfig, progress=True) -> dict:
-    "One pass over `loader`; returns the mean of each loss."
+def train_one_epoch(model, optim: Optimisation, loader, device, state: EpochState, cfg: TrainConfig, progress=True,
+                    after_batch=None) -> dict:  # fmt: skip
+    """The batches of `loader` (the rest of epoch `state.epoch` where it was resumed part way), counted into `state`;
+    `after_batch(state)` after each. Returns the mean of each loss over the whole epoch."""
     from tqdm.auto import tqdm
 
     opt, sched, scaler = optim.opt, optim.sched, optim.scaler
     model.train()
-    sums, n = {}, 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
-    for step, (images, targets) in enumerate(bar):
+    desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+    bar = tqdm(loader, desc, len(loader) + state.batch, initial=state.batch, unit="batch", disable=not progress,
+               leave=False)  # fmt: skip
+    for images, targets in bar:
         images = [i.to(device, non_blocking=True) for i in images]
         targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
@@ -93,10 +117,10 @@ def train_one_epoch(model, optim: Optimisation, loader, device, epoch: int, cfg:
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise ClumpnbError(
-                f"non-finite loss at epoch {epoch + 1}, step {step + 1}: "
+                f"non-finite loss at epoch {state.epoch + 1}, step {state.batch + 1}: "
                 + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
                 + f" (learning rate {sched.get_last_lr()[0]:.3g}: try a lower --lr; "
-                + "no checkpoint was written for this epoch)"
+                + "the run's last checkpoint is from before this step)"
             )
         opt.zero_grad(set_to_none=True)
         if scaler:
@@ -112,10 +136,12 @@ def train_one_epoch(model, optim: Optimisation, loader, device, epoch: int, cfg:
             opt.step()
         sched.step()
         for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        n += 1
-        bar.set_postfix(loss=f"{sum(sums.values()) / n:.3f}")
-    return {k: v / max(n, 1) for k, v in sums.items()}
+            state.sums[k] = state.sums.get(k, 0.0) + v.item()
+        state.batch += 1
+        bar.set_postfix(loss=f"{sum(state.sums.values()) / state.batch:.3f}")
+        if after_batch is not None:
+            after_batch(state)
+    return state.means()
 
 # %% ../../nbs/detector/13_train.ipynb #e6461f19
 def validate(model, ds: ClumpDataset, refs: dict, threshold: float, device, post: PostConfig = PostConfig()) -> dict:
@@ -238,54 +264,95 @@ def training_sets(cfg: TrainConfig, train_set=None) -> tuple:
     return ds, val, refs
 
 
-def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int):
-    "The DataLoader of one epoch: shuffling depends on `(seed, epoch)` only, split across `world` processes."
+def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: int = 0):
+    """The DataLoader of one epoch: shuffling depends on `(seed, epoch)` only, split across `world` processes; its
+    first `skip` galaxies left out (an epoch resumed part way), the order of the rest unchanged."""
     g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-    sampler = None
     if world > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
+    else:  # the sampler `shuffle=True` would make, drawing from `g` as it would
+        sampler = torch.utils.data.RandomSampler(ds, generator=g)
     return torch.utils.data.DataLoader(
         ds,
         cfg.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
+        sampler=Skipping(sampler, skip),
         generator=g,
         collate_fn=collate,
         num_workers=cfg.workers,
         drop_last=False,
     )
 
+# %% ../../nbs/detector/13_train.ipynb #1311545b
+def resume_state(cfg: TrainConfig, resume: bool) -> dict | None:
+    """The checkpoint of the run in `cfg.out` to continue (None: start afresh), refused without `resume`, where a
+    setting changed, or where `cfg.data` holds another survey than the run recorded. A survey is known by its
+    `survey.json` (`SurveyIdentity`): the same survey given by any path (relative, absolute, through a link) resumes,
+    another one under the same name is refused with the fields that differ. Runs written before runs recorded their
+    survey resume as they did then: checked by the `data` path as given."""
+    path = Path(cfg.out) / "checkpoint.pt"
+    normalise = lambda d: TrainConfig.from_dict(d).to_dict()  # noqa: E731 (nested detector settings)
+    state = load_checkpoint(path, cfg.to_dict(), resume, normalise, free=(*RESUME_FREE, "data"))
+    if state is None:
+        return None
+    if state.get("survey") is None:  # recorded before runs knew their survey
+        had = state["config"].get("data")
+        if had != cfg.data:
+            raise DataError(path, "data", f"the run was made with data={had!r}, not {cfg.data!r}")
+        return state
+    was, now = SurveyIdentity(**state["survey"]), SurveyIdentity.of(cfg.data)
+    diff = was.differences(now)
+    if diff:
+        msg = (f"another survey than the one this run was trained on ({was.folder}): {was.changes(now)}; "
+               f"give --data that survey, or train into another --out")  # fmt: skip
+        raise DataError(Path(cfg.data) / "survey.json", diff[0], msg)
+    return state
+
 # %% ../../nbs/detector/13_train.ipynb #b43224d0
-def save_epoch(cfg: TrainConfig, history: list, model, opt, sched, scaler, epoch: int):
-    "Checkpoint after `epoch` and the history so far, both atomically."
-    out = Path(cfg.out)
-    save_checkpoint(
-        out / "checkpoint.pt",
-        model=model.state_dict(),
-        optimizer=opt.state_dict(),
-        scheduler=sched.state_dict(),
-        scaler=scaler.state_dict() if scaler else None,
-        epoch=epoch,
-        history=history,
-        config=cfg.to_dict(),
-        train_side=model.transform.min_size[0],
-    )
-    rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in history]
-    with atomic_write(out / "history.json", "w") as f:
-        json.dump(jsonable(rows), f, indent=1)
+@dataclass
+class Session:
+    "A training run under way: what every epoch needs, set up once by `train`."
+
+    cfg: TrainConfig
+    model: torch.nn.Module  # the detector
+    net: torch.nn.Module  # what steps: the detector, or its DistributedDataParallel wrapper
+    optim: Optimisation
+    device: torch.device
+    survey: dict  # the training survey's `SurveyIdentity`, as the run's files record it
+    history: list  # one row per finished epoch
+    rank: int = 0
+    world: int = 1
 
 
-def finish_run(cfg: TrainConfig, model, history: list, rank: int, world: int):
+def run_record(s: Session) -> dict:
+    "What each file of a run holds: the weights, configuration and history, the survey, the side trained at."
+    return dict(model=s.model.state_dict(), config=s.cfg.to_dict(), history=s.history, survey=s.survey,
+                train_side=s.model.transform.min_size[0])  # fmt: skip
+
+
+def save_state(s: Session, epoch: int, position: EpochState = None):
+    """Checkpoint after epoch `epoch` (-1: none yet), and part way into the next one where `position` says how far
+    (with the random generators' states), atomically; after a finished epoch, `history.json` too."""
+    o = s.optim
+    scaler = o.scaler.state_dict() if o.scaler else None
+    steps = dict(optimizer=o.opt.state_dict(), scheduler=o.sched.state_dict(), scaler=scaler)
+    at = None if position is None else position.record()
+    save_checkpoint(Path(s.cfg.out) / "checkpoint.pt", **run_record(s), **steps, epoch=epoch, position=at)
+    if position is None:
+        rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in s.history]
+        with atomic_write(Path(s.cfg.out) / "history.json", "w") as f:
+            json.dump(jsonable(rows), f, indent=1)
+
+
+def finish_run(s: Session):
     "Write `model.pt` (rank 0), and under data parallelism each rank's weight digest."
-    out = Path(cfg.out)
-    if rank == 0:
-        save_checkpoint(out / "model.pt", model=model.state_dict(), config=cfg.to_dict(), history=history,
-                        train_side=model.transform.min_size[0])  # fmt: skip
-    if world > 1:
-        digest = params_digest(model, buffers=False)  # batch-norm statistics stay per process on CPU
-        with atomic_write(out / f"ddp_rank{rank}.json", "w") as f:
-            json.dump(dict(rank=rank, world=world, digest=digest), f)
+    out = Path(s.cfg.out)
+    if s.rank == 0:
+        save_checkpoint(out / "model.pt", **run_record(s))
+    if s.world > 1:
+        digest = params_digest(s.model, buffers=False)  # batch-norm statistics stay per process on CPU
+        with atomic_write(out / f"ddp_rank{s.rank}.json", "w") as f:
+            json.dump(dict(rank=s.rank, world=s.world, digest=digest), f)
         torch.distributed.barrier()
 
 # %% ../../nbs/detector/13_train.ipynb #035391b6
@@ -297,47 +364,86 @@ def validation_row(model, val, refs, cfg: TrainConfig, epoch: int, device) -> di
     row["val_curve"] = v.get("curve", [])
     return row
 
+
+def end_epoch(s: Session, es: EpochState, n: int, val, refs, progress: bool = True):
+    """Epoch `es` over `n` galaxies done: its history row with the validation metrics, the checkpoint (rank 0), and a
+    line of its numbers when `progress`."""
+    losses = es.means()
+    row = dict(epoch=es.epoch + 1, seconds=es.seconds, images_per_s=n / es.seconds, **losses)
+    if s.rank == 0:
+        row.update(validation_row(s.model, val, refs, s.cfg, es.epoch, s.device))
+        s.history.append(row)
+        save_state(s, es.epoch)
+        if progress:
+            print(
+                f"epoch {es.epoch + 1}/{s.cfg.epochs}: loss {sum(losses.values()):.3f}, "
+                f"{row['images_per_s'] * s.world:.1f} img/s, val completeness(>=8%) "
+                f"{row.get('val_completeness_ge8', float('nan')):.3f} "
+                f"purity {row.get('val_purity', float('nan')):.3f}"
+            )
+    if s.world > 1:
+        torch.distributed.barrier()
+
+# %% ../../nbs/detector/13_train.ipynb #6e538fa8
+def run_epoch(s: Session, ds, epoch: int, every: CheckpointEvery, resumed: tuple = (None, None), on_batch=None,
+              progress: bool = True) -> EpochState:  # fmt: skip
+    """Epoch `epoch`, or its rest from `resumed` (`EpochState.resumed`), checkpointed part way whenever `every` says;
+    `on_batch(state)` after each batch. Returns the epoch's finished `EpochState`."""
+    torch.manual_seed(s.cfg.seed * 100003 + epoch)  # augmentation and shuffling depend on (seed, epoch) only
+    es, rng = resumed if resumed[0] is not None and resumed[0].epoch == epoch else (EpochState(epoch), None)
+    loader = epoch_loader(ds, s.cfg, epoch, s.rank, s.world, skip=es.batch * s.cfg.batch_size)
+    if rng is not None:
+        set_rng_states(rng)  # where the interrupted epoch had them: the rest draws what it would have drawn
+    total, base, t0 = len(loader) + es.batch, es.seconds, time.perf_counter()
+    last = t0
+
+    def after(st: EpochState):
+        nonlocal last
+        now = time.perf_counter()
+        st.seconds = base + now - t0
+        if s.rank == 0 and st.batch < total and every.due(st.batch, now - last):
+            save_state(s, epoch - 1, st)
+            last = time.perf_counter()
+        if on_batch is not None:
+            on_batch(st)
+
+    train_one_epoch(s.net, s.optim, loader, s.device, es, s.cfg, progress and s.rank == 0, after)
+    es.seconds = base + time.perf_counter() - t0
+    return es
+
 # %% ../../nbs/detector/13_train.ipynb #e15cc243
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_set=None) -> list:
-    "Train a detector as configured; returns the history. Runs under torchrun as distributed data parallel."
-    if cfg.data is None or cfg.out is None:
-        raise ClumpnbError("TrainConfig needs `data` (a survey folder) and `out` (a run folder)")
-    rank, world = ddp_setup()
-    out, device = Path(cfg.out), pick_device(cfg.device, rank)
-    normalise = lambda d: TrainConfig.from_dict(d).to_dict()  # noqa: E731 (nested detector settings)
-    state = load_checkpoint(out / "checkpoint.pt", cfg.to_dict(), resume, normalise)
-    start, history = (state["epoch"] + 1, state["history"]) if state else (0, [])
-    seed_everything(cfg.seed)
-    ds, val, refs = training_sets(cfg, train_set)
+def start_session(cfg: TrainConfig, ds, state: dict | None, rank: int, world: int) -> Session:
+    "The detector, optimiser and schedule of run `cfg` on training set `ds`, as checkpoint `state` left them if any."
+    device = pick_device(cfg.device, rank)
     model = build_detector(cfg.detector).to(device)
     model.transform.min_size = (training_side(ds, cfg.detector.size),)  # recorded with the weights: see `predict`
     steps = math.ceil(len(ds) / world / cfg.batch_size) * cfg.epochs
     opt, sched = make_optimiser(model, cfg.lr, cfg.weight_decay, steps, pct_start=0.15)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     restore(state, model, opt, sched, scaler)
-    optim = Optimisation(opt, sched, scaler)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    history = state["history"] if state else []
+    survey = asdict(SurveyIdentity.of(cfg.data))
+    return Session(cfg, model, net, Optimisation(opt, sched, scaler), device, survey, history, rank, world)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_set=None,
+          every: CheckpointEvery = CheckpointEvery(), on_batch=None) -> list:  # fmt: skip
+    """Train a detector as configured; returns the history. Runs under torchrun as distributed data parallel.
+    Checkpoints after every epoch and within one whenever `every` says; `resume` continues a killed run from its last
+    checkpoint (`resume_state` says which runs may). `on_batch(state)` is called after every batch with the running
+    `EpochState` (a progress display of a larger job)."""
+    if cfg.data is None or cfg.out is None:
+        raise ClumpnbError("TrainConfig needs `data` (a survey folder) and `out` (a run folder)")
+    rank, world = ddp_setup()
+    pick_device(cfg.device, rank)  # a device that is not there is refused before anything loads
+    state = resume_state(cfg, resume)
+    start, at = (state["epoch"] + 1 if state else 0), EpochState.resumed(state)
+    seed_everything(cfg.seed)
+    ds, val, refs = training_sets(cfg, train_set)
+    s = start_session(cfg, ds, state, rank, world)
     for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # augmentation and shuffling depend on (seed, epoch) only
-        t0 = time.perf_counter()
-        loader = epoch_loader(ds, cfg, epoch, rank, world)
-        losses = train_one_epoch(net, optim, loader, device, epoch, cfg, progress and rank == 0)
-        secs = time.perf_counter() - t0
-        row = dict(epoch=epoch + 1, seconds=secs, images_per_s=len(ds) / secs, **losses)
-        if rank == 0:
-            row.update(validation_row(model, val, refs, cfg, epoch, device))
-            history.append(row)
-            save_epoch(cfg, history, model, opt, sched, scaler, epoch)
-            if progress:
-                print(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {sum(losses.values()):.3f}, "
-                    f"{row['images_per_s'] * world:.1f} img/s, val completeness(>=8%) "
-                    f"{row.get('val_completeness_ge8', float('nan')):.3f} "
-                    f"purity {row.get('val_purity', float('nan')):.3f}"
-                )
-        if world > 1:
-            torch.distributed.barrier()
-    finish_run(cfg, model, history, rank, world)
-    return history
+        es = run_epoch(s, ds, epoch, every, at, on_batch, progress)
+        end_epoch(s, es, len(ds), val, refs, progress)
+    finish_run(s)
+    return s.history

@@ -24,6 +24,7 @@ from ..data.survey import asinh_stretch
 from .encoders import ARCHS, InputAdapter, default_adapter, make_encoder, replace_head
 from clumpnb.nets.training import (
     FitConfig,
+    check_setting,
     fit_epoch,
     load_checkpoint,
     make_optimiser,
@@ -205,6 +206,13 @@ class PretrainConfig:
         unknown = [q for q in self.drop if q not in QUESTIONS]
         if unknown:
             raise ClumpnbError(f"drop: no question named {unknown[0]!r}; the questions are {list(QUESTIONS)}")
+        check_setting("lr", self.lr, 0, above=True)
+        check_setting("weight_decay", self.weight_decay, 0)
+        check_setting("val_fraction", self.val_fraction, 0, 1, above=True)
+        side = SimConfig().size  # the cutouts `vote_set` simulates: a larger crop would train on nothing it has
+        if not 16 <= self.crop <= side:
+            raise ClumpnbError(f"--crop {self.crop}: the simulated cutouts are {side} px on a side; choose a --crop "
+                               f"from 16 to {side}")  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)

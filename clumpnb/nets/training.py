@@ -5,12 +5,15 @@
 # %% ../../nbs/nets/09b_training.ipynb #99304783
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -20,9 +23,9 @@ from ..data.dataset import dihedral
 from .encoders import InputAdapter, head_name, make_classifier
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'FitConfig', 'fit_epoch', 'make_optimiser', 'fit_classifier',
-           'save_checkpoint', 'restore', 'load_checkpoint', 'save_classifier', 'load_classifier', 'pick_device',
-           'ddp_setup']
+__all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'FitConfig', 'check_setting', 'fit_epoch', 'make_optimiser',
+           'fit_classifier', 'save_checkpoint', 'restore', 'load_checkpoint', 'CheckpointEvery', 'rng_states',
+           'set_rng_states', 'EpochState', 'Skipping', 'save_classifier', 'load_classifier', 'pick_device', 'ddp_setup']
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
@@ -45,6 +48,18 @@ class FitConfig:
     augment: bool = True  # one random dihedral element per batch
     loss_fn: Callable = F.cross_entropy  # (outputs, targets) -> loss per sample, or its mean
     device: str | torch.device = "cpu"
+
+# %% ../../nbs/nets/09b_training.ipynb #adf1c5c6
+def check_setting(name: str, value, low: float = None, high: float = None, above: bool = False):
+    """Refuse setting `name` (command-line option `--name`) unless `value` is a finite number no lower than `low` (above
+    it, with `above`) and no higher than `high`; None skips a bound."""
+    rule = [f"{'>' if above else '>='} {low:g}"] if low is not None else []
+    rule += [f"<= {high:g}"] if high is not None else []
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or value > low or (value == low and not above)) and (high is None or value <= high)
+    if not ok:
+        flag = "--" + name.replace("_", "-")
+        raise ClumpnbError(f"{flag} {value}: must be a finite number {' and '.join(rule)} (setting {name!r})")
 
 # %% ../../nbs/nets/09b_training.ipynb #e4809eac
 def fit_epoch(model, opt, sched, x, y, epoch: int, cfg: FitConfig = FitConfig(), bar=None) -> float:
@@ -132,6 +147,73 @@ def load_checkpoint(path, config: dict, resume: bool, normalise=None, free=RESUM
         k = diff[0]
         raise DataError(path, k, f"the run was made with {k}={saved[k]!r}, not {config.get(k)!r}")
     return state
+
+# %% ../../nbs/nets/09b_training.ipynb #708bb6ed
+@dataclass(frozen=True)
+class CheckpointEvery:
+    "When a running epoch is checkpointed: after `seconds` of training since the last checkpoint, or every `batches`."
+
+    seconds: float = 180.0  # a killed run loses at most about this much training
+    batches: int = None  # also every this many batches of an epoch (tests count batches rather than time)
+
+    def due(self, batch: int, since: float) -> bool:
+        "Whether to checkpoint after batch `batch` (counted from 1 in its epoch), `since` seconds after the last save."
+        return since >= self.seconds or (self.batches is not None and batch % self.batches == 0)
+
+
+def rng_states() -> dict:
+    "The states of every random number generator training draws from: python's, numpy's, torch's CPU and CUDA ones."
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(), cuda=cuda)
+
+
+def set_rng_states(states: dict):
+    "Put back the generators' `states` (`rng_states`); CUDA ones only where as many GPUs are visible."
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class EpochState:
+    "Where an epoch stands: the batches done, their summed losses and the seconds spent, carried across a resume."
+
+    epoch: int  # counted from 0
+    batch: int = 0  # batches done
+    sums: dict = field(default_factory=dict)  # loss name -> sum over the batches done
+    seconds: float = 0.0
+
+    def means(self) -> dict:
+        "The mean of each loss over the batches done."
+        return {k: v / max(self.batch, 1) for k, v in self.sums.items()}
+
+    def record(self) -> dict:
+        "What a checkpoint written part way through the epoch keeps of it: this state and the generators' states."
+        return dict(asdict(self), rng=rng_states())
+
+    @classmethod
+    def resumed(cls, state: dict | None) -> tuple:
+        "(the `EpochState` a checkpoint `state` written part way through an epoch holds, its `rng_states`), or Nones."
+        at = (state or {}).get("position")
+        if not at:
+            return None, None
+        return cls(at["epoch"], at["batch"], dict(at["sums"]), at["seconds"]), at["rng"]
+
+
+class Skipping(torch.utils.data.Sampler):
+    "The indices `sampler` yields but its first `skip`, in the same order: the rest of an epoch resumed part way."
+
+    def __init__(self, sampler, skip: int = 0):
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
 
 # %% ../../nbs/nets/09b_training.ipynb #c1a55c02
 CLASSIFIER_KIND = "clumpnb-classifier"
