@@ -443,8 +443,9 @@ def _add_train(sub):
         _train,
         "train a clump detector on a survey folder",
         "Train a Faster R-CNN on a survey folder (clumpnb simulate, or real data in the same format). Writes "
-        "RUN/checkpoint.pt after every epoch, RUN/model.pt at the end. Under `torchrun --nproc_per_node N` it "
-        "trains with distributed data parallel.",
+        "RUN/checkpoint.pt after every epoch and every few minutes within one, RUN/model.pt at the end. Under "
+        "`torchrun --nproc_per_node N` it trains with distributed data parallel; a run stopped within an epoch "
+        "resumes under the same N.",
     )
     p.add_argument("--data", required=True, type=survey_folder, metavar="PATH", help="survey folder")
     add_out(p, "run folder")
@@ -489,7 +490,7 @@ def _add_train(sub):
     add_seed(p, "training seed")
     add_device(p)
     add_workers(p, "image-loading processes; 0 loads in the main process", 0, lo=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_json(p, "the training history")
 
 # %% ../nbs/99_cli.ipynb #042c1aca
@@ -650,7 +651,7 @@ def _add_compare(sub):
         "Run a comparison grid (see the backbone chapter): make the training and held-out surveys, pretrain "
         "the galaxy encoders, train and evaluate every run. Each finished run is one row of DIR/results.csv "
         "and is never redone; rerun the same command after a kill. Writes DIR/efficiency.png and "
-        "DIR/summary.json. The cpu preset took 65 minutes on a 2-core CPU, pretraining included; gpu is the "
+        "DIR/summary.json. The cpu preset, pretraining included, is sized for a CPU; gpu is the "
         "paper's scale for one H100-class GPU; tiny is a seconds-long test.",
     )
     p.add_argument(
@@ -759,8 +760,8 @@ def _add_demo(sub):
         "resolved, noise and artefacts "
         "drawn per galaxy), evaluate on held-out galaxies imaged as the default simulator images them and under the "
         f"{HELDOUT_SHIFT} shift (every setting outside the training range), detect. Surveys of {full.n_train} "
-        f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs: about 12 minutes on a 2-core CPU; "
-        "--quick takes about two. One line shows the whole job and its remaining time; rerun the same command after "
+        f"training and {full.n_heldout} held-out galaxies, {full.epochs} epochs (--quick: a smaller smoke test). "
+        "One line shows the whole job and its remaining time; rerun the same command after "
         "a kill to resume: finished surveys are reused and training continues from its last checkpoint, taken "
         "every few minutes (within an epoch too).",
     )
@@ -1174,7 +1175,7 @@ BAD_INPUTS = [
     BadInput("detect --out with an unknown suffix", (*DETECT_RUN, "--out", "{o}/out.txt"),
              "the catalogue suffix must be one of", ("out.txt", "out.txt.parts")),
     BadInput("detect, a catalogue another detect is writing", (*DETECT_RUN, "--out", "{w}/locked.csv"),
-             ("{w}/locked.csv: another detect is writing this catalogue (pid ", "locked.csv.parts/lock.json"), ()),
+             ("{w}/locked.csv: another detect is writing this catalogue (pid ", "); wait for it to end"), ()),
     # ---- the command line's own checks (rows added here) ----
     BadInput("train --lr -1", ("train", "--data", "{w}/s", "--lr", -1, "--out", "{o}/out"),
              "--lr: must be > 0 (got -1)"),

@@ -32,7 +32,7 @@ DEMO_SIZES = dict(
 # %% ../nbs/92a_protocol.ipynb #a4999463
 @dataclass(frozen=True)
 class DemoCosts:
-    "Seconds one item of each of the demo's stages took in the committed full demo (2-core CPU): the progress weights."
+    "Seconds one item of each of the demo's stages took in the committed full demo: the progress weights."
 
     galaxy: float = 0.025  # a galaxy simulated and written: 40 s for 1,600
     batch: float = 0.47  # a training batch of 8, the epoch's validation shared out: 641 s for 1,376

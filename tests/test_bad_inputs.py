@@ -64,12 +64,13 @@ def w(tmp_path_factory):
     shutil.copytree(w / "s", w / "s_other")
     record = json.loads((w / "s_other" / "survey.json").read_text())
     (w / "s_other" / "survey.json").write_text(json.dumps({**record, "seed": 3}))
-    from clumpnb.detector.catalog import LOCK, LockHolder
+    from clumpnb.detector.catalog import LockHolder, flock_lock
 
     (w / "folder.csv").mkdir()  # a folder named as a catalogue
-    (w / "locked.csv.parts").mkdir()  # a catalogue a running detect writes: this live process holds its lock
-    (w / "locked.csv.parts" / LOCK).write_text(LockHolder.me().text())
-    return w
+    (w / "locked.csv.parts").mkdir()  # a catalogue a running detect writes: this process holds its lock while the
+    held = flock_lock(w / "locked.csv.parts", LockHolder.me())  # rows run (a second open file of it cannot lock it)
+    yield w
+    held.close()
 
 
 def lone_band(src: Path, out: Path):

@@ -78,10 +78,10 @@ def test_torchrun_detect_shares_the_work(survey, tmp_path):
 
 def test_two_detects_on_one_catalogue(survey, tmp_path):
     """Two `detect` processes started together on one --out, with different batch sizes: one catalogue holding every
-    cutout's rows once, or one clear refusal; a catalogue whose lock a running process holds is refused at once, naming
-    it, and a lock left by a process that has ended is taken over. A whole survey folder, previews and all, gives each
-    galaxy once."""
-    from clumpnb.detector.catalog import LOCK, LockHolder
+    cutout's rows once, or one clear refusal. A third started while another process holds the catalogue's lock is
+    refused at once, naming it, and leaves the catalogue as it was; that process killed, the next detect takes the lock
+    it left. A whole survey folder, previews and all, gives each galaxy once."""
+    from clumpnb.detector.catalog import LOCK
 
     run = tmp_path / "run"
     clumpnb("train", "--data", survey, "--out", run, "--epochs", 1, "--json")
@@ -102,20 +102,26 @@ def test_two_detects_on_one_catalogue(survey, tmp_path):
     cat, one = Table.read(out), Table.read(tmp_path / "ref.csv")
     rows = list(zip(cat["file"], cat["clump_id"]))
     assert len(rows) == len(set(rows)) == len(one) and rows == list(zip(one["file"], one["clump_id"]))
-    parts = (tmp_path / "cat.csv.parts").glob("part-*.ecsv")
-    covered = [k for p in parts for k in Table.read(p, format="ascii.ecsv").meta["keys"]]
+    parts = tmp_path / "cat.csv.parts"
+    covered = [k for p in parts.glob("part-*.ecsv") for k in Table.read(p, format="ascii.ecsv").meta["keys"]]
     assert len(covered) == len(set(covered)) == 40
-    assert not (tmp_path / "cat.csv.parts" / LOCK).exists()  # released
-    held = tmp_path / "held.csv.parts"
-    held.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert not (parts / LOCK).exists()  # released
+    before = {p.name: p.read_bytes() for p in [out, *parts.iterdir()]}
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom clumpnb.detector.catalog import parts_lock\n"
+            "with parts_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(600)\n")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(parts)], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        (held / LOCK).write_text(LockHolder(sleeper.pid, LockHolder.me().host, "2026-01-01T00:00:00+00:00").text())
-        r = clumpnb("detect", "--run", run, survey / "cutouts", "--out", tmp_path / "held.csv", check=False)
-        assert r.returncode == 2 and f"pid {sleeper.pid} on " in r.stderr and "Traceback" not in r.stderr, r.stderr
-        assert not (tmp_path / "held.csv").exists() and not list(held.glob("part-*"))
+        assert holder.stdout.readline() == "held\n"  # it holds the lock now: no race with the detect below
+        r = clumpnb(*cmd[3:], "3", check=False, env=env)
+        said = f"another detect is writing this catalogue (pid {holder.pid} on "
+        assert r.returncode == 2 and said in r.stderr and "wait for it" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert {p.name: p.read_bytes() for p in [out, *parts.iterdir()] if p.name != LOCK} == before  # untouched
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    r = clumpnb("detect", "--run", run, survey / "cutouts", "--out", tmp_path / "held.csv", "--threshold", 0.05, env=env)
-    assert f"took over the lock of pid {sleeper.pid}" in r.stderr and len(Table.read(tmp_path / "held.csv")) == len(one)
+        holder.kill()  # SIGKILL: its lock file stays, the kernel drops its lock
+        holder.wait()
+        holder.stdout.close()
+    assert json.loads((parts / LOCK).read_text())["pid"] == holder.pid
+    r = clumpnb(*cmd[3:], "3", env=env)
+    assert f"taken over from pid {holder.pid} on " in r.stderr and not (parts / LOCK).exists()
+    assert list(zip(Table.read(out)["file"], Table.read(out)["clump_id"])) == rows

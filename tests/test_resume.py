@@ -1,6 +1,7 @@
 """Training killed in a real process part way through an epoch resumes from its last checkpoint, losing at most one
 checkpoint interval (counted in batches), and ends with the weights of an uninterrupted run; `train --resume` knows
-its survey by `survey.json`, whatever path names it."""
+its survey by `survey.json`, whatever path names it, and a checkpoint written within an epoch resumes only
+under the number of processes that wrote it."""
 import contextlib
 import io
 import os
@@ -15,6 +16,7 @@ from clumpnb.cli import main
 from clumpnb.data.folder import write_survey
 from clumpnb.data.galaxy import SimConfig
 from clumpnb.detector.train import Run, load_detector, params_digest
+from clumpnb.nets.training import EpochState
 
 EVERY = 2  # a checkpoint every this many batches
 SCRIPT = """
@@ -97,8 +99,22 @@ def test_resume_knows_its_survey_by_its_record(tmp_path, monkeypatch):
     for given in (tmp_path / "s", "link", "./s"):  # the same survey by an absolute path, a link, another spelling
         rc, err = cli(*train, "--data", given, "--resume")
         assert rc == 0, err
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    part_way = dict(EpochState(0, 1, world=2).record())  # as if stopped within an epoch under torchrun, 2 processes
+    torch.save({**ck, "position": part_way}, tmp_path / "run" / "checkpoint.pt")
+    rc, err = cli(*train, "--data", "s", "--resume")  # one process: the epoch's galaxies would be shared out otherwise
+    assert rc == 2 and "checkpoint.pt: field 'position.world'" in err and "--nproc_per_node 2" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    torch.save(ck, tmp_path / "run" / "checkpoint.pt")
     (tmp_path / "s").rename(tmp_path / "s_first")
     assert cli("simulate", "--n", 8, "--cutout-size", 64, "--seed", 1, "--volunteers", 0, "--out", "s")[0] == 0
     rc, err = cli(*train, "--data", "s", "--resume")  # another survey under the same name
     assert rc == 2 and "s/survey.json: field 'seed'" in err and "seed: 0 then, 1 now" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "s" / "survey.json").unlink()  # a folder without a record, where the run's survey had one
+    rc, err = cli(*train, "--data", "s", "--resume")
+    assert rc == 2 and "field 'survey.json'" in err and "had a survey.json; this one" in err and "None" not in err, err
+    assert cli("simulate", "--n", 12, "--cutout-size", 64, "--volunteers", 0, "--out", "s_first")[0] == 0  # grown
+    rc, err = cli(*train, "--data", "s_first", "--resume")
+    assert rc == 2 and "made larger since: n: 8 then, 12 now; train into another --out" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

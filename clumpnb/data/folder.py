@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,8 +23,9 @@ from .simulate import simulate
 from .volunteers import aggregate, crowd_survey
 
 # %% auto #0
-__all__ = ['LABEL_FILES', 'labels_path', 'best_labels', 'survey_record', 'survey_digest', 'SurveyIdentity', 'shift_settings',
-           'check_survey_count', 'check_survey_folder', 'truth_label', 'write_survey']
+__all__ = ['LABEL_FILES', 'SURVEY_COUNTS', 'labels_path', 'best_labels', 'survey_record', 'survey_digest', 'SurveyMismatch',
+           'SurveyIdentity', 'shift_settings', 'cutout_index', 'check_survey_count', 'check_survey_folder',
+           'truth_label', 'write_survey']
 
 # %% ../../nbs/data/04b_folder.ipynb #92ea6357
 LABEL_FILES = {"truth": "annotations.json", "consensus": "annotations_consensus.json"}
@@ -60,6 +62,18 @@ def survey_digest(folder) -> str | None:
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
 
 
+SURVEY_COUNTS = ("n", "n_clumps", "n_consensus")  # what `survey.json` counts: a survey made larger changes only these
+
+
+@dataclass(frozen=True)
+class SurveyMismatch:
+    "How a survey differs from the one a run recorded: the field at fault and a sentence for the refusal."
+
+    field: str  # a `survey.json` field, 'survey.json' where one folder has none, 'folder' where neither has one
+    why: str
+    grown: bool = False  # the same survey made larger since (only its counts differ)
+
+
 @dataclass(frozen=True)
 class SurveyIdentity:
     "Which survey a folder holds: the folder resolved (links followed), its `survey.json` and that record's digest."
@@ -85,10 +99,36 @@ class SurveyIdentity:
         return [k for k in keys if self.record.get(k) != other.record.get(k)]
 
     def changes(self, now: SurveyIdentity) -> str:
-        "How survey `now` differs from this one, field by field (`differences`), for a message."
+        "How the record of survey `now` differs from this one's, field by field (`differences`), for a message."
         a, b = self.record or {}, now.record or {}
-        a, b = {"folder": self.folder, **a}, {"folder": now.folder, **b}
         return "; ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in self.differences(now))
+
+    def grown(self, now: SurveyIdentity) -> bool:
+        "Whether survey `now` is this one made larger since (`simulate` with a larger `--n`): only its counts grew."
+        diff = set(self.differences(now))
+        if self.record is None or now.record is None or not diff or not diff <= set(SURVEY_COUNTS):
+            return False
+        return (now.record.get("n") or 0) > (self.record.get("n") or 0)
+
+    def mismatch(self, now: SurveyIdentity) -> SurveyMismatch | None:
+        """How survey `now` differs from this one, the survey a run was trained on, in words for a refusal (None: the
+        same survey): a folder without `survey.json` is named as such, and a survey made larger since as that."""
+        diff = self.differences(now)
+        if not diff:
+            return None
+        was, here = f"the survey this run was trained on ({self.folder})", f"this one ({now.folder})"
+        if self.record is None and now.record is None:
+            why = f"{here} is another folder than {was}, and neither has a survey.json to say which survey it holds"
+        elif self.record is None:
+            why = f"{was} had no survey.json; {here} has one"
+        elif now.record is None:
+            why = f"{was} had a survey.json; {here} has none"
+        elif self.grown(now):
+            why = f"{was}, made larger since: n: {self.record.get('n')} then, {now.record.get('n')} now"
+            return SurveyMismatch("n", why, grown=True)
+        else:
+            why = f"another survey than the one this run was trained on ({self.folder}): {self.changes(now)}"
+        return SurveyMismatch(diff[0], why)
 
 # %% ../../nbs/data/04b_folder.ipynb #f94b6067
 def _write_files(g, out: Path):
@@ -116,13 +156,20 @@ def _same_shift(recorded: dict, shift: Shift) -> bool:
     return set(recorded) <= set(now) and all(recorded.get(k, default[k]) == v for k, v in now.items())
 
 
+def cutout_index(f: Path, seed: int) -> int | None:
+    "The galaxy index of cutout `f` of survey `seed` as `write_survey` names it (sim0000_000012.fits: 12), else None."
+    m = re.fullmatch(rf"sim{seed:04d}_(\d+)\.fits", Path(f).name)
+    return int(m[1]) if m else None
+
+
 def check_survey_count(out: Path, seed: int, start: int, n: int, made: dict | None):
     """Refuse to simulate `n` galaxies from `start` into folder `out` when it holds more: `survey.json`'s `n` (`made`),
     or for a folder killed before it was written, the highest galaxy index among its cutouts. Rewritten for `n`, the
     labels would no longer describe the extra cutouts, and deleting files a user made is not this command's call."""
     had = made.get("n") if made else None
     if had is None:
-        idx = [int(f.stem.rsplit("_", 1)[1]) for f in (out / "cutouts").glob(f"sim{seed:04d}_*.fits")]
+        idx = [cutout_index(f, seed) for f in (out / "cutouts").glob(f"sim{seed:04d}_*.fits")]
+        idx = [i for i in idx if i is not None]  # `check_survey_folder` refuses any other name first
         had = max(idx) + 1 - start if idx else 0
     if had > n:
         msg = (f"{out} holds a survey of {had} galaxies, not {n}: simulating fewer would leave cutouts that its labels "
@@ -136,7 +183,8 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shif
     `survey.json` records them, every setting, so a shift whose definition changed since is not mistaken for it; a
     folder killed before `survey.json` was written is checked by the shift's name, which its cutouts carry), which
     would leave labels describing other files than those on disk. The same settings resume, and so does a larger `n`
-    (the survey grows); a smaller `n` than the folder holds is refused (`check_survey_count`), never trimmed. Writes
+    (the survey grows); a smaller `n` than the folder holds is refused (`check_survey_count`), never trimmed. A file in
+    `cutouts/` not named as this survey's cutouts are (a copy, another survey's cutout) is refused, naming it. Writes
     nothing."""
     check_survey_seed(seed)
     s, name = out / "survey.json", getattr(shift, "name", None)
@@ -152,12 +200,15 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shif
             msg = (f"the folder holds a survey made under another definition of shift {name!r} (or before clumpnb "
                    "0.3 recorded the definition): delete it to remake it")  # fmt: skip
             raise DataError(s, "shift_settings", msg)
+    cutouts = sorted((out / "cutouts").glob("*.fits"))
+    stray = [f for f in cutouts if cutout_index(f, seed) is None]
+    if stray:
+        other = re.fullmatch(r"sim\d{4,}_\d+\.fits", stray[0].name)  # named as another seed's cutouts are
+        why = f"a cutout of another survey than seed {seed}" if other else f"not named as survey {seed}'s cutouts are"
+        why += f" (sim{seed:04d}_NNNNNN.fits): move it out of {out / 'cutouts'}, or choose another --out"
+        raise DataError(stray[0], "name", why)
     if n is not None:
         check_survey_count(out, seed, start, n, old)
-    cutouts = sorted((out / "cutouts").glob("*.fits"))
-    stray = [f.name for f in cutouts if not f.name.startswith(f"sim{seed:04d}_")]
-    if stray:
-        raise DataError(out / "cutouts", stray[0], f"a cutout of another survey than seed {seed}: choose another --out")
     if cutouts:  # a run killed before survey.json was written: its cutouts say their size and imaging shift
         with fits.open(cutouts[0]) as hl:
             side, had = hl[1].header.get("NAXIS1"), hl[0].header.get("HIERARCH SIM SHIFT")

@@ -10,10 +10,16 @@ import hashlib
 import json
 import os
 import socket
+import time
 import warnings
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock (`excl_lock`)
+    fcntl = None
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -24,8 +30,9 @@ from .resample import pixel_scale
 
 # %% auto #0
 __all__ = ['COLUMNS', 'DTYPES', 'FORMATS', 'LOCK', 'CatalogRow', 'flag_column', 'catalog_rows', 'catalog_table', 'catalog_format',
-           'parts_folder', 'check_parts', 'this_host', 'LockHolder', 'read_holder', 'create_whole', 'take_over',
-           'take_lock', 'parts_lock', 'PartWriter', 'merge_parts', 'check_skipped']
+           'parts_folder', 'check_parts', 'LockHolder', 'read_holder', 'lock_refusal', 'write_holder', 'same_file',
+           'flock_file', 'flock_lock', 'excl_lock', 'take_lock', 'release_lock', 'parts_lock', 'PartWriter',
+           'merge_parts', 'check_skipped']
 
 # %% ../../nbs/detector/13c_catalog.ipynb #540c3424
 @dataclass
@@ -151,16 +158,12 @@ def check_parts(parts: Path, settings: dict):
         raise DataError(parts, k, msg)
 
 # %% ../../nbs/detector/13c_catalog.ipynb #e29950d2
-LOCK = "lock.json"  # in a catalogue's parts folder, while a `detect` writes them
-
-
-def this_host() -> str:
-    return socket.gethostname()
+LOCK = "lock.json"  # in a catalogue's parts folder: locked, and naming its holder, while a `detect` writes the parts
 
 
 @dataclass(frozen=True)
 class LockHolder:
-    "The `detect` process that holds a catalogue's parts folder."
+    "The `detect` process that holds a catalogue's parts folder, as its lock file names it."
 
     pid: int
     host: str
@@ -168,108 +171,140 @@ class LockHolder:
 
     @classmethod
     def me(cls) -> "LockHolder":
-        return cls(os.getpid(), this_host(), datetime.now().astimezone().isoformat(timespec="seconds"))
+        return cls(os.getpid(), socket.gethostname(), datetime.now().astimezone().isoformat(timespec="seconds"))
 
     def text(self) -> str:
         "The lock file's text: this record as JSON."
         return json.dumps(asdict(self))
 
-    def alive(self) -> bool:
-        """Whether the holder may still be running: False only for a process of this host that is gone (another
-        host's cannot be checked, nor can one on Windows, where signal 0 would end the process)."""
-        if self.host != this_host() or os.name == "nt":
-            return True
+    def said(self) -> str:
+        "The holder as a refusal or a warning names it."
+        return f"pid {self.pid} on {self.host}, started {self.started}"
+
+
+def read_holder(f: Path, tries: int = 20):
+    """The `LockHolder` that lock file `f` names; None when there is no file or its text stays unreadable. A holder
+    writes its name just after taking the lock, so an empty or partly written text is read again (`tries` in all)."""
+    for i in range(tries):
         try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's process: it exists
-            return True
-        return True
+            return LockHolder(**json.loads(f.read_text()))
+        except OSError:  # gone (released), or not readable by this user
+            return None
+        except (ValueError, TypeError):  # empty or half-written; UnicodeDecodeError is a ValueError
+            if i + 1 < tries:
+                time.sleep(0.01)
+    return None
 
 
-def read_holder(f: Path):
-    "The `LockHolder` that lock file `f` names; None when there is none (any more)."
-    try:
-        return LockHolder(**json.loads(f.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError):
-        raise DataError(f, "pid", "an unreadable lock: delete it if no detect writes this catalogue") from None
+def lock_refusal(parts: Path, held, todo: str) -> ClumpnbError:
+    "The refusal of a catalogue whose `parts` another detect holds (`held`: its `LockHolder`, or None), saying `todo`."
+    who = held.said() if held else "details unreadable"
+    out = parts.parent / parts.name[: -len(".parts")]
+    return ClumpnbError(f"{out}: another detect is writing this catalogue ({who}); {todo}")
 
 # %% ../../nbs/detector/13c_catalog.ipynb #1ff6bbe0
-def create_whole(f: Path, text: str):
-    """Create file `f` holding `text`, whole or not at all; FileExistsError when `f` exists. Written aside, then
-    hard-linked into place; where the filesystem has no hard links, created exclusively and then written."""
-    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    try:
-        os.link(tmp, f)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links here (FAT, some network shares)
-        with os.fdopen(os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY), "w") as fh:
-            fh.write(text)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_holder(fh, me: LockHolder):
+    "Write holder `me` into open lock file `fh` in place of what it held, and onto the disk (readers retry meanwhile)."
+    fh.seek(0)
+    fh.truncate()
+    fh.write(me.text())
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
-def take_over(f: Path, stale: LockHolder) -> bool:
-    """Remove lock file `f` that names the `stale` holder: moved aside under a name of this process's (one process
-    only can move it), then put back if what was moved is not the stale lock (another process took it over first)."""
-    aside = f.with_name(f".{f.name}.stale.{os.getpid()}")
+def same_file(fh, f: Path) -> bool:
+    "Whether open file `fh` is still the file at path `f` (not removed, nor replaced by another of that name)."
     try:
-        os.rename(f, aside)
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(f))
     except FileNotFoundError:
         return False
-    if read_holder(aside) != stale:
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, f)
-        aside.unlink()
-        return False
-    aside.unlink()
-    return True
+
+
+def flock_file(f: Path):
+    """Lock file `f` (made if missing) opened and locked with `flock` by this open file alone; None when another open
+    file holds it, in this process or any other, on this host or another that shares the folder."""
+    for _ in range(5):  # its holder may remove the file between our open and our lock: then lock the new one
+        fh = os.fdopen(os.open(f, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return None
+        except OSError as e:
+            fh.close()
+            raise ClumpnbError(f"{f}: this filesystem cannot lock files ({e.strerror}); write the catalogue on a "
+                               "local disk") from None  # fmt: skip
+        if same_file(fh, f):
+            return fh
+        fh.close()
+    raise ClumpnbError(f"{f}: could not take the lock; other detects are starting and ending on this catalogue")
+
+
+def flock_lock(parts: Path, me: LockHolder):
+    """The lock file of `parts`, open, locked (`flock_file`) and naming `me`; refused, naming the holder, when another
+    detect holds it. A file found unlocked was left by a detect that ended without releasing it (the kernel released
+    its lock): it is taken with a warning naming that detect."""
+    f = parts / LOCK
+    fh = flock_file(f)
+    if fh is None:
+        raise lock_refusal(parts, read_holder(f), "wait for it to end")
+    try:
+        old = read_holder(f, tries=1)  # no one writes it now: what it holds is all there is
+        if old is not None:
+            warnings.warn(f"{f}: taken over from {old.said()}, which ended without releasing it")
+        write_holder(fh, me)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def excl_lock(parts: Path, me: LockHolder):
+    """Where there is no `flock` (Windows): the lock file of `parts` created exclusively, naming `me`, and refused
+    while it exists. A detect that was killed leaves it behind, so the refusal also says to delete it when no detect
+    runs."""
+    f = parts / LOCK
+    try:
+        fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        raise lock_refusal(parts, read_holder(f), f"wait for it, or delete {f} if no detect runs") from None
+    fh = os.fdopen(fd, "w")
+    write_holder(fh, me)
+    return fh
 
 # %% ../../nbs/detector/13c_catalog.ipynb #fd7faffe
 def take_lock(parts: Path, me: LockHolder):
-    "Create `parts/lock.json` naming `me`, taking over a stale lock; refuse one held by a process that may run."
-    f = parts / LOCK
-    for _ in range(3):  # a lock taken over, or gone while it was read: try again
-        try:
-            return create_whole(f, me.text())
-        except FileExistsError:
-            pass
-        held = read_holder(f)
-        if held is not None and held.alive():
-            raise ClumpnbError(
-                f"{parts.parent / parts.name[: -len('.parts')]}: another detect is writing this catalogue (pid "
-                f"{held.pid} on {held.host}, started {held.started}); wait for it, or delete {f} if it is gone"
-            )
-        if held is not None and take_over(f, held):
-            warnings.warn(f"{f}: took over the lock of pid {held.pid} on {held.host} (started {held.started}), "
-                          "which is no longer running")  # fmt: skip
-    raise ClumpnbError(f"{f}: could not take the lock; another detect is starting on this catalogue")
+    "The lock file of a catalogue's `parts` taken for `me`: `flock_lock`, or `excl_lock` where there is no flock."
+    return (excl_lock if fcntl is None else flock_lock)(parts, me)
+
+
+def release_lock(parts: Path, fh):
+    """Remove the lock file of `parts` and close `fh`, which unlocks it: removed first, so that no other detect can lock
+    the file just before it goes (Windows removes no open file: closed first there). Raises nothing, so that it hides
+    no error the locked block raised."""
+    if fcntl is None:
+        fh.close()
+    with contextlib.suppress(OSError):
+        (parts / LOCK).unlink()
+    with contextlib.suppress(OSError):
+        fh.close()
 
 
 @contextlib.contextmanager
 def parts_lock(parts: Path):
-    """Hold the lock of a catalogue's `parts` folder (made if missing) while the block runs; the folder is removed
-    again if it was made here and is left empty (a run refused before any work)."""
+    """Hold the lock of a catalogue's `parts` folder (made if missing) while the block runs, released however the block
+    ends; the folder is removed again if it was made here and is left empty (a run refused before any work). Yields
+    the `LockHolder` the lock file names."""
     made = not parts.exists()
     parts.mkdir(exist_ok=True)
     me = LockHolder.me()
     try:
-        take_lock(parts, me)
-    except BaseException:
-        if made:
-            with contextlib.suppress(OSError):
-                parts.rmdir()
-        raise
-    try:
-        yield me
+        fh = take_lock(parts, me)
+        try:
+            yield me
+        finally:
+            release_lock(parts, fh)
     finally:
-        if read_holder(parts / LOCK) == me:
-            (parts / LOCK).unlink()
         if made:
             with contextlib.suppress(OSError):  # not empty: the parts stay
                 parts.rmdir()

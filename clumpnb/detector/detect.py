@@ -24,7 +24,7 @@ from .train import load_detector, open_run
 from ..nets.training import ddp_setup, pick_device
 
 # %% auto #0
-__all__ = ['DetectConfig', 'pending_share', 'shared_lock', 'check_detect_args', 'resampled_note', 'detect']
+__all__ = ['DetectConfig', 'pending_share', 'first_says', 'shared_lock', 'check_detect_args', 'resampled_note', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b0a15535
 @dataclass(frozen=True)
@@ -47,25 +47,34 @@ def pending_share(parts: Path, keys: dict, rank: int, world: int) -> tuple:
     return mine, PartWriter(parts, rank)
 
 
+def first_says(said: list, device=None) -> str:
+    "What the first process of a run says (`said[0]`: a refusal's text, or None) to all of them."
+    gpu = device if getattr(device, "type", "") == "cuda" else None  # NCCL sends it through the GPU
+    torch.distributed.broadcast_object_list(said, src=0, device=gpu)
+    return said[0]
+
+
 @contextlib.contextmanager
 def shared_lock(parts: Path, rank: int, world: int, device=None):
     """The lock of a catalogue's `parts` folder (`parts_lock`) for the `world` processes of one run: the first takes
-    it and holds it for the block, and tells the others whether it could; all refuse alike when it could not."""
+    it and holds it for the block, and tells the others whether it could, whatever stopped it (a refusal, a folder it
+    could not make, an interrupt), so that none waits for it forever; all refuse alike when it could not. The lock is
+    released on every way out, a failed message included."""
     if world == 1:
         with parts_lock(parts):
             yield
         return
-    held, said = contextlib.ExitStack(), [None]
-    if rank == 0:
-        try:
-            held.enter_context(parts_lock(parts))
-        except ClumpnbError as e:
-            said = [str(e)]
-    gpu = device if getattr(device, "type", "") == "cuda" else None  # NCCL sends the message through the GPU
-    torch.distributed.broadcast_object_list(said, src=0, device=gpu)
-    if said[0] is not None:
-        raise ClumpnbError(said[0])
-    with held:
+    with contextlib.ExitStack() as held:
+        if rank == 0:
+            try:
+                held.enter_context(parts_lock(parts))
+            except BaseException as e:  # told to the others, then raised here as it came
+                why = str(e) if isinstance(e, ClumpnbError) else f"the first process stopped: {type(e).__name__}: {e}"
+                first_says([why], device)
+                raise
+        why = first_says([None], device)
+        if why is not None:
+            raise ClumpnbError(why)
         yield
 
 # %% ../../nbs/detector/14_detect.ipynb #b50a19dd

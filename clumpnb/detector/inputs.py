@@ -23,8 +23,8 @@ from ..data.survey import asinh_stretch
 from .resample import MIN_SIDE, needs_resampling, pixel_scale, to_survey_scale
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'POST_FIELDS', 'HELPER_NICE', 'is_rgb', 'input_files', 'file_digest', 'input_key', 'load_cutout',
-           'Cutout', 'read_input', 'WcsHeaderText', 'wcs_to_text', 'wcs_from_text', 'seal_post_fields',
+__all__ = ['IMAGE_SUFFIXES', 'POST_FIELDS', 'HELPER_NICE', 'is_rgb', 'preview_places', 'input_files', 'file_digest', 'input_key',
+           'load_cutout', 'Cutout', 'read_input', 'WcsHeaderText', 'wcs_to_text', 'wcs_from_text', 'seal_post_fields',
            'unseal_post_fields', 'CutoutFiles', 'helper_init', 'cutout_batches']
 
 # %% ../../nbs/detector/13d_inputs.ipynb #8ce24628
@@ -36,12 +36,22 @@ def is_rgb(path) -> bool:
     return not isinstance(path, BandFiles) and Path(path).name.lower().endswith(RGB_SUFFIXES)
 
 
+def preview_places(path: Path) -> set:
+    """Where the FITS cutout a PNG/JPEG `path` previews would sit, as (resolved folder, name) pairs: beside it, and,
+    for a file in a `previews/` folder, in the `cutouts/` folder beside that (the survey folders clumpnb writes)."""
+    folder = path.parent.resolve()
+    places = {(folder, image_stem(path))}
+    if folder.name == "previews":
+        places.add((folder.parent / "cutouts", image_stem(path)))
+    return places
+
+
 def input_files(paths) -> list:
     """Image files among `paths`, folders searched recursively for FITS, PNG and JPEG cutouts (any case of
     extension). Each file counts once (by its resolved path). A PNG/JPEG found in a folder is left out when a FITS
-    cutout of the same name is among the inputs (beside it, or in a `cutouts/` folder beside its `previews/`): it is
-    a preview, and the FITS file holds the fluxes. Single-band files of one cutout (`x-g.fits`, `x-r.fits`,
-    `x-i.fits`) become one `BandFiles` (see `group_bands`)."""
+    cutout of the same name is among the inputs where its preview would be (`preview_places`): it is a preview, and
+    the FITS file holds the fluxes; a PNG/JPEG named on its own, or with no FITS file in those places, stays.
+    Single-band files of one cutout (`x-g.fits`, `x-r.fits`, `x-i.fits`) become one `BandFiles` (see `group_bands`)."""
     out, seen, in_folders = [], set(), set()
     for p in map(Path, paths):
         found = [p]
@@ -55,8 +65,9 @@ def input_files(paths) -> list:
                 if p.is_dir() and is_rgb(q):
                     in_folders.add(r)
     out = group_bands(out)
-    fits_stems = {image_stem(q) for q in out if not is_rgb(q)}
-    return [q for q in out if not (is_rgb(q) and q.resolve() in in_folders and image_stem(q) in fits_stems)]
+    fits_places = {(Path(q[0] if isinstance(q, BandFiles) else q).parent.resolve(), image_stem(q))
+                   for q in out if not is_rgb(q)}
+    return [q for q in out if not (is_rgb(q) and q.resolve() in in_folders and preview_places(q) & fits_places)]
 
 # %% ../../nbs/detector/13d_inputs.ipynb #860b5029
 def file_digest(path: Path) -> str:

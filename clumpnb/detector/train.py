@@ -70,7 +70,7 @@ class TrainConfig:
 
     def __post_init__(self):
         "Refuse a number out of range now, before any data or model loads (`check_setting` names the option)."
-        check_setting("lr", self.lr, 0, above=True)
+        check_setting("lr", self.lr, 0, above=True, flag="--lr")
         check_setting("weight_decay", self.weight_decay, 0)
         check_setting("val_threshold", self.val_threshold, 0, 1)
         check_setting("clip_grad", self.clip_grad, 0, above=True)
@@ -273,23 +273,18 @@ def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: 
         sampler.set_epoch(epoch)
     else:  # the sampler `shuffle=True` would make, drawing from `g` as it would
         sampler = torch.utils.data.RandomSampler(ds, generator=g)
-    return torch.utils.data.DataLoader(
-        ds,
-        cfg.batch_size,
-        sampler=Skipping(sampler, skip),
-        generator=g,
-        collate_fn=collate,
-        num_workers=cfg.workers,
-        drop_last=False,
-    )
+    sampler = Skipping(sampler, skip)
+    return torch.utils.data.DataLoader(ds, cfg.batch_size, sampler=sampler, generator=g, collate_fn=collate,
+                                       num_workers=cfg.workers, drop_last=False)  # fmt: skip
 
 # %% ../../nbs/detector/13_train.ipynb #1311545b
 def resume_state(cfg: TrainConfig, resume: bool) -> dict | None:
     """The checkpoint of the run in `cfg.out` to continue (None: start afresh), refused without `resume`, where a
     setting changed, or where `cfg.data` holds another survey than the run recorded. A survey is known by its
-    `survey.json` (`SurveyIdentity`): the same survey given by any path (relative, absolute, through a link) resumes,
-    another one under the same name is refused with the fields that differ. Runs written before runs recorded their
-    survey resume as they did then: checked by the `data` path as given."""
+    `survey.json` (`SurveyIdentity`): the same survey given by any path (relative, absolute, through a link) resumes;
+    another one under the same name is refused with the fields that differ, a folder without `survey.json` beside one
+    with as that, and the survey made larger since as that (`SurveyIdentity.mismatch`). Runs written before runs
+    recorded their survey resume as they did then: checked by the `data` path as given."""
     path = Path(cfg.out) / "checkpoint.pt"
     normalise = lambda d: TrainConfig.from_dict(d).to_dict()  # noqa: E731 (nested detector settings)
     state = load_checkpoint(path, cfg.to_dict(), resume, normalise, free=(*RESUME_FREE, "data"))
@@ -301,11 +296,11 @@ def resume_state(cfg: TrainConfig, resume: bool) -> dict | None:
             raise DataError(path, "data", f"the run was made with data={had!r}, not {cfg.data!r}")
         return state
     was, now = SurveyIdentity(**state["survey"]), SurveyIdentity.of(cfg.data)
-    diff = was.differences(now)
-    if diff:
-        msg = (f"another survey than the one this run was trained on ({was.folder}): {was.changes(now)}; "
-               f"give --data that survey, or train into another --out")  # fmt: skip
-        raise DataError(Path(cfg.data) / "survey.json", diff[0], msg)
+    miss = was.mismatch(now)
+    if miss is not None:
+        act = "train into another --out" if miss.grown else "give --data that survey, or train into another --out"
+        where = Path(cfg.data) / "survey.json" if now.record is not None else Path(cfg.data)
+        raise DataError(where, miss.field, f"{miss.why}; {act}")
     return state
 
 # %% ../../nbs/detector/13_train.ipynb #b43224d0
@@ -391,6 +386,7 @@ def run_epoch(s: Session, ds, epoch: int, every: CheckpointEvery, resumed: tuple
     `on_batch(state)` after each batch. Returns the epoch's finished `EpochState`."""
     torch.manual_seed(s.cfg.seed * 100003 + epoch)  # augmentation and shuffling depend on (seed, epoch) only
     es, rng = resumed if resumed[0] is not None and resumed[0].epoch == epoch else (EpochState(epoch), None)
+    es.world, es.workers = s.world, s.cfg.workers  # as its checkpoints record them (a resume keeps `world`)
     loader = epoch_loader(ds, s.cfg, epoch, s.rank, s.world, skip=es.batch * s.cfg.batch_size)
     if rng is not None:
         set_rng_states(rng)  # where the interrupted epoch had them: the rest draws what it would have drawn
@@ -438,7 +434,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_s
     rank, world = ddp_setup()
     pick_device(cfg.device, rank)  # a device that is not there is refused before anything loads
     state = resume_state(cfg, resume)
-    start, at = (state["epoch"] + 1 if state else 0), EpochState.resumed(state)
+    start, at = (state["epoch"] + 1 if state else 0), EpochState.resumed(state, world, Path(cfg.out) / "checkpoint.pt")
     seed_everything(cfg.seed)
     ds, val, refs = training_sets(cfg, train_set)
     s = start_session(cfg, ds, state, rank, world)

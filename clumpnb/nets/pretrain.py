@@ -206,7 +206,7 @@ class PretrainConfig:
         unknown = [q for q in self.drop if q not in QUESTIONS]
         if unknown:
             raise ClumpnbError(f"drop: no question named {unknown[0]!r}; the questions are {list(QUESTIONS)}")
-        check_setting("lr", self.lr, 0, above=True)
+        check_setting("lr", self.lr, 0, above=True, flag="--lr")
         check_setting("weight_decay", self.weight_decay, 0)
         check_setting("val_fraction", self.val_fraction, 0, 1, above=True)
         side = SimConfig().size  # the cutouts `vote_set` simulates: a larger crop would train on nothing it has

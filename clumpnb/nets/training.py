@@ -50,16 +50,18 @@ class FitConfig:
     device: str | torch.device = "cpu"
 
 # %% ../../nbs/nets/09b_training.ipynb #adf1c5c6
-def check_setting(name: str, value, low: float = None, high: float = None, above: bool = False):
-    """Refuse setting `name` (command-line option `--name`) unless `value` is a finite number no lower than `low` (above
-    it, with `above`) and no higher than `high`; None skips a bound."""
+def check_setting(name: str, value, low: float = None, high: float = None, above: bool = False, flag: str = None):
+    """Refuse setting `name` unless `value` is a finite number no lower than `low` (above it, with `above`) and no
+    higher than `high`; None skips a bound. The message names the command-line option `flag` where the command has one
+    for this setting, else the setting."""
     rule = [f"{'>' if above else '>='} {low:g}"] if low is not None else []
     rule += [f"<= {high:g}"] if high is not None else []
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (low is None or value > low or (value == low and not above)) and (high is None or value <= high)
     if not ok:
-        flag = "--" + name.replace("_", "-")
-        raise ClumpnbError(f"{flag} {value}: must be a finite number {' and '.join(rule)} (setting {name!r})")
+        given = f"{flag} {value}" if flag else f"setting {name!r} = {value!r}"
+        also = f" (setting {name!r})" if flag else ""
+        raise ClumpnbError(f"{given}: must be a finite number {' and '.join(rule)}{also}")
 
 # %% ../../nbs/nets/09b_training.ipynb #e4809eac
 def fit_epoch(model, opt, sched, x, y, epoch: int, cfg: FitConfig = FitConfig(), bar=None) -> float:
@@ -184,6 +186,8 @@ class EpochState:
     batch: int = 0  # batches done
     sums: dict = field(default_factory=dict)  # loss name -> sum over the batches done
     seconds: float = 0.0
+    world: int = 1  # processes sharing out the epoch's galaxies (torchrun): a resume needs as many (`resumed`)
+    workers: int = 0  # image-loading processes: a resume may change them (the same galaxies, other random draws)
 
     def means(self) -> dict:
         "The mean of each loss over the batches done."
@@ -194,12 +198,23 @@ class EpochState:
         return dict(asdict(self), rng=rng_states())
 
     @classmethod
-    def resumed(cls, state: dict | None) -> tuple:
-        "(the `EpochState` a checkpoint `state` written part way through an epoch holds, its `rng_states`), or Nones."
+    def resumed(cls, state: dict | None, world: int = 1, path="checkpoint.pt") -> tuple:
+        """(the `EpochState` a checkpoint `state` written part way through an epoch holds, its `rng_states`), or Nones.
+        Refused, naming checkpoint `path`, where that epoch ran as another number of processes than `world`: each
+        process trains its share of the epoch's galaxies, so under another number the rest of the epoch would train
+        some galaxies twice and others not at all, and the weights saved part way cannot be taken back to the epoch's
+        start to begin it afresh. A checkpoint that does not record it ran as one process."""
         at = (state or {}).get("position")
         if not at:
             return None, None
-        return cls(at["epoch"], at["batch"], dict(at["sums"]), at["seconds"]), at["rng"]
+        had = at.get("world", 1)
+        if had != world:
+            how = "as one process (without torchrun)" if had == 1 else f"under `torchrun --nproc_per_node {had}`"
+            msg = (f"the run stopped part way through epoch {at['epoch'] + 1} as {had} process(es), not {world}: "
+                   f"resume it {how}, or train into another --out")  # fmt: skip
+            raise DataError(path, "position.world", msg)
+        es = cls(at["epoch"], at["batch"], dict(at["sums"]), at["seconds"], had, at.get("workers", 0))
+        return es, at["rng"]
 
 
 class Skipping(torch.utils.data.Sampler):
