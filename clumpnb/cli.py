@@ -1167,6 +1167,11 @@ BAD_INPUTS = [
     BadInput("train --resume on another survey", ("train", "--data", "{w}/s_other", "--out", "{w}/run",
              "--resume", "--epochs", 1, "--labels", "truth"), ("s_other/survey.json: field 'seed': another survey "
              "than the one this run was trained on", "seed: 0 then, 3 now"), (), model_free=False),
+    BadInput("simulate into a survey with a stray file", ("simulate", "--n", 6, "--cutout-size", 64,
+             "--volunteers", 0, "--out", "{w}/s_stray"), "field 'name': not named as survey 0's cutouts are"),
+    BadInput("train --resume on the survey made larger", ("train", "--data", "{w}/s_grown", "--out", "{w}/run",
+             "--resume", "--epochs", 1, "--labels", "truth"), ("s_grown/survey.json: field 'n'", "made larger since",
+             "n: 6 then, 8 now"), (), model_free=False),
     # ---- detect: locks, content keys, resampling, --out (rows added here) ----
     BadInput("detect --out FOLDER.csv", (*DETECT_RUN, "--out", "{w}/folder.csv"),
              "{w}/folder.csv: it is a folder; name a catalogue file", ()),

@@ -64,6 +64,11 @@ def w(tmp_path_factory):
     shutil.copytree(w / "s", w / "s_other")
     record = json.loads((w / "s_other" / "survey.json").read_text())
     (w / "s_other" / "survey.json").write_text(json.dumps({**record, "seed": 3}))
+    # the same survey with a stray file among its cutouts, and the same survey said to be larger
+    shutil.copytree(w / "s", w / "s_stray")
+    shutil.copy(w / "s" / "cutouts" / "sim0000_000001.fits", w / "s_stray" / "cutouts" / "sim0000_000001 (copy).fits")
+    shutil.copytree(w / "s", w / "s_grown")
+    (w / "s_grown" / "survey.json").write_text(json.dumps({**record, "n": 8}))
     from clumpnb.detector.catalog import LockHolder, flock_lock
 
     (w / "folder.csv").mkdir()  # a folder named as a catalogue
