@@ -224,7 +224,11 @@ def flock_file(f: Path):
     """Lock file `f` (made if missing) opened and locked with `flock` by this open file alone; None when another open
     file holds it, in this process or any other, on this host or another that shares the folder."""
     for _ in range(5):  # its holder may remove the file between our open and our lock: then lock the new one
-        fh = os.fdopen(os.open(f, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+        try:
+            fh = os.fdopen(os.open(f, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+        except OSError as e:
+            why = f"cannot open the catalogue's lock file ({e.strerror}): write the catalogue where you may write"
+            raise DataError(f, "file", why) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -332,7 +332,8 @@ def save_state(s: Session, epoch: int, position: EpochState = None):
     scaler = o.scaler.state_dict() if o.scaler else None
     steps = dict(optimizer=o.opt.state_dict(), scheduler=o.sched.state_dict(), scaler=scaler)
     at = None if position is None else position.record()
-    save_checkpoint(Path(s.cfg.out) / "checkpoint.pt", **run_record(s), **steps, epoch=epoch, position=at)
+    out = Path(s.cfg.out) / "checkpoint.pt"
+    save_checkpoint(out, **run_record(s), **steps, epoch=epoch, position=at, world=s.world)
     if position is None:
         rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in s.history]
         with atomic_write(Path(s.cfg.out) / "history.json", "w") as f:

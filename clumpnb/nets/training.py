@@ -25,7 +25,8 @@ from .encoders import InputAdapter, head_name, make_classifier
 # %% auto #0
 __all__ = ['RESUME_FREE', 'CLASSIFIER_KIND', 'random_dihedral', 'FitConfig', 'check_setting', 'fit_epoch', 'make_optimiser',
            'fit_classifier', 'save_checkpoint', 'restore', 'load_checkpoint', 'CheckpointEvery', 'rng_states',
-           'set_rng_states', 'EpochState', 'Skipping', 'save_classifier', 'load_classifier', 'pick_device', 'ddp_setup']
+           'set_rng_states', 'as_processes', 'EpochState', 'Skipping', 'save_classifier', 'load_classifier',
+           'pick_device', 'ddp_setup']
 
 # %% ../../nbs/nets/09b_training.ipynb #219d7cf1
 def random_dihedral(x: torch.Tensor) -> torch.Tensor:
@@ -178,6 +179,11 @@ def set_rng_states(states: dict):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def as_processes(n: int) -> str:
+    "How to run `n` processes again, as a refusal to resume under another number advises."
+    return "as one process (without torchrun)" if n == 1 else f"under `torchrun --nproc_per_node {n}`"
+
+
 @dataclass
 class EpochState:
     "Where an epoch stands: the batches done, their summed losses and the seconds spent, carried across a resume."
@@ -203,13 +209,20 @@ class EpochState:
         Refused, naming checkpoint `path`, where that epoch ran as another number of processes than `world`: each
         process trains its share of the epoch's galaxies, so under another number the rest of the epoch would train
         some galaxies twice and others not at all, and the weights saved part way cannot be taken back to the epoch's
-        start to begin it afresh. A checkpoint that does not record it ran as one process."""
+        start to begin it afresh. A checkpoint that does not record it ran as one process. Between epochs too, a run
+        resumes only as the number of processes it trained as, where its checkpoint records it (`world`): its
+        learning-rate schedule counted its steps for that number."""
+        had_run = (state or {}).get("world")
+        if had_run is not None and had_run != world:
+            how = as_processes(had_run)
+            msg = f"the run trained as {had_run} process(es), not {world}: resume it {how}, or train into another --out"
+            raise DataError(path, "world", msg)
         at = (state or {}).get("position")
         if not at:
             return None, None
         had = at.get("world", 1)
         if had != world:
-            how = "as one process (without torchrun)" if had == 1 else f"under `torchrun --nproc_per_node {had}`"
+            how = as_processes(had)
             msg = (f"the run stopped part way through epoch {at['epoch'] + 1} as {had} process(es), not {world}: "
                    f"resume it {how}, or train into another --out")  # fmt: skip
             raise DataError(path, "position.world", msg)
