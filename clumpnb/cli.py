@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .core import DEVICES, ClumpnbError, atomic_write, jsonable
+from .core import DEVICES, ClumpnbError, atomic_write, bounds_text, in_bounds, jsonable
 from .data.shifts import ROBUSTNESS_SHIFTS, SHIFTS
 from .demo import run_demo
 from .protocol import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT
@@ -73,11 +73,12 @@ def at_least(lo: int, hi: int = None):
 def in_range(lo: float, hi: float = math.inf, above: bool = False):
     """An argparse `type`: a finite number in [`lo`, `hi`], or with `above` in (`lo`, `hi`]. Every option that takes a
     real number parses with it, so that NaN, infinity and a value out of range are refused before any work starts."""
-    span = f"in {'(' if above else '['}{lo:g}, {hi:g}]" if math.isfinite(hi) else f"{'>' if above else '>='} {lo:g}"
+    hi = hi if math.isfinite(hi) else None
+    span = bounds_text(lo, hi, above)
 
     def number(text: str) -> float:
         x = float(text)
-        if not (math.isfinite(x) and (x > lo if above else x >= lo) and x <= hi):
+        if not in_bounds(x, lo, hi, above):
             raise argparse.ArgumentTypeError(f"must be {span} (got {text})")
         return x
 

@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import random
 import tempfile
@@ -17,8 +19,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['DEVICES', 'CONFIRM_SEEDS', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'check_survey_seed',
-           'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable', 'load_results', 'records',
-           'match_centres', 'MatchCounts', 'match_counts']
+           'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable', 'json_digest', 'in_bounds',
+           'bounds_text', 'load_results', 'records', 'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -126,6 +128,28 @@ def jsonable(o):
     if isinstance(o, float) and not np.isfinite(o):
         return None
     return o
+
+# %% ../nbs/00_core.ipynb #b07942ff
+def json_digest(o, n: int = 16) -> str:
+    "The first `n` hex digits of the SHA-256 of `o` as JSON with sorted keys: equal for equal records."
+    return hashlib.sha256(json.dumps(o, sort_keys=True).encode()).hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #e41698b1
+def in_bounds(x, low: float = None, high: float = None, above: bool = False) -> bool:
+    """Whether `x` is a finite real number (not a bool) no lower than `low` (above it, with `above`) and no higher than
+    `high`; None skips a bound."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return False
+    return (low is None or x > low or (x == low and not above)) and (high is None or x <= high)
+
+
+def bounds_text(low: float = None, high: float = None, above: bool = False) -> str:
+    "The bounds of `in_bounds` in words: 'in [0, 1]', 'in (0, 1]', '> 0', '>= 16', '<= 1'."
+    if low is not None and high is not None:
+        return f"in {'(' if above else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f"{'>' if above else '>='} {low:g}"
+    return f"<= {high:g}" if high is not None else "any finite number"
 
 # %% ../nbs/00_core.ipynb #929b85a5
 def load_results(path, required=("command", "seed", "clumpnb_version")) -> dict:

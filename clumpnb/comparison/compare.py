@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..core import ClumpnbError, DataError, atomic_write, jsonable
+from ..core import ClumpnbError, DataError, atomic_write, json_digest, jsonable
 from ..data.galaxy import SimConfig
 from ..data.folder import write_survey
 from ..data.dataset import ClumpDataset
@@ -80,7 +79,7 @@ class Preset:
         d = {k: v for k, v in self.to_dict().items() if k not in ("workers",)}
         # a variant's encoder fields count only when set, so grids defined before they existed keep their digest
         d["variants"] = [{k: x for k, x in v.items() if x or k not in ("encoder", "pretrain")} for v in d["variants"]]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return json_digest(d, 12)
 
 # %% ../../nbs/comparison/21_compare.ipynb #3fb82ec5
 _DET = dict(fpn_channels=128, levels=3)

@@ -5,7 +5,6 @@
 # %% ../../nbs/data/04b_folder.ipynb #1d941709
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -16,7 +15,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from ..core import ClumpnbError, DataError, atomic_write, check_survey_seed, jsonable
+from ..core import ClumpnbError, DataError, atomic_write, check_survey_seed, json_digest, jsonable
 from .galaxy import Shift, SimConfig
 from .io import coco_dict, write_coco, write_cutout, write_rgb
 from .simulate import simulate
@@ -59,7 +58,7 @@ def survey_digest(folder) -> str | None:
     made = survey_record(folder)
     if made is None:
         return None
-    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(made)
 
 
 SURVEY_COUNTS = ("n", "n_clumps", "n_consensus")  # what `survey.json` counts: a survey made larger changes only these

@@ -39,8 +39,8 @@ from .evaluate import PostConfig, best_threshold, evaluate_detections, load_refe
 # %% auto #0
 __all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'validate', 'params_digest', 'run_paths',
            'training_side', 'Run', 'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'resume_state',
-           'Session', 'run_record', 'save_state', 'finish_run', 'validation_row', 'end_epoch', 'run_epoch',
-           'start_session', 'train']
+           'Training', 'run_record', 'save_state', 'finish_run', 'validation_row', 'end_epoch', 'run_epoch',
+           'start_training', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -305,7 +305,7 @@ def resume_state(cfg: TrainConfig, resume: bool) -> dict | None:
 
 # %% ../../nbs/detector/13_train.ipynb #b43224d0
 @dataclass
-class Session:
+class Training:
     "A training run under way: what every epoch needs, set up once by `train`."
 
     cfg: TrainConfig
@@ -319,13 +319,13 @@ class Session:
     world: int = 1
 
 
-def run_record(s: Session) -> dict:
+def run_record(s: Training) -> dict:
     "What each file of a run holds: the weights, configuration and history, the survey, the side trained at."
     return dict(model=s.model.state_dict(), config=s.cfg.to_dict(), history=s.history, survey=s.survey,
                 train_side=s.model.transform.min_size[0])  # fmt: skip
 
 
-def save_state(s: Session, epoch: int, position: EpochState = None):
+def save_state(s: Training, epoch: int, position: EpochState = None):
     """Checkpoint after epoch `epoch` (-1: none yet), and part way into the next one where `position` says how far
     (with the random generators' states), atomically; after a finished epoch, `history.json` too."""
     o = s.optim
@@ -340,7 +340,7 @@ def save_state(s: Session, epoch: int, position: EpochState = None):
             json.dump(jsonable(rows), f, indent=1)
 
 
-def finish_run(s: Session):
+def finish_run(s: Training):
     "Write `model.pt` (rank 0), and under data parallelism each rank's weight digest."
     out = Path(s.cfg.out)
     if s.rank == 0:
@@ -361,7 +361,7 @@ def validation_row(model, val, refs, cfg: TrainConfig, epoch: int, device) -> di
     return row
 
 
-def end_epoch(s: Session, es: EpochState, n: int, val, refs, progress: bool = True):
+def end_epoch(s: Training, es: EpochState, n: int, val, refs, progress: bool = True):
     """Epoch `es` over `n` galaxies done: its history row with the validation metrics, the checkpoint (rank 0), and a
     line of its numbers when `progress`."""
     losses = es.means()
@@ -381,7 +381,7 @@ def end_epoch(s: Session, es: EpochState, n: int, val, refs, progress: bool = Tr
         torch.distributed.barrier()
 
 # %% ../../nbs/detector/13_train.ipynb #6e538fa8
-def run_epoch(s: Session, ds, epoch: int, every: CheckpointEvery, resumed: tuple = (None, None), on_batch=None,
+def run_epoch(s: Training, ds, epoch: int, every: CheckpointEvery, resumed: tuple = (None, None), on_batch=None,
               progress: bool = True) -> EpochState:  # fmt: skip
     """Epoch `epoch`, or its rest from `resumed` (`EpochState.resumed`), checkpointed part way whenever `every` says;
     `on_batch(state)` after each batch. Returns the epoch's finished `EpochState`."""
@@ -409,7 +409,7 @@ def run_epoch(s: Session, ds, epoch: int, every: CheckpointEvery, resumed: tuple
     return es
 
 # %% ../../nbs/detector/13_train.ipynb #e15cc243
-def start_session(cfg: TrainConfig, ds, state: dict | None, rank: int, world: int) -> Session:
+def start_training(cfg: TrainConfig, ds, state: dict | None, rank: int, world: int) -> Training:
     "The detector, optimiser and schedule of run `cfg` on training set `ds`, as checkpoint `state` left them if any."
     device = pick_device(cfg.device, rank)
     model = build_detector(cfg.detector).to(device)
@@ -421,7 +421,7 @@ def start_session(cfg: TrainConfig, ds, state: dict | None, rank: int, world: in
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     history = state["history"] if state else []
     survey = asdict(SurveyIdentity.of(cfg.data))
-    return Session(cfg, model, net, Optimisation(opt, sched, scaler), device, survey, history, rank, world)
+    return Training(cfg, model, net, Optimisation(opt, sched, scaler), device, survey, history, rank, world)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_set=None,
@@ -438,7 +438,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, train_s
     start, at = (state["epoch"] + 1 if state else 0), EpochState.resumed(state, world, Path(cfg.out) / "checkpoint.pt")
     seed_everything(cfg.seed)
     ds, val, refs = training_sets(cfg, train_set)
-    s = start_session(cfg, ds, state, rank, world)
+    s = start_training(cfg, ds, state, rank, world)
     for epoch in range(start, cfg.epochs):
         es = run_epoch(s, ds, epoch, every, at, on_batch, progress)
         end_epoch(s, es, len(ds), val, refs, progress)

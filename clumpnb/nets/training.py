@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core import DEVICES, ClumpnbError, DataError, atomic_write, seed_everything
+from ..core import DEVICES, ClumpnbError, DataError, atomic_write, bounds_text, in_bounds, seed_everything
 from ..data.dataset import dihedral
 from .encoders import InputAdapter, head_name, make_classifier
 
@@ -55,14 +55,10 @@ def check_setting(name: str, value, low: float = None, high: float = None, above
     """Refuse setting `name` unless `value` is a finite number no lower than `low` (above it, with `above`) and no
     higher than `high`; None skips a bound. The message names the command-line option `flag` where the command has one
     for this setting, else the setting."""
-    rule = [f"{'>' if above else '>='} {low:g}"] if low is not None else []
-    rule += [f"<= {high:g}"] if high is not None else []
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (low is None or value > low or (value == low and not above)) and (high is None or value <= high)
-    if not ok:
+    if not in_bounds(value, low, high, above):
         given = f"{flag} {value}" if flag else f"setting {name!r} = {value!r}"
         also = f" (setting {name!r})" if flag else ""
-        raise ClumpnbError(f"{given}: must be a finite number {' and '.join(rule)}{also}")
+        raise ClumpnbError(f"{given}: must be a finite number {bounds_text(low, high, above)}{also}")
 
 # %% ../../nbs/nets/09b_training.ipynb #e4809eac
 def fit_epoch(model, opt, sched, x, y, epoch: int, cfg: FitConfig = FitConfig(), bar=None) -> float:
