@@ -14,22 +14,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable, match_centres
+from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable
+from .demo_figures import detections_grid, detector_curves, heldout_predictions, plot_recovery
 from clumpnb.protocol import (
+    CENSUS_CUT_G,
     DEMO_COSTS,
     DEMO_SHIFT,
     DEMO_SIZES,
     HEADLINE,
     HELDOUT,
+    HELDOUT_IMAGING,
     HELDOUT_SHIFT,
     DemoSize,
     check_demo_folder,
+    demo_census,
+    demo_surveys,
+    demo_world,
     volunteer_quality,
+    volunteer_recovery,
 )
 
 # %% auto #0
-__all__ = ['SHOWN', 'demo_command', 'DemoProgress', 'DemoData', 'demo_data', 'DemoDetector', 'demo_detector',
-           'heldout_predictions', 'detections_grid', 'detector_curves', 'write_demo_report', 'run_demo']
+__all__ = ['SHOWN', 'demo_command', 'DemoProgress', 'DemoData', 'demo_data', 'DemoDetector', 'demo_detector', 'write_demo_report',
+           'report_figures', 'run_demo']
 
 # %% ../nbs/93_demo.ipynb #f6d307a3
 def demo_command(seed: int = 0, quick: bool = False, epochs: int = None, shift: str = DEMO_SHIFT) -> str:
@@ -115,24 +122,28 @@ def demo_data(out, size: DemoSize, seed: int = 0, workers: int = None, progress:
     """Training survey `seed` imaged under `shift` in `out/survey`, held-out survey `seed + 1` in `out/heldout` and
     under `HELDOUT_SHIFT` in `out/heldout_variant`, and the held-out volunteers; each survey counted on `line`."""
     from clumpnb.data.folder import write_survey
-    from clumpnb.data.shifts import shift_config
     from clumpnb.data.simulate import simulate
 
     out = Path(out)
     kw = dict(workers=workers or os.cpu_count(), progress=progress)
     line = line or DemoProgress(size, 0, 0, None)
-    surveys = dict(survey=(size.n_train, seed, shift_config(shift)), heldout=(size.n_heldout, seed + 1, None),
-                   heldout_variant=(size.n_heldout, seed + 1, shift_config(HELDOUT_SHIFT)))  # fmt: skip
+    cfgs = demo_surveys(shift)  # one world (`demo_world`), each survey's imaging
+    surveys = dict(survey=(size.n_train, seed, cfgs["survey"]), heldout=(size.n_heldout, seed + 1, cfgs["heldout"]),
+                   heldout_variant=(size.n_heldout, seed + 1, cfgs["heldout_variant"]))  # fmt: skip
     made = {}
     for name, (n, s, sim) in surveys.items():
         found = (out / name / "survey.json").exists()  # finished by an earlier run
         made[name] = write_survey(out / name, n, s, sim, **kw)
         line.advance(n * DEMO_COSTS.galaxy, found, f"simulating {name}")
     held_summary, var_summary = made["heldout"], made["heldout_variant"]
-    held = list(simulate(size.n_heldout, seed + 1))  # the same galaxies in memory (deterministic generator)
+    held = list(simulate(size.n_heldout, seed + 1, cfgs["heldout"]))  # the same galaxies in memory (deterministic)
     consensus, qv = volunteer_quality(held, seed + 1)
+    recovery = volunteer_recovery(held, seed + 1)  # against u-band flux ratio, as Adams et al. (2022) measured it
+    census = demo_census(cfgs["heldout"], seed + 1)
     metrics = dict(
+        world=demo_world(shift),
         training_shift=shift,
+        heldout_shift=HELDOUT_IMAGING[shift],
         heldout_variant_shift=HELDOUT_SHIFT,
         n_train_survey=size.n_train,
         n_heldout=size.n_heldout,
@@ -140,6 +151,8 @@ def demo_data(out, size: DemoSize, seed: int = 0, workers: int = None, progress:
         n_true_clumps_heldout=held_summary["n_clumps"],
         n_true_clumps_heldout_variant=var_summary["n_clumps"],
         consensus_10_volunteers=consensus,
+        consensus_recovery_u=recovery,
+        census_shares_u=census,
         quality_vs_volunteers=[dict(zip(qv.colnames, r)) for r in qv],
     )
     return DemoData(metrics, held, qv)
@@ -161,7 +174,8 @@ def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progres
     from clumpnb.data.dataset import ClumpDataset
     from clumpnb.detector.detect import DetectConfig, detect
     from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
-    from clumpnb.detector.train import Run, TrainConfig, train
+    from clumpnb.detector.selection import selection_rows, write_selection
+    from clumpnb.detector.train import THRESHOLD_RULE, Run, TrainConfig, train
 
     out, line = Path(out), line or DemoProgress(DemoSize(0, 0, epochs), epochs, 0, None)
     folder = out / "run"
@@ -175,7 +189,8 @@ def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progres
     t_train = time.perf_counter() - t
     evaluated = lambda: line.advance(line.size.n_heldout * DEMO_COSTS.image, stage="evaluating")  # noqa: E731
     run = Run.open(folder)  # read once, for both evaluations and the catalogue
-    ev = evaluate_run(run, out / "heldout", EvalConfig(ratio_bands=("u",)))  # also binned by u, as Adams et al. (2022)
+    ev = evaluate_run(run, out / "heldout", EvalConfig(ratio_bands=("u",), selection=True, flux_cut=CENSUS_CUT_G))
+    write_selection(ev["selection"], out / "selection.ecsv")
     evaluated()
     var = evaluate_run(run, out / "heldout_variant", EvalConfig(ratio_bands=("u",)))  # the threshold chosen in training
     evaluated()
@@ -192,8 +207,13 @@ def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progres
         heldout_vs_truth={k: ev["truth"][k] for k in HEADLINE},
         heldout_vs_truth_u={k: ev["truth_u"][k] for k in HEADLINE if k in ev["truth_u"]},  # COCO AP has no bins
         heldout_vs_consensus={k: ev["consensus"][k] for k in HEADLINE if k in ev["consensus"]},
+        heldout_cut_vs_truth_u={k: ev["truth_cut"][k] for k in ("flux_cut_g", *HEADLINE) if k in ev["truth_cut"]},
+        threshold_rule=THRESHOLD_RULE.text,
+        heldout_oracle_vs_truth_u={k: ev["oracle"][k] for k in ("threshold", *HEADLINE) if k in ev["oracle"]}
+        if "oracle" in ev else None,  # chosen against the truth: an oracle, for comparison only
         heldout_variant_vs_truth={k: var["truth"][k] for k in HEADLINE},
         heldout_variant_vs_truth_u={k: var["truth_u"][k] for k in HEADLINE if k in var["truth_u"]},
+        selection=selection_rows(ev.pop("selection")),  # completeness by S/N, u ratio, seeing, inclination
         post_removed=ev["post_removed"],
         train_seconds=t_train,
         train_images_per_s=float(np.median([h["images_per_s"] for h in hist])),
@@ -201,100 +221,12 @@ def demo_detector(out, epochs: int, seed: int = 0, device: str = "auto", progres
     )
     return DemoDetector(metrics, ev, hist)
 
-# %% ../nbs/93_demo.ipynb #0ca8c907
-def _found_by_flux(preds, refs, threshold, radius, edges=(0.02, 0.03, 0.05, 0.08, 0.12, 0.25)):
-    "Fraction of true clumps found in bins of flux ratio `edges`: (bin centres, fraction found, clumps per bin)."
-    fr, hit = [], []
-    for p, r in zip(preds, refs):
-        k = p["score"] >= threshold
-        pred_xy = np.stack([p["x"][k], p["y"][k]], 1)  # (N, 2)
-        _, ti = match_centres(pred_xy, np.stack([r["x"], r["y"]], 1), radius, p["score"][k])
-        h = np.zeros(len(r["x"]), bool)
-        h[ti] = True
-        fr += list(r["frac"])
-        hit += list(h)
-    fr, hit = np.array(fr), np.array(hit)
-    idx = np.digitize(fr, edges) - 1
-    counts = [(idx == i).sum() for i in range(len(edges) - 1)]
-    found = np.array([hit[idx == i].mean() if n else np.nan for i, n in enumerate(counts)])
-    return np.sqrt(np.array(edges[:-1]) * np.array(edges[1:])), found, counts
-
-# %% ../nbs/93_demo.ipynb #36f09c27
-def heldout_predictions(out) -> list:
-    "Post-processed detections of the run in `out/run` on every galaxy of `out/heldout`, in the folder's order."
-    from clumpnb.data.dataset import ClumpDataset
-    from clumpnb.detector.evaluate import postprocess, predict
-    from clumpnb.detector.train import Run, load_detector
-
-    model = load_detector(Run.open(Path(out) / "run"))
-    ds = ClumpDataset(Path(out) / "heldout", None, "truth")
-    images = [ds[i][0] for i in range(len(ds))]
-    return [postprocess(p, im)[0] for p, im in zip(predict(model, images), images)]
-
-
-def detections_grid(galaxies: list, preds: list, threshold: float, seed: int):
-    "The first twelve held-out `galaxies` with their truth and the detections in `preds` above `threshold`."
-    from clumpnb.data.viz import galaxy_grid
-
-    show = range(min(12, len(galaxies)))
-    labels = {}
-    for i in show:
-        keep = preds[i]["score"] >= threshold
-        labels[galaxies[i].name] = [dict(x=x, y=y) for x, y in zip(preds[i]["x"][keep], preds[i]["y"][keep])]
-    title = f"Held-out simulated survey seed {seed + 1}: truth (circles) and detections (squares)"
-    return galaxy_grid([galaxies[i] for i in show], labels=labels, suptitle=title)
-
-# %% ../nbs/93_demo.ipynb #03d20730
-def _plot_by_flux(ax, out, preds: list, threshold: float):
-    from clumpnb.data.dataset import ClumpDataset
-    from clumpnb.data.survey import SDSS
-    from clumpnb.detector.evaluate import load_reference
-
-    ref = load_reference(Path(out) / "heldout", "truth")
-    refs = [ref[im["file_name"]] for im in ClumpDataset(Path(out) / "heldout", None, "truth").images]
-    centres, found, _ = _found_by_flux(preds, refs, threshold, float(SDSS.psf_fwhm_px[1]))
-    ax.semilogx(centres, found, "o-")
-    ax.axvline(0.08, color="gray", ls=":")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("clump / galaxy g-band flux ratio")
-    ax.set_ylabel("fraction found")
-    ax.set_title("completeness by flux ratio", fontsize=10)
-    ax.grid(alpha=0.3)
-
-
-def _plot_training(ax, hist: list):
-    ep = [h["epoch"] for h in hist]
-    ax.plot(ep, [sum(v for k, v in h.items() if k.startswith("loss")) for h in hist], "k-", label="training loss")
-    ax2 = ax.twinx()
-    ax2.plot(ep, [h.get("val_completeness_ge8") for h in hist], "b.-", label="val completeness ≥8%")
-    ax2.plot(ep, [h.get("val_purity") for h in hist], "r.-", label="val purity")
-    ax2.set_ylim(0, 1.02)
-    ax.set_xlabel("epoch")
-    ax.set_title("training", fontsize=10)
-    ax.legend(loc="upper left", fontsize=7)
-    ax2.legend(loc="lower right", fontsize=7)
-
-
-def detector_curves(out, det: DemoDetector, preds: list, seed: int):
-    "Purity against completeness, completeness by flux ratio, and training curves of the demo's detector."
-    import matplotlib.pyplot as plt
-    from clumpnb.detector.evaluate import plot_curve
-
-    fig, axs = plt.subplots(1, 3, figsize=(12, 3.6))
-    plot_curve(det.evaluation["truth"], axs[0], "vs truth")
-    axs[0].set_title("purity vs completeness (held-out)", fontsize=10)
-    _plot_by_flux(axs[1], out, preds, det.evaluation["threshold"])
-    _plot_training(axs[2], det.history)
-    fig.suptitle(f"Simulated surveys seeds {seed} (train) / {seed + 1} (held out), not real data", fontsize=9)
-    fig.tight_layout()
-    return fig
-
 # %% ../nbs/93_demo.ipynb #21978f0d
 def _detections_text(d: dict) -> str:
     return (
         f"A {d['backbone']} Faster R-CNN trained {d['epochs']} epochs on the consensus of 10 simulated volunteers "
-        f"({d['n_train_galaxies']} training galaxies), threshold {d['threshold']:.2f} chosen on validation "
-        "galaxies. "
+        f"({d['n_train_galaxies']} training galaxies), threshold {d['threshold']:.2f}: "
+        f"{d.get('threshold_rule', 'chosen on validation galaxies')}. "
         "Circles: true clumps (cyan normal, orange odd); green squares: detections after post-processing; "
         "red ×: stars; yellow +: background galaxies."
     )
@@ -302,13 +234,22 @@ def _detections_text(d: dict) -> str:
 
 def _quality_text(tr: dict, ev: dict, tu: dict) -> str:
     c8, p, u8 = tr["completeness_ge8_ci95"], tr["purity_ci95"], tu["completeness_ge8_ci95"]
+    oracle, cut = ev.get("oracle"), ev.get("truth_cut")
+    if cut is not None:
+        told_cut = (f" Kept as a census keeps them (measured g-band flux ratio ≥ {cut['flux_cut_g']:.0%}): purity "
+                    f"{cut['purity']:.3f}, u-band ≥ 8% completeness {cut['completeness_ge8']:.3f}.")  # fmt: skip
+    told = "" if oracle is None else (
+        f" Oracle (threshold {oracle['threshold']:.2f}, chosen against the simulator's truth, which no real survey "
+        f"has): u-band ≥ 8% completeness {oracle['completeness_ge8']:.3f}, purity {oracle['purity']:.3f}.")
     return (
         f"g-band flux ratio ≥ 8%: completeness {tr['completeness_ge8']:.3f} (95% CI {c8[0]:.3f}–{c8[1]:.3f}), "
         f"purity {tr['purity']:.3f} ({p[0]:.3f}–{p[1]:.3f}); 3–8%: completeness {tr['completeness_3to8']:.3f}. "
         f"u-band flux ratio (the paper's bins) ≥ 8%: completeness {tu['completeness_ge8']:.3f} "
         f"({u8[0]:.3f}–{u8[1]:.3f}); 3–8%: {tu['completeness_3to8']:.3f}. "
         f"COCO AP50 {tr['coco']['AP50']:.3f}. Post-processing removed {ev['post_removed']}. "
-        "Matching: centres within one r-band PSF FWHM, one-to-one, best score first."
+        "Matching: centres within one r-band PSF FWHM, one-to-one, best score first. All of this is for one "
+        "training: its intervals are over held-out galaxies, not over training seeds (`--train-seeds`)." + told
+        + (told_cut if cut is not None else "")
     )
 
 
@@ -318,11 +259,12 @@ def _variant_text(d: dict, data: dict) -> str:
         f"{n} imaging: u-band flux ratio ≥ 8% completeness {ci(u, 'completeness_ge8')}, "
         f"3–8% {u['completeness_3to8']:.3f}; g-band ≥ 8% {g['completeness_ge8']:.3f}; purity {ci(g, 'purity')}"
     )
-    both = [(name, d[f"{key}_u"], d[key]) for name, key in HELDOUT]
+    both = [(data[f"{name}_shift"], d[f"{key}_u"], d[key]) for name, key in HELDOUT]
     return (
         f"The same held-out galaxies imaged two ways, at the threshold chosen in training ({d['threshold']:.2f}), no "
         f"re-tuning. The detector was trained on the {data['training_shift']} imaging; every setting of the "
-        f"{data['heldout_variant_shift']} imaging lies outside the {DEMO_SHIFT} range (chapter Imaging shifts). "
+        f"{data['heldout_variant_shift']} imaging lies outside the {data['training_shift']} range (chapter Imaging "
+        "shifts). "
         + "; ".join(line(*b) for b in both) + "."
     )
 
@@ -336,7 +278,8 @@ def write_demo_report(out, metrics: dict, ev: dict, quality, figs: dict):
 
     seed = metrics["seed"]
     d = metrics["detector"]
-    shifted = [dict(imaging=n, **{m: v for m, v in d[f"{k}_u"].items() if m in SHOWN}) for n, k in HELDOUT]
+    shown = lambda q: {m: v for m, v in q.items() if m in SHOWN}  # noqa: E731
+    shifted = [dict(imaging=metrics["data"].get(f"{n}_shift", n), **shown(d[f"{k}_u"])) for n, k in HELDOUT]
     scores = [
         dict(reference=k, **{m: v for m, v in ev[k].items() if m in SHOWN}) for k in ("truth", "consensus") if k in ev
     ]
@@ -355,11 +298,17 @@ def write_demo_report(out, metrics: dict, ev: dict, quality, figs: dict):
         ),
         dict(
             heading="Volunteer consensus against the truth",
-            text="Skill-weighted consensus (Dickinson et al. 2022 style) against majority vote on the held-out survey.",
-            figures=[figs["vol"]],
+            text="Skill-weighted consensus (Dickinson et al. 2022 style) against majority vote on the held-out survey, "
+            "and the consensus's recovery of true clumps against their u-band flux ratio.",
+            figures=[figs["vol"]] + ([figs["rec"]] if "rec" in figs else []),
             tables=[quality],
         ),
     ]
+    if "sel" in figs:
+        text = ("Completeness by clump PSF signal-to-noise, u-band flux ratio, seeing in kpc and host inclination, and "
+                "purity by the host's seeing and inclination, at the run's threshold (95% Wilson intervals).")
+        sections.insert(2, dict(heading="Selection function (held-out survey, against the truth)", text=text,
+                                figures=[figs["sel"]]))  # fmt: skip
     note = (
         f"All numbers are from simulated surveys (seed {seed} for training, imaged under the "
         f"{metrics['data']['training_shift']} shift; seed {seed + 1} held out), not real data. "
@@ -368,6 +317,24 @@ def write_demo_report(out, metrics: dict, ev: dict, quality, figs: dict):
     write_report(Path(out) / "report.html", "clumpnb demo", sections, note=note)
 
 # %% ../nbs/93_demo.ipynb #33a43bf1
+def report_figures(out, data: DemoData, det: DemoDetector, seed: int) -> dict:
+    """The report's figures of a demo in folder `out` from its data and detector steps: the detections grid (`grid`),
+    the volunteers' quality (`vol`) and recovery (`rec`), the detector's curves (`det`) and selection (`sel`)."""
+    from astropy.table import Table
+    from clumpnb.data.volunteers import plot_quality
+    from clumpnb.detector.selection import plot_selection
+
+    preds = heldout_predictions(out)  # once, for the grid and the flux plot
+    title = f"Held-out simulated survey seed {seed + 1}, {len(data.heldout)} galaxies (not real data)"
+    return dict(
+        grid=detections_grid(data.heldout, preds, det.metrics["threshold"], seed),
+        vol=plot_quality(data.quality, title),
+        det=detector_curves(out, det, preds, seed),
+        sel=plot_selection(Table.read(out / "selection.ecsv", format="ascii.ecsv")),
+        rec=plot_recovery(data.metrics["consensus_recovery_u"], title),
+    )
+
+
 def run_demo(
     out,
     seed: int = 0,
@@ -386,7 +353,6 @@ def run_demo(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from clumpnb.data.volunteers import plot_quality
 
     check_survey_seed(seed)
     size = DEMO_SIZES["quick" if quick else "full"]
@@ -412,14 +378,8 @@ def run_demo(
         detector=det.metrics,
         seconds=dict(data=t_data, total=time.perf_counter() - t0),
     )
-    preds = heldout_predictions(out)  # once, for the grid and the flux plot
+    figs = report_figures(out, data, det, seed)
     line.advance(size.n_heldout * DEMO_COSTS.image, stage="figures and report")
-    vol_title = f"Held-out simulated survey seed {seed + 1}, {size.n_heldout} galaxies (not real data)"
-    figs = dict(
-        grid=detections_grid(data.heldout, preds, det.metrics["threshold"], seed),
-        vol=plot_quality(data.quality, vol_title),
-        det=detector_curves(out, det, preds, seed),
-    )
     write_demo_report(out, metrics, det.evaluation, data.quality, figs)
     plt.close("all")
     with atomic_write(out / "metrics.json", "w") as fh:

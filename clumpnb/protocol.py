@@ -12,8 +12,9 @@ from pathlib import Path
 from .core import ClumpnbError, DataError
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'DEMO_COSTS', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HELDOUT', 'HEADLINE', 'DemoSize',
-           'DemoCosts', 'volunteer_quality', 'check_run_epochs', 'check_demo_folder']
+__all__ = ['DEMO_SIZES', 'DEMO_COSTS', 'DEMO_SHIFT', 'HELDOUT_SHIFT', 'DEMO_SHIFTS', 'HELDOUT_IMAGING', 'HELDOUT', 'CENSUS_CUT_G',
+           'HEADLINE', 'CENSUS_SIZE', 'RECOVERY_EDGES', 'DemoSize', 'DemoCosts', 'demo_world', 'demo_surveys',
+           'volunteer_quality', 'demo_census', 'volunteer_recovery', 'check_run_epochs', 'check_demo_folder']
 
 # %% ../nbs/92a_protocol.ipynb #606e2134
 @dataclass
@@ -34,22 +35,41 @@ DEMO_SIZES = dict(
 class DemoCosts:
     "Seconds one item of each of the demo's stages took in the committed full demo: the progress weights."
 
-    galaxy: float = 0.025  # a galaxy simulated and written: 40 s for 1,600
-    batch: float = 0.47  # a training batch of 8, the epoch's validation shared out: 641 s for 1,376
-    image: float = 0.033  # a held-out galaxy through the trained detector: 30 s for 3 passes over 300
+    galaxy: float = 0.061  # a galaxy simulated and written, volunteers and census shared out: 97 s for 1,600
+    batch: float = 0.356  # a training batch of 8, the epoch's validation shared out: 489 s for 1,376
+    image: float = 0.025  # a held-out galaxy through the trained detector: 23 s for 3 passes over 300
 
 
 DEMO_COSTS = DemoCosts()
 
 # %% ../nbs/92a_protocol.ipynb #b6010240
-DEMO_SHIFT = "randomised"  # the imaging the demo trains on, by default
+DEMO_SHIFT = "clumpscout"  # the imaging (and world) the demo trains on, by default
 HELDOUT_SHIFT = "variant"  # the imaging of its second held-out survey: every setting outside the training range
-DEMO_SHIFTS = ("default", DEMO_SHIFT)  # what `--shift` may name: the variant must stay outside the training range
+DEMO_SHIFTS = ("default", "randomised", DEMO_SHIFT)  # what `--shift` may name: never the variant
+HELDOUT_IMAGING = dict(clumpscout="clumpscout", randomised="default", default="default")  # first held-out survey's
 
-HELDOUT = (("default", "heldout_vs_truth"), (HELDOUT_SHIFT, "heldout_variant_vs_truth"))  # imaging, metrics key
+HELDOUT = (("heldout", "heldout_vs_truth"), ("heldout_variant", "heldout_variant_vs_truth"))  # survey, metrics key
+CENSUS_CUT_G = 0.02  # measured g-band flux ratio a census keeps: about 3% of the u light for a clump's colours
+
+
+def demo_world(shift: str) -> str:
+    "The world (`WORLDS` of the shifts chapter) a demo trained on imaging `shift` draws its galaxies from."
+    return "clumpscout" if shift == "clumpscout" else "basic"
+
+
+def demo_surveys(shift: str) -> dict:
+    """The `SimConfig` of each of a demo's surveys, trained on imaging `shift`: `survey` (training), `heldout` and
+    `heldout_variant`, all from the world `demo_world(shift)`."""
+    from clumpnb.data.shifts import world_config
+
+    world = demo_world(shift)
+    imaging = dict(survey=shift, heldout=HELDOUT_IMAGING[shift], heldout_variant=HELDOUT_SHIFT)
+    return {name: world_config(world, s) for name, s in imaging.items()}
 
 # %% ../nbs/92a_protocol.ipynb #82bb5d13
 HEADLINE = (
+    "completeness",
+    "n_true",
     "completeness_ge8",
     "completeness_ge8_ci95",
     "completeness_3to8",
@@ -76,6 +96,39 @@ def volunteer_quality(held: list, seed: int) -> tuple:
     cons, _ = aggregate(clicks, len(volunteers))
     scored = Table(dict(image=cons["image"], x=cons["x"], y=cons["y"], s=1 - cons["p_fp"]))
     return consensus_quality(held, scored, "s"), quality_vs_volunteers(held, counts=(3, 5, 10), seed=seed)
+
+
+CENSUS_SIZE = 2000  # galaxies in the census a demo in the clumpscout world counts
+
+
+def demo_census(cfg, seed: int, n: int = CENSUS_SIZE) -> dict | None:
+    """The share of a census of the world of `cfg` (galaxies of survey `seed`, clumpy as often as Clump Scout's local
+    galaxies are: `CLUMPSCOUT_CENSUS`) hosting a clump above 8% and above 3% of the u-band light, beside the shares
+    Adams et al. (2022) published (`CLUMPSCOUT_FRACTIONS`); None outside the clumpscout world (no census to match)."""
+    from dataclasses import replace
+    from clumpnb.data.shifts import CLUMPSCOUT_CENSUS, CLUMPSCOUT_FRACTIONS
+    from clumpnb.data.simulate import census_shares
+
+    if cfg.clump_frac_slope is None:
+        return None
+    cuts = tuple(c for c, _ in CLUMPSCOUT_FRACTIONS)
+    shares = census_shares(n, seed, replace(cfg, clumpy_fraction=CLUMPSCOUT_CENSUS), cuts)
+    return dict(cuts_u=list(cuts), simulated=[float(s) for s in shares], published=[p for _, p in CLUMPSCOUT_FRACTIONS],
+                n=n, seed=seed, clumpy_fraction=CLUMPSCOUT_CENSUS)  # fmt: skip
+
+
+RECOVERY_EDGES = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 1.0)  # u-band flux ratio bins of the recovery curve
+
+
+def volunteer_recovery(held: list, seed: int) -> list:
+    """The share of the true clumps of galaxies `held` that the consensus of 10 simulated volunteers (drawn with
+    `seed`, as `volunteer_quality` draws them) found, per u-band flux-ratio bin of `RECOVERY_EDGES`: a list of dicts
+    (lo, hi, value, n_true, n_found, recovery and its 68% interval lower, upper) for a results file."""
+    from clumpnb.data.volunteers import aggregate, crowd_survey, recovery_curve
+
+    clicks, volunteers = crowd_survey(held, per_image=10, seed=seed)
+    t = recovery_curve(held, aggregate(clicks, len(volunteers))[0], RECOVERY_EDGES, band="u")
+    return [{k: float(row[k]) for k in t.colnames} for row in t]
 
 # %% ../nbs/92a_protocol.ipynb #9d7b7bc6
 def check_run_epochs(run, epochs: int | None):

@@ -20,3 +20,12 @@ def test_found_notebooks():
 def test_notebook(nb):
     ok, seconds = run_notebook(nb, skip_flags=SKIP, basepath=ROOT)
     assert ok, f"{nb.name} failed (traceback above)"
+
+
+def test_notebooks_open_with_their_kernel():
+    "Each notebook names its kernel, so JupyterLab opens it without asking (nbdev_clean keeps `kernelspec`)."
+    import json
+
+    missing = [str(p.relative_to(ROOT)) for p in NOTEBOOKS
+               if json.loads(p.read_text()).get("metadata", {}).get("kernelspec", {}).get("name") != "python3"]
+    assert not missing, f"notebooks without a python3 kernelspec: {missing}"

@@ -25,6 +25,13 @@ QUESTIONS = ("smooth-or-featured", "disk-edge-on", "bulge-size", "clumpy", "fore
 
 JSON_FILES = [
     ResultsFile("detector/results/demo_seed0.json",
+                ("metrics/data/world", "metrics/data/heldout_shift", "metrics/data/consensus_recovery_u/0/recovery",
+                 "metrics/data/census_shares_u/simulated/1", "metrics/data/census_shares_u/published/1",
+                 "metrics/detector/threshold_rule", "metrics/detector/heldout_oracle_vs_truth_u/threshold",
+                 "metrics/detector/heldout_cut_vs_truth_u/purity", "metrics/detector/selection/0/completeness",
+                 "metrics/detector_seeds/threshold_rule", "metrics/detector_seeds/rows/2/train_seed",
+                 "metrics/detector_seeds/summary/oracle_threshold/mean", "metrics/detector_seeds/summary/threshold/max")),
+    ResultsFile("detector/results/demo_seed0_basic.json",
                 ("metrics/source", "metrics/data/n_train_survey", "metrics/data/n_heldout", "metrics/data/heldout_seed",
                  "metrics/data/consensus_10_volunteers/purity",
                  "metrics/data/consensus_10_volunteers/completeness_0.03-0.08",
@@ -225,3 +232,13 @@ def test_confirmatory_results_read():
     assert b["grid"] == p.digest() and b["n_test"] == p.test_survey["n"]
     key = lambda r: (r["variant"], r["n_train"], r["seed"], r["threshold"])  # noqa: E731
     assert sorted(map(key, b["rows"])) == sorted(map(key, grid))  # every grid run, at its own threshold
+
+
+def test_the_demo_headline_has_every_yardstick():
+    "The seeds' summary (keys `yardstick/metric`, which a path cannot name) holds what the results chapter prints."
+    summary = json.loads((NBS / "detector/results/demo_seed0.json").read_text())["metrics"]["detector_seeds"]["summary"]
+    want = [f"{y}/{k}" for y in ("truth_u", "cut", "oracle") for k in ("completeness_ge8", "completeness_3to8", "purity")]
+    want += ["consensus/completeness", "consensus/purity"]
+    missing = [k for k in want if k not in summary or not {"mean", "min", "max", "n"} <= set(summary[k])]
+    assert not missing, missing
+    assert all(summary[k]["n"] == 3 for k in want), {k: summary[k]["n"] for k in want}

@@ -23,8 +23,8 @@ def clumpnb(*args):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """`clumpnb demo --quick`: a detector trained 10 epochs on 160 simulated galaxies (seed 0, the randomised imaging),
-    tested on 60 (seed 1), imaged by default and under the variant shift."""
+    """`clumpnb demo --quick`: a detector trained 10 epochs on 160 simulated galaxies of the clumpscout world (seed 0),
+    tested on 60 (seed 1) from the same world and under the variant shift."""
     out = tmp_path_factory.mktemp("science") / "demo"
     return out, json.loads(clumpnb("demo", "--quick", "--json", "--out", out))
 
@@ -34,17 +34,19 @@ def test_the_quick_demo_finds_clumps_on_an_unseen_survey(demo):
     assert (out / "report.html").exists() and json.loads((out / "metrics.json").read_text()) == m
     assert m["source"].startswith("simulated") and m["data"]["n_heldout"] == 60 and m["detector"]["epochs"] == 10
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "seed 0" in html
-    q = m["detector"]["heldout_vs_truth"]
-    assert m["detector"]["n_catalog_rows"] == q["n_pred"]  # the catalogue holds the evaluated detections
-    # measured when this test was written (training on the randomised imaging, the demo's default): completeness 0.86
-    # for g-band flux ratio >= 8% (56 clumps), purity 0.78; CPU training is not bit-reproducible, hence the margin; a
-    # blind or indiscriminate detector fails both
-    assert m["data"]["training_shift"] == "randomised" and q["n_true_ge8"] >= 40, q  # enough bright clumps to rate
-    assert q["completeness_ge8"] >= 0.55, q
-    assert q["purity"] is not None and q["purity"] >= 0.7, q
-    v = m["detector"]["heldout_variant_vs_truth"]  # the same galaxies imaged outside the training range
-    assert v["n_true_ge8"] == q["n_true_ge8"] and v["n_pred"] > 0, v  # measured: 38 detections, 0.32 found
+    assert html.count("data:image/png;base64,") >= 5 and "seed 0" in html
+    d = m["detector"]
+    q, c = d["heldout_vs_truth_u"], d["heldout_vs_consensus"]
+    assert m["data"]["world"] == m["data"]["training_shift"] == "clumpscout"
+    assert d["n_catalog_rows"] == d["heldout_vs_truth"]["n_pred"]  # the catalogue holds the evaluated detections
+    assert "consensus" in d["threshold_rule"] and d["heldout_oracle_vs_truth_u"]["threshold"] > 0  # oracle beside
+    # measured when this test was written (clumpscout world, 10 epochs): against the truth completeness 0.31 of all
+    # 135 clumps, purity 0.34 (the volunteers' consensus it learnt from: 0.38 and 0.37); against the consensus 0.52 and
+    # 0.58. CPU training is not bit-reproducible, hence the margins; a blind or indiscriminate detector fails them
+    assert q["n_true"] >= 100 and q["completeness"] >= 0.2 and q["purity"] is not None and q["purity"] >= 0.25, q
+    assert c["completeness"] >= 0.35 and c["purity"] >= 0.4, c
+    v = d["heldout_variant_vs_truth_u"]  # the same galaxies drawn, imaged outside the training range
+    assert v["n_pred"] > 0, v  # measured: 25 detections, 0.28 pure
 
 
 LEGACY_SCALE = 0.262  # arcsec per pixel: the DESI Legacy Surveys' cutouts
@@ -114,15 +116,17 @@ def test_clumps_at_their_true_positions_at_other_sizes_and_pixel_scales(demo, tm
     s = json.loads(clumpnb("detect", "--run", demo[0] / "run", *folders, "--out", tmp_path / "cat.ecsv", "--json"))
     assert s["n_read"] == 200 and s["n_skipped"] == 0, s
     cat = Table.read(tmp_path / "cat.ecsv")
-    rate, real = {}, {}
+    rate, real, offset = {}, {}, {}
     for name, folder in zip(("128 px", "100 px", "160 px", "256 px", '0.262"/px'), folders):
         d = np.concatenate([recovered(cat, f, *truth[f]) for f in truth if f.parent == folder])
         found, fwhm = np.isfinite(d), truth[next(f for f in truth if f.parent == folder)][2]
-        rate[name] = found.mean()
-        assert len(d) >= 25 and np.median(d[found]) < 0.5 * fwhm, (name, len(d), np.median(d[found]), fwhm)
+        rate[name], offset[name] = found.mean(), np.median(d[found]) / fwhm
+        assert len(d) >= 25, (name, len(d))
         near = [np.isfinite(recovered(cat[i : i + 1], f, *every[f])).any() for f in every if f.parent == folder
                 for i in np.flatnonzero(cat["file"] == str(f))]  # fmt: skip
         real[name] = float(np.mean(near)) if near else 0.0  # detections on a true clump of any flux ratio
+    print("found", rate, "median offset / FWHM", offset, "on a clump", real)
+    assert all(v < 0.6 for v in offset.values()), offset  # positions in each file's own pixels
     # measured with a detector like this one, trained on the randomised imaging (33 bright clumps in the crops): 0.97
     # at 128 px, 0.91, 0.88 and 0.91 at 100, 160 and 256 px, the same clumps; 0.97 on the 0.262"/px galaxies (34
     # clumps). When this test was written the quick demo trained on the default imaging and found 0.82 at 128 px,
@@ -132,5 +136,8 @@ def test_clumps_at_their_true_positions_at_other_sizes_and_pixel_scales(demo, tm
     crops = [rate[k] for k in ("100 px", "160 px", "256 px")]
     assert all(r >= 0.5 and abs(r - rate["128 px"]) <= 0.2 for r in crops), rate
     assert rate['0.262"/px'] >= 0.45 and rate['0.262"/px'] >= rate["128 px"] - 0.3, rate
-    # and most detections lie on a true clump (any flux ratio; measured 0.85-0.96): not found by spraying detections
-    assert all(r >= 0.7 for r in real.values()), real
+    # and many detections lie on a true clump (any flux ratio): not found by spraying detections. Measured 0.85-0.96
+    # with the basic world's quick demo; 0.41-0.43 with the clumpscout world's (trained on a consensus that marks
+    # visible knots, it marks disc structure here too), whose median offsets were 0.47-0.51 FWHM and which found
+    # 0.64 of the bright clumps at 128, 100 and 160 px, 0.58 at 256 px and 0.76 at 0.262"/px
+    assert all(r >= 0.3 for r in real.values()), real

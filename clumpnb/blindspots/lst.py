@@ -93,7 +93,7 @@ class LSTConfig:
     pthresh: float = 0.2  # a step is refused when it lowers the source confidence by this much or more (step 4)
     adv_step: float = 2e-3  # alpha: bound of the confidence-restoring term (step 2); 0 leaves the term out
     start_noise: float = 2  # the walk starts at x0 plus uniform noise in +-start_noise/255
-    log_every: int = 20  # iterations between logged confidences, distances and snapshots
+    log_every: int = 20  # iterations between snapshots (images, with their confidences and distances)
     bf16: bool = False  # the network under bfloat16 autocast; the walk itself stays float32
     channels_last: bool = True  # images in channels-last memory layout: faster convolutions on CPUs
     fold_bn: bool = True  # walk on a copy of the model with its batch norms folded into the convolutions
@@ -105,22 +105,25 @@ class LSTConfig:
 # %% ../../nbs/blindspots/30_lst.ipynb #c664a22c
 @dataclass
 class LSTResult:
-    "What a traversal returns. Images (B, C, H, W) in [0, 1]; paths logged every `log_every` iterations."
+    """What a traversal returns. Images (B, C, H, W) in [0, 1]; confidences and distances at every iteration
+    (`p_trace`, `rms_trace`), images every `log_every` iterations (`steps`, `snapshots`)."""
 
     x0: torch.Tensor
     xt: torch.Tensor
     x: torch.Tensor
     source: torch.Tensor
-    p0: torch.Tensor
+    p0: torch.Tensor  # (B,) source confidence at the clean source x0: what a step is accepted against
     p_final: torch.Tensor
-    misclassified: torch.Tensor  # (B,) bool: the model's top class at x0 is not in the source's true classes
+    misclassified: list  # per sample: the model's top class at x0 is not a true class; None where none were given
     steps: list
     p_path: list
     rms_path: list  # logged iteration, source confidence and RMS distance to target
     snapshots: list  # images at the logged iterations (CPU, float16), for the explorer
     accepted: torch.Tensor
-    min_accepted_p: torch.Tensor  # per sample: accepted steps, lowest source confidence of any accepted image
+    min_accepted_p: torch.Tensor  # (B,) lowest source confidence of an accepted iterate; NaN where none was
     decisions: torch.Tensor  # (iters, B) bool: which samples accepted their step at each iteration
+    p_trace: torch.Tensor  # (iters + 1, B): source confidence of the walk's image after each iteration (0: start)
+    rms_trace: torch.Tensor  # (iters + 1, B): its RMS distance to the target
     pthresh: float = 0.2
 
     @property
@@ -187,16 +190,17 @@ class Walk:
     p: torch.Tensor  # (B,) source confidence at x
     adv: torch.Tensor  # (B, C, H, W) accumulated confidence-restoring term
     accepted: torch.Tensor  # (B,) accepted steps
-    min_p: torch.Tensor  # (B,) lowest confidence of any accepted image
+    min_p: torch.Tensor  # (B,) lowest confidence of an accepted image (inf until one is)
     ok: torch.Tensor  # (B,) bool: whether the last step was accepted
 
 
 def start_walk(model, x0, s, seed, cfg: LSTConfig) -> Walk:
-    "The walk's state at its start (`start_images` from `seed`): the gradient and confidence there, nothing accepted."
+    """The walk's state at its start (`start_images` from `seed`): the gradient and confidence there, nothing accepted.
+    The noisy start is never tested against p0, so it is not an accepted image: `min_p` starts at infinity."""
     x = start_images(x0, seed, cfg.memory_format, cfg.start_noise)
     p_x, grad = source_gradient(model, x, s, cfg.bf16)
     zero = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
-    return Walk(x, grad, p_x, torch.zeros_like(x), zero, p_x.clone(), zero.bool())
+    return Walk(x, grad, p_x, torch.zeros_like(x), zero, torch.full_like(p_x, float("inf")), zero.bool())
 
 
 def lst_step(model, w: Walk, xt, s, p0, cfg: LSTConfig) -> Walk:
@@ -219,15 +223,17 @@ def lst_step(model, w: Walk, xt, s, p0, cfg: LSTConfig) -> Walk:
 
 # %% ../../nbs/blindspots/30_lst.ipynb #85640cc6
 def source_classes(model, x0, source=None, true_classes=None, bf16: bool = False) -> tuple:
-    """(source class per sample, its confidence p0 at `x0`, whether the model's top class is not a true class);
-    `bf16` computes p0 as the walk computes the confidences it compares with it."""
+    """(source class per sample, its confidence p0 at `x0`, per sample whether the model's top class is not one of
+    its `true_classes`: None where there are none, or none for that sample, as for a model whose classes are not the
+    ones `true_classes` name); `bf16` computes p0 as the walk computes the confidences it compares with it."""
     with torch.no_grad(), torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=bf16):
         p_x0 = model(x0).float().softmax(-1)
     top = p_x0.argmax(-1)
     s = top if source is None else torch.as_tensor(source, device=x0.device).long().expand(len(x0))
     top = top.cpu()
-    mis = [bool(true_classes is not None and int(top[i]) not in tuple(true_classes[i])) for i in range(len(x0))]
-    return s, p_x0.gather(1, s[:, None])[:, 0], torch.tensor(mis)
+    true = [None] * len(x0) if true_classes is None else list(true_classes)
+    mis = [None if t is None else int(top[i]) not in tuple(t) for i, t in enumerate(true)]
+    return s, p_x0.gather(1, s[:, None])[:, 0], mis
 
 
 @contextmanager
@@ -280,8 +286,8 @@ def level_set_traversal(
 ) -> LSTResult:
     """Batched LST from sources `x0` towards targets `xt` (both (B, C, H, W) in [0, 1]) on `model` (images in [0, 1]
     to logits), with the settings `cfg`. `source`: class per sample (default: the model's top class at x0).
-    `true_classes`: per sample, the classes that count as correct, to report misclassified sources. `seed`: of the
-    start noise, one int or one per sample (`start_images`)."""
+    `true_classes`: per sample, the classes that count as correct (or None), to report misclassified sources.
+    `seed`: of the start noise, one int or one per sample (`start_images`)."""
     with frozen(model):  # eval mode before `_check` runs the model: batch-norm statistics stay as they are
         _check(model, x0, xt, cfg.eta, cfg.iters)
     dev = next(model.parameters(), x0).device
@@ -291,17 +297,19 @@ def level_set_traversal(
     with frozen(model):
         s, p0, mis = source_classes(model, x0, source, true_classes, cfg.bf16)
         w = start_walk(model, x0, s, seed, cfg)
-        log, decisions = [_log(0, w, xt)], []
+        log, oks, ps, ds = [_log(0, w, xt)], [], [w.p], [rms_distance(w.x, xt)]  # traces stay on the device
         for it in tqdm(range(1, cfg.iters + 1), desc="LST", unit="step", disable=not progress):
             w = lst_step(model, w, xt, s, p0, cfg)
-            decisions.append(w.ok.cpu())
+            oks.append(w.ok), ps.append(w.p), ds.append(rms_distance(w.x, xt))
             if it % cfg.log_every == 0 or it == cfg.iters:
                 log.append(_log(it, w, xt))
     steps, p_path, rms_path, snaps = (list(v) for v in zip(*log))
     x_end = w.x.detach().cpu().contiguous()
+    min_p = torch.where(w.accepted > 0, w.min_p, torch.full_like(w.min_p, float("nan")))  # none accepted: no minimum
     return LSTResult(
         x0.cpu(), xt.cpu(), x_end, s.cpu(), p0.cpu(), w.p.cpu(), mis, steps, p_path, rms_path, snaps,
-        w.accepted.cpu(), w.min_p.cpu(), torch.stack(decisions), cfg.pthresh,
+        w.accepted.cpu(), min_p.cpu(), torch.stack(oks).cpu(), torch.stack(ps).cpu(), torch.stack(ds).cpu(),
+        cfg.pthresh,
     )  # fmt: skip
 
 
@@ -310,7 +318,8 @@ def _log(it: int, w: Walk, xt) -> tuple:
 
 # %% ../../nbs/blindspots/30_lst.ipynb #b8a5b909
 def photo_traversal(model, pairs: list, size: int = 224, cfg: LSTConfig = LSTConfig(), seed=0, progress=False):
-    "`level_set_traversal` for (source, target) pairs of scikit-image photographs named in `PHOTOS`."
+    """`level_set_traversal` on ImageNet classifier `model` for (source, target) pairs of scikit-image photographs
+    named in `PHOTOS`, whose ImageNet classes tell misclassified sources."""
     x0 = torch.stack([photo(a, size) for a, _ in pairs])  # (B, 3, size, size) in [0, 1]
     xt = torch.stack([photo(b, size) for _, b in pairs])
     true = [PHOTOS[a] for a, _ in pairs]

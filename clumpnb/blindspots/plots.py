@@ -10,43 +10,55 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['plot_lst_grid', 'plot_paths', 'plot_hulls', 'explore']
+__all__ = ['plot_lst_grid', 'plot_difference', 'plot_paths', 'plot_hulls', 'explore']
 
 # %% ../../nbs/blindspots/30a_plots.ipynb #08f4c94f
 def plot_lst_grid(exp: dict, max_pairs: int = 8):
-    "Source, LST image and target for the first `max_pairs` pairs, with confidences."
+    """Source, LST image, target and their difference for the first `max_pairs` pairs, with confidences. The
+    difference is LST image minus source, averaged over the channels (pixel values, images in [0, 1]), on a
+    blue-white-red scale symmetric about 0 whose colour bar gives its range."""
     r, rows = exp["result"], exp["pairs"][:max_pairs]
-    fig, axs = plt.subplots(len(rows), 3, figsize=(6.6, 2.2 * len(rows)), squeeze=False)
+    fig, axs = plt.subplots(len(rows), 4, figsize=(9.4, 2.2 * len(rows)), squeeze=False)
     for k, row in enumerate(rows):
-        for ax, im, title in zip(
-            axs[k],
-            (r.x0[k], r.x[k], r.xt[k]),
-            (
-                f"{row['source']}  p={row['p0']:.2f}",
-                f"LST  p={row['p_final']:.2f}  rms={row['rms']:.3f}",
-                row["target"],
-            ),
-        ):
+        titles = (f"{row['source']}  p={row['p0']:.2f}", f"LST  p={row['p_final']:.2f}  rms={row['rms']:.3f}",
+                  row["target"])  # fmt: skip
+        for ax, im, title in zip(axs[k], (r.x0[k], r.x[k], r.xt[k]), titles):
             im = im.flip(0) if exp.get("order") == "gri" else im  # g, r, i cutouts shown as i, r, g = R, G, B
             ax.imshow(im.permute(1, 2, 0).float().clamp(0, 1).numpy())
             ax.set_title(title, fontsize=8)
             ax.axis("off")
+        plot_difference(axs[k, 3], r.x[k] - r.x0[k])
     fig.tight_layout()
     return fig
 
 
+def plot_difference(ax, d: torch.Tensor, title: str = "LST − source"):
+    "Image difference `d` (C, H, W), averaged over channels, on `ax` with a diverging colour map symmetric about 0."
+    d = d.float().mean(0).numpy()
+    v = max(float(np.abs(d).max()), 1e-6)  # the scale: the largest difference, so nothing is clipped
+    im = ax.imshow(d, cmap="RdBu_r", vmin=-v, vmax=v)
+    ax.set_title(f"{title}  (±{v:.2g})", fontsize=8)
+    ax.axis("off")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return im
+
+
 # %% ../../nbs/blindspots/30a_plots.ipynb #56b6af1c
 def plot_paths(exp: dict):
-    "Source confidence and RMS distance to the target along each LST path."
+    """At every iteration of each walk: the source confidence minus p0, its confidence at the clean source (what each
+    step is tested against: a candidate at or below -pthresh is refused), and the RMS distance to the target.
+    Iteration 0 is the noisy start, which is not tested and may lie anywhere."""
     r = exp["result"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    P, D = torch.stack(r.p_path).numpy(), torch.stack(r.rms_path).numpy()
+    P, D = (r.p_trace - r.p0).numpy(), r.rms_trace.numpy()
+    it, rows = np.arange(len(P)), exp.get("pairs", [])
     for i in range(P.shape[1]):
-        a1.plot(r.steps, P[:, i] - P[0, i], lw=0.8)
-        a2.plot(r.steps, D[:, i], lw=0.8)
-    a1.axhline(-r.pthresh, color="k", ls=":", label="-pthresh")
+        name = f"{rows[i]['source']} → {rows[i]['target']}" if i < len(rows) and P.shape[1] <= 8 else None
+        a1.plot(it, P[:, i], lw=0.8, label=name)
+        a2.plot(it, D[:, i], lw=0.8)
+    a1.axhline(-r.pthresh, color="k", ls=":", label="-pthresh: refused at or below")
     a1.set_xlabel("iteration")
-    a1.set_ylabel("p_s(x) - p_s(x_start)")
+    a1.set_ylabel("p_s(x) - p_s(x0)")
     a1.legend(fontsize=8)
     a2.set_yscale("log")
     a2.set_xlabel("iteration")
@@ -77,9 +89,9 @@ def explore(result, names=None):
     B = len(result.x0)
     names = names or [f"pair {i}" for i in range(B)]
     pair = W.Dropdown(options=[(n, i) for i, n in enumerate(names)], description="pair")
-    pos = W.IntSlider(0, 0, len(result.steps) - 1, description="step")
+    pos = W.SelectionSlider(options=[(str(s), k) for k, s in enumerate(result.steps)], description="iteration")
     out = W.Output()
-    P = torch.stack(result.p_path).numpy()
+    P = result.p_trace.numpy()
 
     def draw(*_):
         i, k = pair.value, pos.value
@@ -94,9 +106,10 @@ def explore(result, names=None):
                 ax.imshow(im.float().permute(1, 2, 0).clamp(0, 1).numpy())
                 ax.set_title(t, fontsize=9)
                 ax.axis("off")
-            axs[3].plot(result.steps, P[:, i])
-            axs[3].axvline(result.steps[k], color="r")
-            axs[3].axhline(float(result.p0[i]) - result.pthresh, color="k", ls=":")
+            axs[3].plot(np.arange(len(P)), P[:, i], label="source confidence")
+            axs[3].axvline(result.steps[k], color="r", label="shown")
+            axs[3].axhline(float(result.p0[i]) - result.pthresh, color="k", ls=":", label="p0 - pthresh")
+            axs[3].legend(fontsize=7, loc="lower left")
             axs[3].set_ylim(0, 1.02)
             axs[3].set_xlabel("iteration")
             axs[3].set_title("source confidence", fontsize=9)

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 import json
+import pickle
 import shlex
 import time
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from .plots import plot_hulls, plot_lst_grid, plot_paths
 from .geometry import WidthConfig, pair_rows, path_widths, triangle_confidence
 
 # %% auto #0
-__all__ = ['MODELS', 'PRECISIONS', 'ImageNetModel', 'LSTModel', 'torchvision_classifier', 'load_lst_model', 'read_lst_image',
-           'lst_images', 'pair_table', 'write_csv', 'hull_table', 'LSTInputs', 'lst_inputs', 'LSTRunConfig',
-           'run_settings', 'run_command', 'walk_pairs', 'run_lst']
+__all__ = ['MODELS', 'PRECISIONS', 'ImageNetModel', 'LSTModel', 'read_torch', 'fit_weights', 'torchvision_classifier',
+           'load_lst_model', 'read_lst_image', 'lst_images', 'pair_table', 'write_csv', 'hull_table', 'LSTInputs',
+           'lst_inputs', 'LSTRunConfig', 'run_settings', 'run_command', 'walk_pairs', 'run_lst']
 
 # %% ../../nbs/blindspots/33_run.ipynb #f7d294bd
 @dataclass
@@ -59,8 +60,47 @@ class LSTModel:
     order: str = "rgb"  # 'rgb' (photographs) or 'gri' (galaxy cutouts)
     size: int = 224  # the image side it takes
     fit: str = "resize"  # 'resize' images to `size`, or 'crop' their centre (cutouts at the trained pixel scale)
+    imagenet: bool = False  # its classes are ImageNet-1k's: the photographs' classes (`PHOTOS`) tell misclassified
 
 # %% ../../nbs/blindspots/33_run.ipynb #b1d0a001
+def read_torch(path, what: str = "state dict"):
+    """What `torch.save` wrote to `path` (tensors and plain containers only), on the CPU. Any other file is refused as
+    not a `what`, with what it is instead in words (no exception names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file", "is a folder, not a file" if path.is_dir() else "does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        why = "the file is empty or cut short"
+    except RuntimeError as e:
+        why = "it is TorchScript: give it as the model" if "TorchScript" in str(e) else "torch.save did not write it"
+    except pickle.UnpicklingError as e:  # torch.save wrote objects other than tensors, or did not write the file
+        why = ("it holds objects other than tensors, which torch loads only from files it trusts: save the model's "
+               "state_dict() instead" if "Unsupported global" in str(e) else "torch.save did not write it")  # fmt: skip
+    except Exception:  # a text file, say, fails inside the unpickler with an error that means nothing to a user
+        why = "torch.save did not write it"
+    raise DataError(path, "file", f"not a {what}: {why}")
+
+
+def fit_weights(net: nn.Module, sd: dict, path, name: str):
+    """Load state dict `sd` (read from `path`) into `net`, which `name` names. Weights of another network are refused
+    in one line: how many of the network's keys they lack and how many they add (the first of each), or the first
+    tensor of another shape, and what to do."""
+    own = net.state_dict()
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    shaped = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or extra:
+        first = [f" (first {ks[0]!r})" if ks else "" for ks in (missing, extra)]
+        why = f"{len(missing)} of its {len(own)} keys missing{first[0]}, {len(extra)} unexpected{first[1]}"
+    elif shaped:
+        k = shaped[0]
+        why = f"{k!r} is {tuple(sd[k].shape)}, not {tuple(own[k].shape)} ({len(shaped)} tensors of other shapes)"
+    else:
+        return net.load_state_dict(sd)
+    raise DataError(path, "state_dict", f"does not fit {name}: {why}; give --model the network they were saved from")
+
+
 def torchvision_classifier(name: str, weights) -> nn.Module:
     """torchvision classifier `name` with the weights in the local file `weights` (a state dict), or torchvision's
     'DEFAULT' weights (downloaded, so it needs internet); ImageNet normalisation in front."""
@@ -72,10 +112,7 @@ def torchvision_classifier(name: str, weights) -> nn.Module:
         return Classifier(
             torchvision.models.get_model(name, weights="DEFAULT"), InputAdapter(False, IMAGENET_MEAN, IMAGENET_STD)
         )
-    try:
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(weights, "file", f"not a readable state dict ({type(e).__name__})") from None
+    sd = read_torch(weights)
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     heads = (
         [v for k, v in sd.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
@@ -85,34 +122,34 @@ def torchvision_classifier(name: str, weights) -> nn.Module:
     if not heads:
         raise DataError(weights, "file", "no state dict with a linear head inside")
     net = torchvision.models.get_model(name, weights=None, num_classes=heads[-1].shape[0])
-    try:
-        net.load_state_dict(sd)
-    except RuntimeError as e:
-        raise DataError(
-            weights, "state_dict", f"does not fit torchvision's {name}: {str(e).splitlines()[1].strip()}"
-        ) from None
+    fit_weights(net, sd, weights, f"torchvision's {name}")
     return Classifier(net, InputAdapter(False, IMAGENET_MEAN, IMAGENET_STD))
 
 
 def load_lst_model(spec: str, weights=None) -> LSTModel:
     """The model named by `spec`: a name in `MODELS`, a torchvision classifier name (with `weights`), a TorchScript
-    file (taking R, G, B images in [0, 1]), or a classifier file written by `save_classifier`."""
+    file (taking R, G, B images in [0, 1]), or a classifier file written by `save_classifier`. Its classes count as
+    ImageNet's for the `MODELS`, for torchvision's DEFAULT weights and for a torchvision head of 1000 outputs (an
+    assumption: torchvision's own number of classes); not for a TorchScript or galaxy classifier file."""
     import torchvision
 
     if spec in MODELS:
-        return LSTModel(MODELS[spec].title, MODELS[spec].build())
+        return LSTModel(MODELS[spec].title, MODELS[spec].build(), imagenet=True)
     path = Path(spec)
     if path.is_file():
         try:
             return LSTModel(f"TorchScript {path.name}", torch.jit.load(path, map_location="cpu").eval())
         except RuntimeError:
             pass  # not TorchScript: a clumpnb classifier, or an error naming the file
+        read_torch(path, "readable classifier file (TorchScript, or written by clumpnb)")  # what it is, in words
         net, info = load_classifier(path)
         title = f"clumpnb classifier {path.name} ({info['arch']}; classes {', '.join(info['classes'])})"
         fit = "crop" if info["order"] == "gri" else "resize"
         return LSTModel(title, net, info["order"], info["image_size"] or 224, fit)
     if spec in torchvision.models.list_models(module=torchvision.models):
-        return LSTModel(f"torchvision {spec} ({Path(str(weights)).name})", torchvision_classifier(spec, weights))
+        net = torchvision_classifier(spec, weights)
+        k = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)][-1:]
+        return LSTModel(f"torchvision {spec} ({Path(str(weights)).name})", net, imagenet=k == [1000])
     raise ClumpnbError(
         f"unknown model {spec!r}: give {', '.join(sorted(MODELS))}, a torchvision classifier name with --weights, "
         "a TorchScript file, or a classifier file written by clumpnb"
@@ -120,12 +157,13 @@ def load_lst_model(spec: str, weights=None) -> LSTModel:
 
 # %% ../../nbs/blindspots/33_run.ipynb #b1d0a005
 def read_lst_image(path: Path, m: LSTModel) -> torch.Tensor:
-    "Image file `path` as (3, m.size, m.size) in [0, 1], in model `m`'s channel order."
+    """Image file `path` as (3, m.size, m.size) in [0, 1], in model `m`'s channel order. A FITS cutout needs no
+    sky coordinates (WCS) here: LST uses its pixels only."""
     name = path.name.lower()
     if name.endswith(RGB_SUFFIXES):
         x, order = torch.from_numpy(read_rgb(path)), "rgb"
     elif name.endswith(FITS_SUFFIXES):
-        x, order = torch.from_numpy(asinh_stretch(read_cutout(path, tables=False).image)).float(), "gri"
+        x, order = torch.from_numpy(asinh_stretch(read_cutout(path, tables=False, need_wcs=False).image)).float(), "gri"
     else:
         raise DataError(path, "file", f"not an image this reads ({', '.join(RGB_SUFFIXES + FITS_SUFFIXES)})")
     x = x.flip(0) if order != m.order else x
@@ -136,8 +174,9 @@ def read_lst_image(path: Path, m: LSTModel) -> torch.Tensor:
 
 
 def lst_images(specs, m: LSTModel) -> tuple:
-    """(names, (N, 3, size, size) images, true ImageNet classes or None per image, identities: resolved path or
-    photograph name) for `specs`, as model `m` takes them."""
+    """(names, (N, 3, size, size) images, true classes or None per image, identities: resolved path or photograph
+    name) for `specs`, as model `m` takes them. The true classes are a photograph's ImageNet classes (`PHOTOS`) on
+    an ImageNet model; None for files and on other models, whose classes are not ImageNet's."""
     names, xs, true, ids = [], [], [], []
     for spec in specs:
         p = Path(spec)
@@ -149,7 +188,8 @@ def lst_images(specs, m: LSTModel) -> tuple:
             files = [p]
         elif str(spec) in PHOTOS:
             x = photo(str(spec), m.size)
-            names.append(str(spec)), xs.append(x.flip(0) if m.order == "gri" else x), true.append(PHOTOS[str(spec)])
+            names.append(str(spec)), xs.append(x.flip(0) if m.order == "gri" else x)
+            true.append(PHOTOS[str(spec)] if m.imagenet else None)
             ids.append(str(spec))
             continue
         else:
@@ -208,7 +248,7 @@ class LSTInputs:
     model: LSTModel
     source_names: list
     sources: torch.Tensor  # (N, 3, size, size)
-    true_classes: list  # per source: ImageNet classes that describe it, or None
+    true_classes: list  # per source: its ImageNet classes (a photograph on an ImageNet model), or None
     target_names: list
     targets: torch.Tensor
     pairs: list  # (source index, target index)
@@ -267,11 +307,14 @@ def walk_pairs(net, inp: LSTInputs, walk: LSTConfig, cfg: LSTRunConfig, csv_path
     for b in tqdm(batches, desc="pairs", disable=not progress or len(batches) == 1):
         chunk = inp.pairs[b : b + cfg.batch_size]
         si, ti = [i for i, _ in chunk], [j for _, j in chunk]
-        tc = [inp.true_classes[i] for i in si] if all(inp.true_classes[i] is not None for i in si) else None
+        tc = [inp.true_classes[i] for i in si]  # None for a source that has none
         seeds = [int(np.random.SeedSequence([seed, b + k]).generate_state(1)[0]) for k in range(len(chunk))]
         xs, xt = inp.sources[si], inp.targets[ti]
         r = level_set_traversal(net, xs, xt, walk, true_classes=tc, seed=seeds, progress=progress)
-        rows += pair_rows(net, r, [(inp.source_names[i], inp.target_names[j]) for i, j in chunk])
+        new = pair_rows(net, r, [(inp.source_names[i], inp.target_names[j]) for i, j in chunk])
+        for row, mis in zip(new, r.misclassified):
+            row["misclassified"] = mis  # None where the source has no true classes: not applicable
+        rows += new
         wids += path_widths(net, r, cfg.widths, seed) if cfg.widths.dirs else []
         for k, (i, j) in enumerate(chunk):
             if sum(a == i for a, _ in finals) < 2:  # the first two LST images of each source span its triangle

@@ -22,9 +22,9 @@ from .simulate import simulate
 from .volunteers import aggregate, crowd_survey
 
 # %% auto #0
-__all__ = ['LABEL_FILES', 'SURVEY_COUNTS', 'labels_path', 'best_labels', 'survey_record', 'survey_digest', 'SurveyMismatch',
-           'SurveyIdentity', 'shift_settings', 'cutout_index', 'check_survey_count', 'check_survey_folder',
-           'truth_label', 'write_survey']
+__all__ = ['LABEL_FILES', 'SURVEY_COUNTS', 'POPULATION_FIELDS', 'labels_path', 'best_labels', 'survey_record', 'survey_digest',
+           'SurveyMismatch', 'SurveyIdentity', 'shift_settings', 'population_settings', 'cutout_index',
+           'check_survey_count', 'check_survey_folder', 'truth_label', 'write_survey']
 
 # %% ../../nbs/data/04b_folder.ipynb #92ea6357
 LABEL_FILES = {"truth": "annotations.json", "consensus": "annotations_consensus.json"}
@@ -146,6 +146,17 @@ def shift_settings(shift: Shift | None) -> dict | None:
     return None if shift is None else jsonable(asdict(shift))
 
 
+POPULATION_FIELDS = ("clump_frac", "clump_frac_slope", "knots", "clumpy_fraction")  # what a world changes
+
+
+def population_settings(cfg: SimConfig) -> dict | None:
+    """The population settings of `cfg` as `survey.json` records them (`POPULATION_FIELDS`), or None for the basic
+    world's population (no power law, no knots), whose surveys recorded none before worlds existed."""
+    if cfg.clump_frac_slope is None and not cfg.knots:
+        return None
+    return jsonable({k: getattr(cfg, k) for k in POPULATION_FIELDS})
+
+
 def _same_shift(recorded: dict, shift: Shift) -> bool:
     """Whether `survey.json`'s `recorded` settings are `shift`'s; a setting added to `Shift` since, which the record
     lacks, counts as its default (the folder was made without it)."""
@@ -176,7 +187,8 @@ def check_survey_count(out: Path, seed: int, start: int, n: int, made: dict | No
         raise DataError(out / "survey.json", "n", msg)
 
 
-def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shift | None = None, n: int = None):
+def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shift | None = None, n: int = None,
+                        population: dict | None = None):  # fmt: skip
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
     the folder holds another survey (another seed, cutout size, first galaxy, or imaging `shift`: its name and, where
     `survey.json` records them, every setting, so a shift whose definition changed since is not mistaken for it; a
@@ -199,6 +211,10 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shif
             msg = (f"the folder holds a survey made under another definition of shift {name!r} (or before clumpnb "
                    "0.3 recorded the definition): delete it to remake it")  # fmt: skip
             raise DataError(s, "shift_settings", msg)
+        if old.get("population") != population:
+            msg = (f"the folder holds a survey of another population ({old.get('population') or 'the basic world'}, "
+                   f"not {population or 'the basic world'}): choose another --out, or delete it")  # fmt: skip
+            raise DataError(s, "population", msg)
     cutouts = sorted((out / "cutouts").glob("*.fits"))
     stray = [f for f in cutouts if cutout_index(f, seed) is None]
     if stray:
@@ -239,7 +255,8 @@ def write_survey(
     """Simulate galaxies `start..start+n-1` of survey `seed` into folder `out`, in the layout stated at the top of this
     chapter. Returns the survey summary (what `survey.json` holds)."""
     cfg, out = cfg or SimConfig(), Path(out)
-    check_survey_folder(out, seed, cfg.size, start, cfg.shift, n)  # before anything is written
+    population = population_settings(cfg)
+    check_survey_folder(out, seed, cfg.size, start, cfg.shift, n, population)  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     gals, gal_rows, clump_tabs = [], [], []
@@ -266,6 +283,8 @@ def write_survey(
     summary = dict(seed=seed, n=n, start=start, size=cfg.size, n_clumps=len(truth), volunteers_per_image=volunteers)
     if cfg.shift:
         summary.update(shift=cfg.shift.name, shift_settings=shift_settings(cfg.shift))
+    if population is not None:
+        summary["population"] = population
     if volunteers:
         imgs, vol = crowd_survey(gals, per_image=volunteers, seed=seed)
         cons, _ = aggregate(imgs, len(vol), size=cfg.size)

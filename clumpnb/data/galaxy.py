@@ -11,11 +11,13 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import gammaincinv
 
+from ..core import rng_for
 from .survey import SDSS, Survey
 
 # %% auto #0
-__all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'PSF_WING', 'Shift', 'SimConfig', 'sersic', 'psf_otf', 'psf_image', 'colour_fluxes',
-           'disc_axis_ratio', 'disc_to_sky', 'disc_coords', 'clump_allowed']
+__all__ = ['PSF_FAMILIES', 'ARTEFACTS', 'PSF_WING', 'KNOT_STREAM', 'KNOT_COLOURS', 'Shift', 'SimConfig', 'sersic', 'psf_otf',
+           'psf_image', 'psf_snr', 'colour_fluxes', 'disc_axis_ratio', 'disc_to_sky', 'disc_coords', 'clump_allowed',
+           'flux_ratio', 'draw_knots']
 
 # %% ../../nbs/data/01a_galaxy.ipynb #739288b5
 PSF_FAMILIES = ("double-gaussian", "moffat", "kolmogorov")
@@ -29,15 +31,15 @@ class Shift:
     (`PSF_FAMILIES`); `moffat_beta`: uniform range of the Moffat index; `clump_fwhm_kpc`: uniform range of the clumps'
     intrinsic FWHM; `noise_scale`: uniform range of the sky-noise factor; `artefacts`: the share of cutouts with one
     artefact (`ARTEFACTS`); `sky_gradient`: the largest change of a linear sky residual across the cutout, along its
-    direction (drawn per band), in sky sigmas; `spiral`: the share of hosts given spiral arms (a third of them barred),
-    on which each clump is moved onto an arm with probability `arm_clumps` (chapter *Imaging shifts*, section *Spiral
-    hosts*); `companion`: the share of hosts drawn a companion galaxy beside them, of which those whose companion would
-    leave the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span, smallest, largest),
-    cutouts `span` host disc effective radii across, clipped to that many pixels, instead of the default's fixed side
-    (section *Cutouts that follow the host*); `ring`: the share of hosts given a ring (in the disc's colours), onto
-    which each clump is moved with probability `ring_clumps` (section *Ring hosts*); `tidal`: the share of hosts given
-    tidal tails, onto which each clump is moved with probability `tail_clumps` (section *Tidal tails*); `dust`: the
-    share of hosts turned edge-on, with a dust lane (section *Edge-on dusty discs*)."""
+    direction (drawn per band), in sky sigmas; `spiral`: the share of hosts given spiral arms (a share `bar` of them
+    barred), on which each clump is moved onto an arm with probability `arm_clumps` (chapter *Imaging shifts*, section
+    *Spiral hosts*); `companion`: the share of hosts drawn a companion galaxy beside them, of which those whose
+    companion would leave the cutout or cover a clump go without (section *Companions*); `host_sizes`: (span,
+    smallest, largest), cutouts `span` host disc effective radii across, clipped to that many pixels, instead of the
+    default's fixed side (section *Cutouts that follow the host*); `ring`: the share of hosts given a ring (in the
+    disc's colours), onto which each clump is moved with probability `ring_clumps` (section *Ring hosts*); `tidal`: the
+    share of hosts given tidal tails, onto which each clump is moved with probability `tail_clumps` (section *Tidal
+    tails*); `dust`: the share of hosts turned edge-on, with a dust lane (section *Edge-on dusty discs*)."""
 
     name: str
     seeing: tuple = None
@@ -49,6 +51,7 @@ class Shift:
     sky_gradient: float = 0.0
     spiral: float = 0.0
     arm_clumps: float = 0.7
+    bar: float = 1 / 3
     companion: float = 0.0
     host_sizes: tuple = None
     ring: float = 0.0
@@ -87,6 +90,8 @@ class SimConfig:
     oversample: int = 2  # sub-pixel sampling of extended profiles
     pad: int = 8  # pixels rendered beyond each edge before cropping
     shift: Shift | None = None  # imaging and hosts other than the default's (chapter *Imaging shifts*)
+    clump_frac_slope: float | None = None  # None: clump_frac log-uniform; else N(>f) ~ f^-slope on it (`flux_ratio`)
+    knots: tuple | None = None  # sub-threshold knots: (mean number per galaxy, (lowest, highest) g flux ratio)
 
 # %% ../../nbs/data/01a_galaxy.ipynb #ec87562e
 @lru_cache(None)
@@ -138,6 +143,28 @@ def psf_image(fwhm_px: float, size: int = 25, pixel: bool = False, offset: tuple
     otf = psf_otf(fwhm_px, (size, size)) if otf is None else otf
     return np.fft.irfft2(otf * response * ph, s=(size, size))
 
+# %% ../../nbs/data/01a_galaxy.ipynb #39d95894
+def psf_snr(flux, model, xy, otf, noise: tuple, sigma_px=None) -> np.ndarray:
+    """The PSF-matched signal-to-noise (see the text) of point sources of total `flux` (K,) in one band at pixels `xy`
+    (K, 2) of the noiseless cutout `model` (H, W, nanomaggies per pixel), through the PSF whose transform on the
+    square render canvas is `otf` (rfft2 layout, without the pixel response), with `noise` = (sky sigma per pixel,
+    gain in counts per nanomaggy); `sigma_px`: each source's intrinsic Gaussian sigma in pixels (None: points)."""
+    flux, xy = np.asarray(flux, float), np.asarray(xy, float).reshape(-1, 2)
+    n = otf.shape[0]
+    fy, fx = np.fft.fftfreq(n)[:, None], np.fft.rfftfreq(n)[None]
+    power = np.abs(otf * np.sinc(fx) * np.sinc(fy)) ** 2
+    w = np.full(fx.shape[1], 2.0)  # the half plane rfft2 keeps: the other half mirrors every column but the real ones
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    sig = np.zeros(len(flux)) if sigma_px is None else np.broadcast_to(np.asarray(sigma_px, float), len(flux))
+    gy, gx = (np.exp(-4 * np.pi**2 * sig[:, None] ** 2 * f.ravel()[None] ** 2) for f in (fy, fx))  # a clump's Gaussian
+    sum_p2 = np.einsum("yx,ky,kx->k", power * w, gy, gx) / n**2
+    ix = np.clip(np.round(xy[:, 0]).astype(int), 0, model.shape[1] - 1)
+    iy = np.clip(np.round(xy[:, 1]).astype(int), 0, model.shape[0] - 1)
+    sky, gain = noise
+    return flux * np.sqrt(sum_p2 / (sky**2 + np.clip(model[iy, ix], 0, None) / gain))
+
 # %% ../../nbs/data/01a_galaxy.ipynb #576e16f8
 def colour_fluxes(flux_r, g_r, r_i):
     "g r i fluxes from an r flux and g-r, r-i colours (AB magnitudes)."
@@ -171,3 +198,40 @@ def clump_allowed(x, y, others, centre, cfg: SimConfig) -> bool:
     if np.hypot(x - centre[0], y - centre[1]) < 1.5 * fwhm or not (4 <= x <= cfg.size - 5 and 4 <= y <= cfg.size - 5):
         return False
     return not any(np.hypot(x - o["x"], y - o["y"]) < fwhm for o in others)
+
+# %% ../../nbs/data/01a_galaxy.ipynb #0e61673b
+def flux_ratio(log_f: float, span: tuple, slope: float | None = None) -> float:
+    """The flux ratio whose log-uniform draw on `span` = (lowest, highest) is `log_f` (its natural log): exp(`log_f`)
+    itself without a `slope`; with one, the same quantile of the truncated power law N(>f) ~ f^-slope on `span`."""
+    if slope is None:
+        return np.exp(log_f)
+    lo, hi = span
+    u = (log_f - np.log(lo)) / (np.log(hi) - np.log(lo))
+    a, b = lo**-slope, hi**-slope
+    return (a - u * (a - b)) ** (-1 / slope)
+
+
+KNOT_STREAM = 18  # the random stream of a galaxy's knots (draw_params uses the galaxy's own)
+KNOT_COLOURS = dict(g_r=(0.15, 0.12), r_i=(0.0, 0.08), u_g=(0.8, 0.2))  # a normal clump's: mean, sd (AB mag)
+
+
+def draw_knots(params: dict, cfg: SimConfig, weight=None) -> list:
+    """The sub-threshold knots of galaxy `params` (from `draw_params`, after any shift's morphology) that `cfg.knots`
+    asks for (none without it): dicts of `x`, `y` (pixels), `frac_g`, `colour` (g−r, r−i) and `u_g`, placed as the
+    text says; `weight(x, y)`, at most 1, the probability a place is kept."""
+    if not cfg.knots:
+        return []
+    rng = rng_for(params["seed"], params["index"], KNOT_STREAM)
+    (mean, span), host, centre = cfg.knots, params["host"], params["centre"]
+    n, h, out = rng.poisson(mean), host["re_disc"] / 1.678, []
+    for _ in range(50 * n):
+        if len(out) == n:
+            break
+        r, phi, keep = rng.gamma(2.0, h), rng.uniform(0, 2 * np.pi), rng.random()
+        x, y = disc_to_sky(r, phi, host, centre)
+        if (weight is not None and keep > weight(x, y)) or not clump_allowed(x, y, params["clumps"], centre, cfg):
+            continue
+        c = {k: rng.normal(*v) for k, v in KNOT_COLOURS.items()}
+        f = flux_ratio(rng.uniform(*np.log(span)), span, cfg.clump_frac_slope)
+        out.append(dict(x=float(x), y=float(y), frac_g=float(f), colour=(c["g_r"], c["r_i"]), u_g=c["u_g"]))
+    return out

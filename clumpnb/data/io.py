@@ -28,10 +28,11 @@ __all__ = ['FITS_SUFFIXES', 'RGB_SUFFIXES', 'BAND_TAG', 'BOX_FWHM', 'CATEGORIES'
 # %% ../../nbs/data/04_io.ipynb #254c4f88
 @dataclass
 class Cutout:
-    "A g r i cutout: `image` (3, H, W) float32 nanomaggies, its celestial `wcs`, and whatever tables came with it."
+    """A g r i cutout: `image` (3, H, W) float32 nanomaggies, its celestial `wcs` (None only where the reader was
+    told coordinates are not needed and the file has none), and whatever tables came with it."""
 
     image: np.ndarray
-    wcs: WCS
+    wcs: WCS | None
     path: str
     meta: dict = field(default_factory=dict)
     clumps: Table = None
@@ -104,14 +105,19 @@ def _open(path):
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _celestial_wcs(header, path, field_name="CTYPE1"):
+def _celestial_wcs(header, path, field_name="CTYPE1", need: bool = True):
+    "The celestial WCS of `header`; without one, a DataError when it is `need`ed, else None."
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             w = WCS(header).celestial
         except Exception as e:
+            if not need:
+                return None
             raise DataError(path, field_name, f"unreadable WCS ({e})") from None
     if not w.has_celestial or w.naxis != 2:
+        if not need:
+            return None
         raise DataError(path, field_name, "no celestial WCS (expected RA---/DEC-- CTYPE1/CTYPE2 keywords)")
     return w
 
@@ -130,8 +136,9 @@ def _finite(image, path, nonfinite):
     return np.where(bad, 0, image).astype(np.float32)
 
 # %% ../../nbs/data/04_io.ipynb #47c07fb9
-def read_band_files(paths) -> tuple:
-    "((3, H, W) image, WCS) from three single-band FITS files in g, r, i order."
+def read_band_files(paths, need_wcs: bool = True) -> tuple:
+    """((3, H, W) image, WCS) from three single-band FITS files in g, r, i order; with `need_wcs` False, files
+    without a WCS are read too (WCS None, their grids unchecked)."""
     if len(paths) != 3:
         raise DataError(paths[0] if paths else "<none>", "bands", f"expected 3 files (g, r, i), got {len(paths)}")
     planes, wcs = [], None
@@ -144,10 +151,10 @@ def read_band_files(paths) -> tuple:
             if planes[-1].shape != planes[0].shape:
                 msg = f"shape {planes[-1].shape} differs from the g band's {planes[0].shape}"
                 raise DataError(p, "NAXIS1/NAXIS2", msg)
-            band_wcs = _celestial_wcs(hdu.header, p)
+            band_wcs = _celestial_wcs(hdu.header, p, need=need_wcs)
             if wcs is None:
                 wcs = band_wcs
-            else:
+            elif band_wcs is not None:
                 _same_grid(band_wcs, wcs, planes[0].shape, p)
     return np.stack(planes), wcs
 
@@ -179,8 +186,9 @@ def band_count(n: int) -> str:
     return f"{n} band" + ("" if n == 1 else "s")
 
 
-def read_mef(hl, path) -> tuple:
-    "((3, H, W) image, WCS) from an open FITS file: G, R, I extensions (any case, as astropy looks them up) or a cube."
+def read_mef(hl, path, need_wcs: bool = True) -> tuple:
+    """((3, H, W) image, WCS) from an open FITS file: G, R, I extensions (any case, as astropy looks them up) or a
+    cube; with `need_wcs` False, a file without a WCS is read too (WCS None)."""
     bands = _named(hl, [b.upper() for b in BANDS])
     if all(h is not None for h in bands):
         planes = [np.asarray(h.data, np.float32) for h in bands]
@@ -188,7 +196,7 @@ def read_mef(hl, path) -> tuple:
             if p.ndim != 2 or p.shape != planes[0].shape:
                 msg = f"band {b} has shape {p.shape}, expected {planes[0].shape}"
                 raise DataError(path, f"{b.upper()}.NAXIS", msg)
-        return np.stack(planes), _celestial_wcs(bands[0].header, path, "G.CTYPE1")
+        return np.stack(planes), _celestial_wcs(bands[0].header, path, "G.CTYPE1", need_wcs)
     found = [b for b, h in zip(BANDS, bands) if h is not None]
     if found:
         missing = ", ".join(b.upper() for b, h in zip(BANDS, bands) if h is None)
@@ -204,26 +212,27 @@ def read_mef(hl, path) -> tuple:
     if hdu.data.ndim != 3 or hdu.data.shape[0] != 3:
         n = band_count(hdu.data.shape[0]) if hdu.data.ndim == 3 else f"data of shape {hdu.data.shape}"
         raise DataError(path, "NAXIS3", f"{n}, expected g, r, i as G/R/I extensions or a (3, H, W) cube")
-    return np.asarray(hdu.data, np.float32), _celestial_wcs(hdu.header, path)
+    return np.asarray(hdu.data, np.float32), _celestial_wcs(hdu.header, path, need=need_wcs)
 
 
-def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True) -> Cutout:
+def read_cutout(path, nonfinite: str = "mask", shape=None, tables: bool = True, need_wcs: bool = True) -> Cutout:
     """Read a g r i cutout in nanomaggies with its WCS. `path` is one multi-extension FITS file (extensions
     G, R, I), one file holding a (3, H, W) cube, or a list of three single-band files in g, r, i order.
-    `shape` (H, W), if given, is checked; `tables=False` skips the CLUMPS/CONTAM tables (faster). Raises `DataError`
-    naming the file and field."""
+    `shape` (H, W), if given, is checked; `tables=False` skips the CLUMPS/CONTAM tables (faster). A file without sky
+    coordinates is refused unless `need_wcs` is False (a reader that uses the pixels only; then `wcs` is None).
+    Raises `DataError` naming the file and field."""
     if nonfinite not in ("mask", "reject"):
         raise ValueError(f"nonfinite must be 'mask' or 'reject', not {nonfinite!r}")
     meta, clumps, cont = {}, None, None
     if isinstance(path, (list, tuple)):
         named = hasattr(path, "name")  # a `BandFiles` prints as its three files; a plain list by its g file
-        (image, wcs), src = read_band_files(path), str(path) if named else str(path[0])
+        (image, wcs), src = read_band_files(path, need_wcs), str(path) if named else str(path[0])
     else:
         src = str(path)
         with _open(path) as hl:
             skip = ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "COMMENT", "HISTORY", "")
             meta = {k: v for k, v in hl[0].header.items() if k not in skip}
-            image, wcs = read_mef(hl, path)
+            image, wcs = read_mef(hl, path, need_wcs)
             if tables:
                 clumps, cont = (None if h is None else Table(h.data) for h in _named(hl, ("CLUMPS", "CONTAM")))
             if cont is not None:

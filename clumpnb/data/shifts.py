@@ -14,10 +14,18 @@ from .galaxy import ARTEFACTS, Shift, SimConfig, clump_allowed, colour_fluxes, d
 from .galaxy import disc_to_sky, psf_image, psf_otf
 
 # %% auto #0
-__all__ = ['SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS', 'ROBUSTNESS_SHIFTS', 'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM',
-           'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM', 'DUST_STREAM', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION',
-           'shift_config', 'psf_otf_of', 'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology',
-           'arm_weight', 'ring_weight', 'tail_weight', 'dust_transmission', 'host_sized']
+__all__ = ['GZ2_BAR_FRACTION', 'RINGED_SPIRALS', 'CLUMPSCOUT_HOSTS', 'SDSS_SEEING', 'SHIFTS', 'VARIANT_PARTS',
+           'ROBUSTNESS_SHIFTS', 'CLUMPSCOUT_FRACTIONS', 'CLUMPSCOUT_SLOPE', 'CLUMPSCOUT_CENSUS', 'WORLDS',
+           'IMAGING_STREAM', 'SATURATION', 'MORPH_STREAM', 'COMPANION_STREAM', 'RING_STREAM', 'TIDAL_STREAM',
+           'DUST_STREAM', 'SF11_UGRI', 'SF11_V', 'SDSS_EXTINCTION', 'shift_config', 'world_config', 'psf_otf_of',
+           'draw_imaging', 'add_artefacts', 'projected_bar', 'draw_morphology', 'arm_weight', 'ring_weight',
+           'tail_weight', 'dust_transmission', 'host_sized']
+
+# %% ../../nbs/data/01b_shifts.ipynb #88bfb4dc
+GZ2_BAR_FRACTION = 0.294  # disc galaxies with a bar, Galaxy Zoo 2 (Masters et al. 2011): see the text
+RINGED_SPIRALS = 0.22  # face-on SDSS spirals with a ring (arXiv:2107.06920): see the text
+CLUMPSCOUT_HOSTS = dict(spiral=0.6, bar=GZ2_BAR_FRACTION / 0.6, ring=RINGED_SPIRALS * 0.6, tidal=0.03, companion=0.05,
+                        dust=0.1)  # the `clumpscout` shift's shares of hosts (bar: of its spiral hosts)  # fmt: skip
 
 # %% ../../nbs/data/01b_shifts.ipynb #5f1a0006
 SDSS_SEEING = (1.32, 0.15, 0.9, 2.0)  # r-band FWHM: median (the default survey's), log-normal sigma, clipped range
@@ -45,6 +53,9 @@ SHIFTS = {
               noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0),  # fmt: skip
         Shift("variant", seeing=(2.2, 0.08, 2.0, 2.6), psf=("kolmogorov",), clump_fwhm_kpc=(0.8, 1.2),
               noise_scale=(1.3, 1.6), artefacts=0.5, sky_gradient=2.0, spiral=1.0, companion=0.5),  # fmt: skip
+        # the training range's imaging on Clump Scout's host mix (section *A Clump Scout-like world*)
+        Shift("clumpscout", seeing=SDSS_SEEING, psf=("double-gaussian", "moffat"), clump_fwhm_kpc=(0.0, 0.8),
+              noise_scale=(0.8, 1.3), artefacts=0.3, sky_gradient=1.0, **CLUMPSCOUT_HOSTS),  # fmt: skip
     ]
 }
 VARIANT_PARTS = ("worst-seeing", "kolmogorov", "large-clumps", "high-noise", "artefacts", "spiral-hosts",
@@ -58,6 +69,24 @@ def shift_config(name: str) -> SimConfig:
     if name != "default" and name not in SHIFTS:
         raise ValueError(f"unknown shift {name!r}: choose 'default' or one of {', '.join(SHIFTS)}")
     return SimConfig(shift=None if name == "default" else SHIFTS[name])
+
+# %% ../../nbs/data/01b_shifts.ipynb #84ef5c9a
+CLUMPSCOUT_FRACTIONS = ((0.08, 0.0322), (0.03, 0.1268))  # (u-band flux-ratio cut, share of galaxies with a clump above)
+CLUMPSCOUT_SLOPE = 1.62  # the clumps' N(>f) ~ f^-slope, calibrated on CLUMPSCOUT_FRACTIONS (see the text)
+CLUMPSCOUT_CENSUS = 0.2  # the clumpy_fraction at which a census of the world meets CLUMPSCOUT_FRACTIONS
+WORLDS = {  # training surveys keep the default's clumpy_fraction (enriched); a census takes CLUMPSCOUT_CENSUS
+    "basic": SimConfig(),
+    "clumpscout": SimConfig(clump_frac=(0.01, 0.25), clump_frac_slope=CLUMPSCOUT_SLOPE, knots=(10, (0.002, 0.01)),
+                            shift=SHIFTS["clumpscout"]),
+}
+
+
+def world_config(world: str, shift: str | None = None) -> SimConfig:
+    """The `SimConfig` of world `world` (a key of `WORLDS`; a copy), under its own imaging or, if `shift` names one,
+    under that shift (a key of `SHIFTS`, or 'default', as `shift_config` takes it)."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}: choose one of {', '.join(WORLDS)}")
+    return replace(WORLDS[world], **({} if shift is None else dict(shift=shift_config(shift).shift)))
 
 # %% ../../nbs/data/01b_shifts.ipynb #5f1a0008
 IMAGING_STREAM = 11  # the random stream of a galaxy's imaging (draw_params uses the galaxy's own)
@@ -184,10 +213,10 @@ def projected_bar(length: float, q: float, angle: float, host: dict) -> dict:
                 pa=float(host["pa"] + np.arctan2(vec[1, 1], vec[0, 1])))  # fmt: skip
 
 
-def _bar_and_arms(rng, host: dict) -> dict:
-    "A spiral host's arms and, a third of the time, its bar (drawn in the disc's plane, then projected)."
+def _bar_and_arms(rng, host: dict, share: float) -> dict:
+    "A spiral host's arms and, a `share` of the time (`Shift.bar`), its bar (drawn in the disc's plane, projected)."
     bar = None
-    if rng.random() < 1 / 3:
+    if rng.random() < share:
         length = host["re_disc"] * rng.uniform(0.4, 0.8)
         bar = dict(share=rng.uniform(0.05, 0.15), length=length,
                    **projected_bar(length, rng.uniform(0.25, 0.4), rng.uniform(0, np.pi), host))  # fmt: skip
@@ -316,7 +345,7 @@ def draw_morphology(shift: Shift, params: dict, cfg: SimConfig) -> dict:
         out = _edge_on_dusty(rd, out, cfg)
     rng = rng_for(params["seed"], params["index"], MORPH_STREAM)
     if rng.random() < shift.spiral:
-        host = {**out["host"], **_bar_and_arms(rng, out["host"])}
+        host = {**out["host"], **_bar_and_arms(rng, out["host"], shift.bar)}
         out = {**out, "host": host, "clumps": _onto_arms(rng, out["clumps"], host, out["centre"], shift.arm_clumps,
                                                          cfg)}  # fmt: skip
     rr = rng_for(params["seed"], params["index"], RING_STREAM)

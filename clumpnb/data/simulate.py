@@ -14,14 +14,15 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from ..core import check_survey_seed, rng_for
-from .galaxy import SimConfig, clump_allowed, colour_fluxes, disc_axis_ratio, disc_to_sky, psf_otf, sersic
+from .galaxy import SimConfig, clump_allowed, colour_fluxes, disc_axis_ratio, disc_to_sky, draw_knots
+from .galaxy import flux_ratio, psf_otf, psf_snr, sersic
 from .shifts import add_artefacts, arm_weight, draw_imaging, draw_morphology, dust_transmission
 from .shifts import ring_weight, tail_weight
 from .survey import to_rgb
 
 # %% auto #0
 __all__ = ['CLUMP_COLUMNS', 'U_COLOURS', 'U_STREAM', 'component_fluxes', 'disc_share', 'draw_params', 'Canvas', 'render',
-           'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate']
+           'u_fluxes', 'Galaxy', 'make_wcs', 'simulate_galaxy', 'simulate', 'census_shares']
 
 # %% ../../nbs/data/02_simulate.ipynb #dc0b662b
 def _draw_host(rng, cfg: SimConfig):
@@ -37,20 +38,11 @@ def _draw_host(rng, cfg: SimConfig):
         if m < cfg.mag_limit and 2.0 < re_px < cfg.size / 6:
             break
     q = disc_axis_ratio(rng.uniform(0, 1))
-    return dict(
-        z=z,
-        abs_mag_r=M,
-        mag_r=m,
-        re_disc=re_px,
-        q_disc=q,
-        pa=rng.uniform(0, np.pi),
-        bt=min(rng.beta(1.5, 6), 0.6),
-        n_bulge=rng.uniform(1.5, 4),
-        q_bulge=rng.uniform(0.7, 1),
-        re_bulge=max(0.6, re_px * rng.uniform(0.1, 0.3)),
-        disc_colour=(rng.normal(0.45, 0.1), rng.normal(0.22, 0.05)),
-        bulge_colour=(rng.normal(0.75, 0.06), rng.normal(0.38, 0.04)),
-    )
+    return dict(z=z, abs_mag_r=M, mag_r=m, re_disc=re_px, q_disc=q, pa=rng.uniform(0, np.pi),
+                bt=min(rng.beta(1.5, 6), 0.6), n_bulge=rng.uniform(1.5, 4), q_bulge=rng.uniform(0.7, 1),
+                re_bulge=max(0.6, re_px * rng.uniform(0.1, 0.3)),
+                disc_colour=(rng.normal(0.45, 0.1), rng.normal(0.22, 0.05)),
+                bulge_colour=(rng.normal(0.75, 0.06), rng.normal(0.38, 0.04)))  # fmt: skip
 
 # %% ../../nbs/data/02_simulate.ipynb #a4353a79
 def _draw_clumps(rng, cfg: SimConfig, host, centre):
@@ -67,12 +59,10 @@ def _draw_clumps(rng, cfg: SimConfig, host, centre):
         if not clump_allowed(x, y, out, centre, cfg):
             continue
         odd = rng.random() < cfg.odd_fraction
-        colour = (
-            (rng.normal(0.8, 0.15), rng.normal(0.4, 0.1)) if odd else (rng.normal(0.15, 0.12), rng.normal(0.0, 0.08))
-        )
-        out.append(
-            dict(x=x, y=y, frac_g=np.exp(rng.uniform(*np.log(cfg.clump_frac))), colour=colour, cls=2 if odd else 1)
-        )
+        red, blue = ((0.8, 0.15), (0.4, 0.1)), ((0.15, 0.12), (0.0, 0.08))  # g−r, r−i: mean, sd
+        colour = tuple(rng.normal(*m) for m in (red if odd else blue))
+        frac = flux_ratio(rng.uniform(*np.log(cfg.clump_frac)), cfg.clump_frac, cfg.clump_frac_slope)
+        out.append(dict(x=x, y=y, frac_g=frac, colour=colour, cls=2 if odd else 1))
     # the clumps' light is taken from the disc: keep the disc at least 30% of the galaxy's g light, and at least 10% of
     # its own light (galaxy minus bulge) in every band, which red (odd) clumps could otherwise take all of in i
     while sum(o["frac_g"] for o in out) > 0.7 * (1 - host["bt"]) or disc_share(host, out).min() < 0.1:
@@ -103,28 +93,14 @@ def _draw_contaminants(rng, cfg: SimConfig):
     if rng.random() < cfg.star_fraction:
         for _ in range(1 + (rng.random() < 0.25)):
             g_r = rng.uniform(0.3, 1.4)
-            stars.append(
-                dict(
-                    x=rng.uniform(3, S - 4),
-                    y=rng.uniform(3, S - 4),
-                    mag_r=16 + 5 * rng.power(1.5),
-                    colour=(g_r, 0.4 * g_r - 0.05 + rng.normal(0, 0.05)),
-                )
-            )
+            stars.append(dict(x=rng.uniform(3, S - 4), y=rng.uniform(3, S - 4), mag_r=16 + 5 * rng.power(1.5),
+                              colour=(g_r, 0.4 * g_r - 0.05 + rng.normal(0, 0.05))))  # fmt: skip
     if rng.random() < cfg.bg_fraction:
         for _ in range(rng.integers(1, 4)):
-            gals.append(
-                dict(
-                    x=rng.uniform(0, S - 1),
-                    y=rng.uniform(0, S - 1),
-                    mag_r=rng.uniform(19, 22),
-                    re=rng.uniform(0.6, 1.8) / sv.pixel_scale,
-                    n=float(rng.choice([1.0, 4.0])),
-                    q=rng.uniform(0.4, 1),
-                    pa=rng.uniform(0, np.pi),
-                    colour=(rng.normal(1.0, 0.2), rng.normal(0.45, 0.1)),
-                )
-            )
+            gals.append(dict(x=rng.uniform(0, S - 1), y=rng.uniform(0, S - 1), mag_r=rng.uniform(19, 22),
+                             re=rng.uniform(0.6, 1.8) / sv.pixel_scale, n=float(rng.choice([1.0, 4.0])),
+                             q=rng.uniform(0.4, 1), pa=rng.uniform(0, np.pi),
+                             colour=(rng.normal(1.0, 0.2), rng.normal(0.45, 0.1))))  # fmt: skip
     return stars, gals
 
 
@@ -139,17 +115,20 @@ def draw_params(seed: int, index: int, cfg: SimConfig = SimConfig()) -> dict:
     stars, gals = _draw_contaminants(rng, cfg)
     radec = (rng.uniform(120, 240), np.degrees(np.arcsin(rng.uniform(0, np.sin(np.radians(60))))))
     noise_seed = int(rng.integers(2**62))
-    return dict(
-        seed=seed,
-        index=index,
-        host=host,
-        centre=centre,
-        clumps=clumps,
-        stars=stars,
-        bg_galaxies=gals,
-        radec=radec,
-        noise_seed=noise_seed,
-    )
+    return dict(seed=seed, index=index, host=host, centre=centre, clumps=clumps, stars=stars, bg_galaxies=gals,
+                radec=radec, noise_seed=noise_seed)  # fmt: skip
+
+
+def _knots(params: dict, cfg: SimConfig) -> list:
+    """Galaxy `params`' knots (`draw_knots`), on a spiral host kept in proportion to its arms' brightness (`arm_weight`
+    over its peak), as many as leave the disc the light `_draw_clumps` leaves it once the clumps took theirs."""
+    h, centre = params["host"], params["centre"]
+    peak = 1 + h["arms"]["amp"] * (1 / 0.3125 - 1) if "arms" in h else 1.0  # `arm_weight`'s brightest point
+    knots = draw_knots(params, cfg, (lambda x, y: arm_weight(x, y, h, centre) / peak) if "arms" in h else None)
+    while knots and (sum(o["frac_g"] for o in params["clumps"] + knots) > 0.7 * (1 - h["bt"])
+                     or disc_share(h, params["clumps"] + knots).min() < 0.1):  # fmt: skip
+        knots.pop()
+    return knots
 
 # %% ../../nbs/data/02_simulate.ipynb #22caa363
 @lru_cache(8)
@@ -242,25 +221,30 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
     nanomaggies, the noiseless one, and per-component total fluxes. `imaging` (see `draw_imaging`) replaces the
     median seeing's PSF (`otf`, per band), gives the clumps an intrinsic size (`clump_sigma_px`) and scales the sky
     noise (`noise_scale`). A host with a dust lane (`host["dust"]`) is dimmed by it, and its fluxes with it; the
-    components then hold the lane's transmissions (`dust`)."""
+    components then hold the lane's transmissions (`dust`). Knots (`params["knots"]`) are points that take their light
+    from the disc as clumps do (their fluxes: `knots`); `snr_psf` holds each clump's g-band PSF-matched S/N on the
+    noiseless image (`psf_snr`)."""
     imaging = imaging or {}
     S, pad, os_, sv = cfg.size, cfg.pad, cfg.oversample, cfg.survey
     N = S + 2 * pad
     canvas = Canvas(S, pad, os_)
     fx, fy = canvas.grids[2:]
-    h, (cx, cy) = params["host"], params["centre"]
-    ftot, fb, fd, clump_f = component_fluxes(h, params["clumps"], sv.mag_to_flux(h["mag_r"]))
+    h, (cx, cy), n_cl = params["host"], params["centre"], len(params["clumps"])
+    lit = params["clumps"] + params.get("knots", [])  # the points that take their light from the disc
+    ftot, fb, fd, clump_f = component_fluxes(h, lit, sv.mag_to_flux(h["mag_r"]))
     pre = _host_light(canvas, h, (cx, cy), fd, fb).astype(float)
     dust = None
     if h.get("dust"):  # an edge-on disc's dust lane dims the host and its clumps (chapter *Imaging shifts*)
-        pre, (ftot, fb, fd, clump_f), dust = _dusted(pre, h, (cx, cy), params["clumps"], (ftot, fb, fd, clump_f), pad)
+        pre, (ftot, fb, fd, clump_f), dust = _dusted(pre, h, (cx, cy), lit, (ftot, fb, fd, clump_f), pad)
+        dust["clumps"], dust["knots"] = dust["clumps"][:n_cl], dust["clumps"][n_cl:]
+    clump_f, knot_f = clump_f[:n_cl], clump_f[n_cl:]
     bg_f = []
     for g in params["bg_galaxies"]:
         f = colour_fluxes(sv.mag_to_flux(g["mag_r"]), *g["colour"])
         bg_f.append(f)
         pre += f[:, None, None] * _profile(canvas, g["re"], g["n"], g["x"], g["y"], g["q"], g["pa"])
     star_f = np.array([colour_fluxes(sv.mag_to_flux(s["mag_r"]), *s["colour"]) for s in params["stars"]]).reshape(-1, 3)
-    pts = [(c["x"], c["y"]) for c in params["clumps"]] + [(s["x"], s["y"]) for s in params["stars"]]
+    pts = [(c["x"], c["y"]) for c in lit[:n_cl] + params["stars"]]
     pf = np.concatenate([clump_f, star_f])  # (K, 3)
     ft = np.fft.rfft2(pre)  # (3, N, N//2+1)
     if len(pts):
@@ -271,26 +255,31 @@ def render(params: dict, cfg: SimConfig = SimConfig(), imaging: dict = None):
             sig[: len(clump_f)] = imaging["clump_sigma_px"]
             ramp *= np.exp(-2 * np.pi**2 * sig[:, None, None] ** 2 * (fx**2 + fy**2)[None])
         ft += np.einsum("kb,kyx->byx", pf, ramp) * (np.sinc(fx) * np.sinc(fy))[None]
+    if len(knot_f):  # many faint points: their phase ramps factorise in y and x, cheaper than on the whole grid
+        k_xy = np.array([(k["x"], k["y"]) for k in lit[n_cl:]]) + pad
+        ey, ex = (np.exp(-2j * np.pi * f.ravel()[None] * k_xy[:, i, None]) for f, i in ((fy, 1), (fx, 0)))
+        ft += np.matmul((knot_f.T[:, :, None] * ey[None]).transpose(0, 2, 1), ex) * (np.sinc(fx) * np.sinc(fy))[None]
+    otf = [imaging["otf"][b] if "otf" in imaging else psf_otf(sv.psf_fwhm_px[b], (N, N)) for b in range(3)]
     for b in range(3):
-        ft[b] *= imaging["otf"][b] if "otf" in imaging else psf_otf(sv.psf_fwhm_px[b], (N, N))
+        ft[b] *= otf[b]
     model = np.fft.irfft2(ft, s=(N, N))[:, pad : pad + S, pad : pad + S]
+    sky = np.array(sv.sky_sigma) * imaging.get("noise_scale", 1.0)
+    snr = psf_snr(clump_f[:, 0], model[0], pts[:n_cl], otf[0], (sky[0], sv.gain[0]), imaging.get("clump_sigma_px"))
     if cfg.noise:
         rng = np.random.default_rng(params["noise_seed"])
-        sky = np.array(sv.sky_sigma) * imaging.get("noise_scale", 1.0)
         var = sky[:, None, None] ** 2 + np.clip(model, 0, None) / sv.gain[:, None, None]
         image = model + rng.standard_normal(model.shape) * np.sqrt(var)
     else:
         image = model
-    comps = dict(
-        galaxy=ftot, bulge=fb, disc=fd, clumps=clump_f, stars=star_f, bg_galaxies=np.array(bg_f).reshape(-1, 3)
-    )
+    comps = dict(galaxy=ftot, bulge=fb, disc=fd, clumps=clump_f, stars=star_f, knots=knot_f, snr_psf=snr,
+                 bg_galaxies=np.array(bg_f).reshape(-1, 3))  # fmt: skip
     if dust is not None:
         comps["dust"] = dust
     return image.astype(np.float32), model.astype(np.float32), comps
 
 # %% ../../nbs/data/02_simulate.ipynb #9e8d2ca1
 CLUMP_COLUMNS = ("x", "y", "ra", "dec", "flux_g", "flux_r", "flux_i", "frac_g", "frac_r", "frac_i", "cls", "flux_u",
-                 "frac_u")  # fmt: skip
+                 "frac_u", "snr_psf")  # fmt: skip
 U_COLOURS = dict(disc=(1.25, 0.12), bulge=(1.75, 0.1), clump=(0.8, 0.2), odd=(1.6, 0.2))  # u-g: mean, sd (AB mag)
 U_STREAM = 12  # the random stream of a galaxy's u-band colours (draw_params uses the galaxy's own)
 
@@ -298,9 +287,9 @@ U_STREAM = 12  # the random stream of a galaxy's u-band colours (draw_params use
 def u_fluxes(params: dict, comps: dict) -> tuple:
     """u-band fluxes (galaxy, clumps) from each component's g flux (`render`'s `comps`) and a u-g colour drawn per
     component from a stream of its own, so the g r i images are those of a survey without u: the galaxy's u light is
-    its bulge's, its disc's (after the clumps took theirs) and its clumps' together. Behind a dust lane
-    (`comps["dust"]`, from `render`) each component's u light is its dust-free light dimmed by its u-band
-    transmission."""
+    its bulge's, its disc's (after the clumps and knots took theirs), its clumps' and its knots' (their own u−g,
+    `draw_knots`) together. Behind a dust lane (`comps["dust"]`, from `render`) each component's u light is its
+    dust-free light dimmed by its u-band transmission."""
     rng = rng_for(params["seed"], params["index"], U_STREAM)
     to_u = lambda f_g, u_g: f_g * 10 ** (-0.4 * u_g)
     n = len(params["clumps"])
@@ -311,10 +300,12 @@ def u_fluxes(params: dict, comps: dict) -> tuple:
     clumps_u = to_u(comps["clumps"][:, 0], u_g)
     disc_u, bulge_u = to_u(comps["disc"][0], rng.normal(*U_COLOURS["disc"])), rng.normal(*U_COLOURS["bulge"])
     host_u = to_u(comps["bulge"][0], bulge_u) + disc_u
+    knots_u = to_u(comps.get("knots", np.zeros((0, 3)))[:, 0], np.array([k["u_g"] for k in params.get("knots", [])]))
     if "dust" in comps:  # the g fluxes passed the lane's g transmission; the u light passes its u transmission
-        th, tc = comps["dust"]["host"], comps["dust"]["clumps"]
+        th, tc, tk = comps["dust"]["host"], comps["dust"]["clumps"], comps["dust"].get("knots", np.ones((0, 4)))
         host_u, clumps_u = host_u * th[0] / th[1], clumps_u * tc[:, 0] / tc[:, 1]
-    return float(host_u + clumps_u.sum()), clumps_u
+        knots_u = knots_u * tk[:, 0] / tk[:, 1]
+    return float(host_u + clumps_u.sum() + knots_u.sum()), clumps_u
 
 
 @dataclass
@@ -358,13 +349,16 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     the same galaxy seen under other imaging (drawn from a stream of its own, so the galaxy itself does not change),
     or, for a shift that draws other hosts, given spiral arms (perhaps a bar, clumps moved onto the arms), a ring or
     tidal tails (with clumps on them), a companion galaxy, or a disc turned edge-on behind a dust lane, or on a cutout
-    that follows its host's size."""
+    that follows its host's size. With `cfg.knots`, star-forming knots too faint to be clumps, rows of kind `knot`
+    among the contaminants."""
     p = draw_params(seed, index, cfg)
     imaging = None
     if cfg.shift is not None:
         p = draw_morphology(cfg.shift, p, cfg)  # arms, bars, a ring, a companion, if the shift draws them: a new dict
         cfg = replace(cfg, size=p.get("size", cfg.size))  # a cutout that follows its host (`host_sized`)
         imaging = draw_imaging(cfg.shift, p, cfg)
+    if cfg.knots:
+        p = {**p, "knots": _knots(p, cfg)}  # on the host as the shift left it: along its arms, behind its dust
     image, model, comps = render(p, cfg, imaging)
     if imaging is not None:
         image = add_artefacts(image, imaging, cfg)
@@ -377,38 +371,20 @@ def simulate_galaxy(seed: int, index: int, cfg: SimConfig = SimConfig(), keep_mo
     cf, gal = comps["clumps"], comps["galaxy"]
     gal_u, cl_u = u_fluxes(p, comps)
     clumps = Table([xy[:, 0], xy[:, 1], ra, dec, *cf.T, *(cf / gal).T, np.array([c["cls"] for c in cl], int), cl_u,
-                    cl_u / gal_u], names=CLUMP_COLUMNS, dtype=[float] * 10 + [int, float, float])  # fmt: skip
+                    cl_u / gal_u, comps["snr_psf"]], names=CLUMP_COLUMNS,
+                   dtype=[float] * 10 + [int] + [float] * 3)  # fmt: skip
     rows = [("bulge", *p["centre"], *comps["bulge"])]
+    rows += [("knot", k["x"], k["y"], *f) for k, f in zip(p.get("knots", []), comps["knots"])]
     rows += [("star", s["x"], s["y"], *f) for s, f in zip(p["stars"], comps["stars"])]
     rows += [("galaxy", g["x"], g["y"], *f) for g, f in zip(p["bg_galaxies"], comps["bg_galaxies"])]
-    cont = Table(
-        rows=rows,
-        names=("kind", "x", "y", "flux_g", "flux_r", "flux_i"),
-        dtype=("U6", float, float, float, float, float),
-    )
+    cont = Table(rows=rows, names=("kind", "x", "y", "flux_g", "flux_r", "flux_i"),
+                 dtype=("U6", float, float, float, float, float))  # fmt: skip
     cont["ra"], cont["dec"] = w.wcs_pix2world(cont["x"], cont["y"], 0)
     h = p["host"]
-    meta = dict(
-        seed=seed,
-        index=index,
-        z=h["z"],
-        mag_r=h["mag_r"],
-        abs_mag_r=h["abs_mag_r"],
-        re_disc_px=h["re_disc"],
-        q_disc=h["q_disc"],
-        pa=h["pa"],
-        bt=h["bt"],
-        ra=p["radec"][0],
-        dec=p["radec"][1],
-        x=p["centre"][0],
-        y=p["centre"][1],
-        flux_g=gal[0],
-        flux_r=gal[1],
-        flux_i=gal[2],
-        flux_u=gal_u,
-        n_clumps=len(cl),
-        **({} if imaging is None else imaging["meta"]),
-    )
+    meta = dict(seed=seed, index=index, z=h["z"], mag_r=h["mag_r"], abs_mag_r=h["abs_mag_r"], re_disc_px=h["re_disc"],
+                q_disc=h["q_disc"], pa=h["pa"], bt=h["bt"], ra=p["radec"][0], dec=p["radec"][1], x=p["centre"][0],
+                y=p["centre"][1], flux_g=gal[0], flux_r=gal[1], flux_i=gal[2], flux_u=gal_u, n_clumps=len(cl),
+                **({} if imaging is None else imaging["meta"]))  # fmt: skip
     return Galaxy(image, head, clumps, cont, meta, model if keep_model else None)
 
 # %% ../../nbs/data/02_simulate.ipynb #4ac7fc46
@@ -418,15 +394,8 @@ def _sim_one(args):
     return post(g) if post else g
 
 
-def simulate(
-    n: int,
-    seed: int = 0,
-    cfg: SimConfig = SimConfig(),
-    start: int = 0,
-    workers: int = 1,
-    progress: bool = False,
-    post=None,
-):
+def simulate(n: int, seed: int = 0, cfg: SimConfig = SimConfig(), start: int = 0, workers: int = 1,
+             progress: bool = False, post=None):  # fmt: skip
     """Yield galaxies `start .. start+n-1` of survey `seed`, in order, made in `workers` processes.
     `post`, a picklable function of a `Galaxy`, runs in the worker (e.g. to write its files in parallel)."""
     from tqdm.auto import tqdm
@@ -440,3 +409,23 @@ def simulate(
 
     with mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Pool(workers) as pool:
         yield from bar(pool.imap(_sim_one, jobs, chunksize=4))
+
+# %% ../../nbs/data/02_simulate.ipynb #fa595ae8
+def census_shares(n: int, seed: int, cfg: SimConfig, cuts: tuple = (0.08, 0.03)) -> np.ndarray:
+    """The share of galaxies `0..n-1` of survey `seed` under `cfg` that host a clump holding at least each of `cuts`
+    of its galaxy's u-band light (`frac_u`), as `simulate_galaxy`'s truth tables record it (see the text)."""
+    best = np.zeros(n)
+    for i in range(n):
+        p, c = draw_params(seed, i, cfg), cfg
+        if cfg.shift is not None:
+            p = draw_morphology(cfg.shift, p, cfg)
+            c = replace(cfg, size=p.get("size", cfg.size))
+        p = {**p, "knots": _knots(p, c)} if c.knots else p
+        if p["host"].get("dust"):
+            comps = render(p, replace(c, noise=False))[2]
+        else:
+            n_cl, (ftot, fb, fd, cf) = len(p["clumps"]), component_fluxes(p["host"], p["clumps"] + p.get("knots", []))
+            comps = dict(galaxy=ftot, bulge=fb, disc=fd, clumps=cf[:n_cl], knots=cf[n_cl:])
+        gal_u, cl_u = u_fluxes(p, comps)
+        best[i] = cl_u.max() / gal_u if len(cl_u) else 0.0
+    return np.array([(best >= cut).mean() for cut in cuts])

@@ -11,10 +11,10 @@ import matplotlib.pyplot as plt
 from .survey import BANDS, to_rgb, asinh_stretch
 
 # %% auto #0
-__all__ = ['MARK', 'show_galaxy', 'galaxy_grid', 'browse']
+__all__ = ['MARK', 'show_galaxy', 'mark_legend', 'galaxy_grid', 'browse']
 
 # %% ../../nbs/data/06_viz.ipynb #a8f21e2a
-MARK = dict(clump="cyan", odd="orange", star="red", galaxy="yellow", label="lime")
+MARK = dict(clump="cyan", odd="orange", star="red", galaxy="yellow", label="lime", knot="violet")
 
 
 def show_galaxy(
@@ -37,6 +37,8 @@ def show_galaxy(
             ax.plot(c["x"], c["y"], "x", color=MARK["star"], ms=7, mew=1.5)
         elif c["kind"] == "galaxy":
             ax.plot(c["x"], c["y"], "+", color=MARK["galaxy"], ms=7, mew=1.5)
+        elif c["kind"] == "knot":  # a sub-threshold knot: in the image, not a clump
+            ax.plot(c["x"], c["y"], ".", color=MARK["knot"], ms=3)
     for c in labels if labels is not None else []:
         ax.add_patch(
             plt.Rectangle((c["x"] - r, c["y"] - r), 2 * r, 2 * r, fill=False, lw=1, ls="--", color=MARK["label"])
@@ -46,6 +48,21 @@ def show_galaxy(
     if title:
         ax.set_title(title, fontsize=8)
     return ax
+
+
+def mark_legend(ax, labels: bool = False):
+    "A legend on `ax` for the marks `show_galaxy` draws (with `labels`, the labels' squares too)."
+    from matplotlib.lines import Line2D
+
+    ring = dict(marker="o", ls="none", mfc="none", ms=8)
+    items = [("true clump", dict(color=MARK["clump"], **ring)), ("odd clump", dict(color=MARK["odd"], **ring)),
+             ("star", dict(marker="x", ls="none", color=MARK["star"])),
+             ("background galaxy", dict(marker="+", ls="none", color=MARK["galaxy"])),
+             ("knot (not a clump)", dict(marker=".", ls="none", color=MARK["knot"]))]  # fmt: skip
+    if labels:
+        items.append(("label", dict(marker="s", ls="none", mfc="none", color=MARK["label"])))
+    handles = [Line2D([], [], label=name, **style) for name, style in items]
+    return ax.legend(handles=handles, fontsize=6, loc="lower left", framealpha=0.6)
 
 
 def galaxy_grid(galaxies, ncols: int = 4, labels=None, band: str = "rgb", size: float = 2.3, suptitle: str = None):
@@ -99,6 +116,8 @@ def browse(items, labels: dict = None):
                 band.value,
                 getattr(g, "name", str(idx.value)),
             )
+            if on:
+                mark_legend(ax, labels is not None)
             plt.show()
 
     for w in (idx, band, marks):

@@ -8,31 +8,111 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.stats import binom_conf_interval
 from astropy.table import Table
 
-from ..core import rng_for, match_counts, MatchCounts
+from ..core import rng_for, match_centres, match_counts, MatchCounts
 from .survey import SDSS
 
 # %% auto #0
-__all__ = ['VolunteerConfig', 'draw_volunteers', 'classify', 'AggregatorConfig', 'aggregate', 'majority_vote', 'crowd_survey',
-           'consensus_quality', 'quality_vs_volunteers', 'plot_quality']
+__all__ = ['CONTAMINANT_SKILL', 'PUBLISHED_RECOVERY', 'VisibilityConfig', 'seeing_px', 'visibility', 'VolunteerConfig',
+           'draw_volunteers', 'detection_probability', 'candidates', 'classify', 'AggregatorConfig', 'aggregate',
+           'majority_vote', 'crowd_survey', 'consensus_quality', 'recovery_curve', 'quality_vs_volunteers',
+           'plot_quality']
 
-# %% ../../nbs/data/03_volunteers.ipynb #b3ce261c
+# %% ../../nbs/data/03_volunteers.ipynb #3c6eca23
+@dataclass
+class VisibilityConfig:
+    "How `visibility` measures sources on the image the volunteers see. Radii in r-band PSF FWHM."
+
+    bands: tuple = (0, 1, 2)  # planes summed: g, r and i, the three the colour preview is made of
+    aperture_fwhm: float = 0.75  # radius of the source aperture (near the S/N-optimal radius for a point source)
+    annulus_fwhm: tuple = (1.5, 3.0)  # inner and outer radius of the local-background annulus
+
+
+def seeing_px(galaxy) -> float:
+    """The r-band PSF FWHM of `galaxy` in pixels: its own (`meta["psf_fwhm_r"]`, arcsec) for a galaxy simulated under
+    an imaging shift, else the survey median."""
+    return galaxy.meta.get("psf_fwhm_r", SDSS.psf_fwhm[1]) / SDSS.pixel_scale
+
+
+def _median_where(a, mask):
+    "Median along the last axis of `a` over the entries where `mask` is set (NaN where none is)."
+    n = mask.sum(-1)
+    srt = np.sort(np.where(mask, a, np.inf), -1)
+    lo, hi = np.clip((n - 1) // 2, 0, None)[..., None], np.clip(n // 2, 0, None)[..., None]
+    m = 0.5 * (np.take_along_axis(srt, lo, -1) + np.take_along_axis(srt, hi, -1))[..., 0]
+    return np.where(n > 0, m, np.nan)
+
+
+def _stamps(img, xy, half: int):
+    """Pixel values, right-neighbour differences, distances from each position and in-image masks on (2 half + 1)^2
+    windows around the `xy` positions: arrays of shape (n, w, w)."""
+    H, W = img.shape
+    off = np.arange(-half, half + 1)
+    c = np.rint(xy).astype(int)
+    iy, ix = c[:, 1, None, None] + off[None, :, None], c[:, 0, None, None] + off[None, None, :]
+    inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+    cy, cx = np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)
+    vals = img[cy, cx]
+    diff = img[cy, np.clip(ix + 1, 0, W - 1)] - vals
+    r = np.hypot(ix - xy[:, 0, None, None], iy - xy[:, 1, None, None])
+    return vals, diff, r, inside, inside & (ix + 1 < W)
+
+# %% ../../nbs/data/03_volunteers.ipynb #3433d5e5
+def _measure(galaxy, xy, cfg: VisibilityConfig):
+    "`visibility`'s columns as a dict of arrays (no Table: `classify` calls it once per galaxy)."
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    n = len(xy)
+    if n == 0:
+        return {k: np.zeros(0) for k in ("flux", "snr", "contrast", "background", "sigma")}
+    img = np.asarray(galaxy.image, float)[list(cfg.bands)].sum(0)
+    f = seeing_px(galaxy)
+    r_in, r_out = cfg.annulus_fwhm[0] * f, cfg.annulus_fwhm[1] * f
+    vals, diff, r, inside, has_diff = _stamps(img, xy, int(np.ceil(r_out)) + 1)
+    ap, ann = (r <= cfg.aperture_fwhm * f) & inside, (r >= r_in) & (r <= r_out) & inside
+    bkg = _median_where(vals.reshape(n, -1), ann.reshape(n, -1))
+    d, dm = diff.reshape(n, -1), (ann & has_diff).reshape(n, -1)  # neighbour differences: blind to smooth host light
+    sigma = 1.4826 / np.sqrt(2) * _median_where(np.abs(d - _median_where(d, dm)[:, None]), dm)
+    n_ap, n_ann = ap.sum((1, 2)), ann.sum((1, 2))
+    flux = np.where(ap, vals, 0).sum((1, 2)) - n_ap * bkg
+    noise = sigma * np.sqrt(n_ap * (1 + np.pi / 2 * n_ap / np.maximum(n_ann, 1)))  # pixels + the median's error
+    with np.errstate(invalid="ignore", divide="ignore"):
+        contrast = flux / (n_ap * np.maximum(bkg, sigma / np.sqrt(n_ap)))  # background known to its noise only
+        return dict(flux=flux, snr=flux / noise, contrast=contrast, background=bkg, sigma=sigma)
+
+
+def visibility(
+    galaxy,  # a simulated `Galaxy` (its noisy `image`, and `meta` for the seeing)
+    xy,  # (n, 2) pixel positions x, y of the candidate sources
+    cfg: VisibilityConfig = VisibilityConfig(),
+) -> Table:
+    """How visible a source at each position `xy` is on the noisy `galaxy.image` (g + r + i summed, nanomaggies): the
+    aperture `flux` above the local `background` (median of the annulus, per pixel), its `snr` (pixel noise `sigma`
+    from the annulus's neighbour differences, robust to the host's smooth light), and its `contrast`, the excess over
+    the background light in the aperture (counted at least at its own noise, so that on blank sky contrast ~ S/N)."""
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    return Table(dict(x=xy[:, 0], y=xy[:, 1], **_measure(galaxy, xy, cfg)))
+
+# %% ../../nbs/data/03_volunteers.ipynb #d48cc976
 @dataclass
 class VolunteerConfig:
-    "The simulated volunteer pool. Positions in pixels; flux ratios are clump / galaxy g-band flux."
+    """The simulated volunteer pool. Positions in pixels; detection depends on what `visibility` measures: a source's
+    contrast with the host light beneath it and its signal-to-noise ratio on the g + r + i image."""
 
     n_volunteers: int = 400  # pool size
     per_image: int = 10  # volunteers who classify each image
-    f50: tuple = (0.05, 0.2)  # median and dex scatter of the 50%-detection flux ratio
-    width: float = 0.15  # dex width of the detection sigmoid
+    c50: tuple = (8.0, 0.2)  # median and dex scatter of the 50%-detection contrast (an assumption: see the text)
+    c_width: float = 0.15  # dex width of the contrast sigmoid
+    snr50: tuple = (5.0, 0.1)  # median and dex scatter of the 50%-detection S/N (an assumption: see the text)
+    snr_width: float = 1.0  # width of the S/N sigmoid
     pmax: tuple = (18, 2)  # Beta parameters of the bright-clump marking probability
     scatter_fwhm: tuple = (0.4, 0.15)  # click scatter per axis in r-band FWHM: median, dex scatter
     p_bulge: tuple = (1, 15)  # Beta: chance of clicking the central bulge
     p_star: tuple = (1, 10)  # Beta: chance of clicking each foreground star
     p_bg: tuple = (1, 10)  # Beta: chance of clicking each background galaxy
     noise_rate: float = 0.15  # mean random clicks per image on the galaxy (Gamma-distributed per volunteer)
-    spammer_fraction: float = 0.05  # careless volunteers: 2 random clicks per image, f50 tripled
+    spammer_fraction: float = 0.05  # careless volunteers: 2 random clicks per image, c50 tripled, snr50 doubled
     p_flag_odd: tuple = (0.6, 0.05)  # chance to flag a click as unusual on an odd / normal clump
 
 
@@ -40,16 +120,15 @@ def draw_volunteers(seed: int, cfg: VolunteerConfig = VolunteerConfig()) -> Tabl
     "The volunteer pool's hidden skills (one row per volunteer), a pure function of `seed`."
     rng, n = rng_for(seed, 1_000_003), cfg.n_volunteers
     spam = rng.random(n) < cfg.spammer_fraction
+    spread = lambda med_dex, spammer: med_dex[0] * 10 ** rng.normal(0, med_dex[1], n) * np.where(spam, spammer, 1)
     return Table(
         dict(
             volunteer=np.arange(n),
             spammer=spam,
-            f50=cfg.f50[0] * 10 ** rng.normal(0, cfg.f50[1], n) * np.where(spam, 3, 1),
+            c50=spread(cfg.c50, 3),  # log-normal: median, dex scatter; spammers need three times the contrast
+            snr50=spread(cfg.snr50, 2),
             pmax=rng.beta(*cfg.pmax, n),
-            scatter=SDSS.psf_fwhm_px[1]
-            * cfg.scatter_fwhm[0]
-            * 10 ** rng.normal(0, cfg.scatter_fwhm[1], n)
-            * np.where(spam, 2, 1),
+            scatter=SDSS.psf_fwhm_px[1] * spread(cfg.scatter_fwhm, 2),
             p_bulge=rng.beta(*cfg.p_bulge, n),
             p_star=rng.beta(*cfg.p_star, n),
             p_bg=rng.beta(*cfg.p_bg, n),
@@ -57,42 +136,68 @@ def draw_volunteers(seed: int, cfg: VolunteerConfig = VolunteerConfig()) -> Tabl
         )
     )
 
-# %% ../../nbs/data/03_volunteers.ipynb #1374bbed
+# %% ../../nbs/data/03_volunteers.ipynb #637eec62
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-np.clip(z, -50, 50)))
+
+
+def detection_probability(vis, volunteers, cfg: VolunteerConfig = VolunteerConfig()) -> np.ndarray:
+    """Chance that each volunteer marks each source, (volunteers, sources): `pmax` times a sigmoid in log10 contrast
+    about the volunteer's `c50` times a sigmoid in S/N about their `snr50`. `vis`: `visibility`'s columns;
+    `volunteers`: rows of `draw_volunteers` (a Table or a dict of arrays)."""
+    lc = np.log10(np.clip(np.nan_to_num(np.asarray(vis["contrast"], float), nan=0.0), 1e-3, None))
+    snr = np.nan_to_num(np.asarray(vis["snr"], float), nan=0.0)
+    c50, s50 = np.log10(np.asarray(volunteers["c50"], float))[:, None], np.asarray(volunteers["snr50"], float)[:, None]
+    pc, ps = _sigmoid((lc[None] - c50) / cfg.c_width), _sigmoid((snr[None] - s50) / cfg.snr_width)
+    return np.asarray(volunteers["pmax"], float)[:, None] * pc * ps
+
+
+def candidates(galaxy) -> tuple:
+    """What a volunteer may mark as a clump on `galaxy`: `(xy, odd, others)`: the positions (n, 2) of its true clumps
+    and of its sub-threshold knots (`contaminants` rows of kind "knot", if any), which of them are odd (class 2
+    clumps; knots are not), and the other contaminants (bulge, stars, background galaxies) as a Table."""
+    cl, ct = galaxy.clumps, galaxy.contaminants
+    knot = np.asarray(ct["kind"]) == "knot" if len(ct) else np.zeros(0, bool)
+    x = np.concatenate([np.asarray(cl["x"], float), np.asarray(ct["x"], float)[knot]])
+    y = np.concatenate([np.asarray(cl["y"], float), np.asarray(ct["y"], float)[knot]])
+    odd = np.concatenate([np.asarray(cl["cls"]) == 2, np.zeros(int(knot.sum()), bool)])
+    return np.stack([x, y], 1), odd, ct[~knot] if len(ct) else ct
+
+
+CONTAMINANT_SKILL = dict(bulge="p_bulge", star="p_star", galaxy="p_bg")  # a kind not named here is never clicked
+
+# %% ../../nbs/data/03_volunteers.ipynb #be7f4967
 def classify(galaxy, volunteers: Table, cfg: VolunteerConfig = VolunteerConfig(), seed: int = 0):
     "Clicks of `cfg.per_image` volunteers on `galaxy`: (clicks Table [volunteer, x, y, odd_flag], viewers array)."
     rng = rng_for(seed, 2_000_003, galaxy.meta["seed"], galaxy.meta["index"])
     S = galaxy.image.shape[-1]
-    viewers = rng.choice(len(volunteers), size=min(cfg.per_image, len(volunteers)), replace=False)
-    cl, ct = galaxy.clumps, galaxy.contaminants
+    viewers = np.sort(rng.choice(len(volunteers), size=min(cfg.per_image, len(volunteers)), replace=False))
+    V = {k: np.asarray(volunteers[k])[viewers] for k in volunteers.colnames}
+    xy, odd, others = candidates(galaxy)
+    # clumps and knots: what decides is how visible each is in the image
+    p = detection_probability(_measure(galaxy, xy, VisibilityConfig()), V, cfg)
+    hit, flag = rng.random(p.shape) < p, rng.random(p.shape) < np.where(odd, *cfg.p_flag_odd)[None]
+    vi, si = np.nonzero(hit)
+    parts = [(vi, xy[si, 0], xy[si, 1], V["scatter"][vi], flag[vi, si])]
+    # contaminants: bulge, stars, background galaxies, each with the volunteer's own propensity
+    kinds = np.asarray(others["kind"]) if len(others) else np.zeros(0, str)
+    cols = [V[CONTAMINANT_SKILL[k]] if k in CONTAMINANT_SKILL else np.zeros(len(viewers)) for k in kinds]
+    pk = np.stack(cols, 1) if cols else np.zeros((len(viewers), 0))
+    hit, flag = rng.random(pk.shape) < pk, rng.random(pk.shape) < 0.3
+    vi, si = np.nonzero(hit)
+    cx, cy = (np.asarray(others[c], float).reshape(-1) if len(others) else np.zeros(0) for c in "xy")
+    parts.append((vi, cx[si], cy[si], V["scatter"][vi], flag[vi, si]))
+    # random clicks on the disc
+    vi = np.repeat(np.arange(len(viewers)), rng.poisson(V["noise_rate"]))
     re = galaxy.meta.get("re_disc_px", S / 8)
-    rows = []
-    for v in viewers:
-        V = volunteers[v]
-        # true clumps: detection probability falls with flux ratio
-        p = V["pmax"] / (1 + np.exp(-(np.log10(np.asarray(cl["frac_g"]) + 1e-12) - np.log10(V["f50"])) / cfg.width))
-        for c, hit in zip(cl, rng.random(len(cl)) < p):
-            if hit:
-                rows.append((v, c["x"], c["y"], V["scatter"], rng.random() < cfg.p_flag_odd[0 if c["cls"] == 2 else 1]))
-        # contaminants: bulge, stars, background galaxies
-        for c in ct:
-            pc = {"bulge": V["p_bulge"], "star": V["p_star"], "galaxy": V["p_bg"]}[c["kind"]]
-            if rng.random() < pc:
-                rows.append((v, c["x"], c["y"], V["scatter"], rng.random() < 0.3))
-        # random clicks on the disc
-        for _ in range(rng.poisson(V["noise_rate"])):
-            r, a = re * np.sqrt(rng.random()) * 1.5, rng.uniform(0, 2 * np.pi)
-            rows.append(
-                (v, galaxy.meta["x"] + r * np.cos(a), galaxy.meta["y"] + r * np.sin(a), 0.0, rng.random() < 0.1)
-            )
-    if rows:
-        v, x, y, s, f = map(np.array, zip(*rows))
-        x = np.clip(x + rng.normal(0, 1, len(x)) * s, 0, S - 1)
-        y = np.clip(y + rng.normal(0, 1, len(y)) * s, 0, S - 1)
-    else:
-        v, x, y, f = (np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0, bool))
-    return Table(dict(volunteer=v.astype(int), x=x.astype(float), y=y.astype(float), odd_flag=f.astype(bool))), np.sort(
-        viewers
-    )
+    r, a = re * np.sqrt(rng.random(len(vi))) * 1.5, rng.uniform(0, 2 * np.pi, len(vi))
+    m = galaxy.meta
+    parts.append((vi, m["x"] + r * np.cos(a), m["y"] + r * np.sin(a), np.zeros(len(vi)), rng.random(len(vi)) < 0.1))
+    v, x, y, s, f = (np.concatenate(c) for c in zip(*parts))
+    x = np.clip(x + rng.normal(0, 1, len(x)) * s, 0, S - 1)
+    y = np.clip(y + rng.normal(0, 1, len(y)) * s, 0, S - 1)
+    clicks = Table(dict(volunteer=viewers[v].astype(int), x=x, y=y, odd_flag=f.astype(bool)))
+    return clicks, viewers
 
 # %% ../../nbs/data/03_volunteers.ipynb #81315fe1
 @dataclass
@@ -260,6 +365,47 @@ def consensus_quality(
     out["n_found"], out["n_true"] = tot.n_pred, tot.n_true
     return out
 
+# %% ../../nbs/data/03_volunteers.ipynb #ac72d6f8
+def recovery_curve(
+    galaxies,  # the simulated galaxies the consensus was made on
+    consensus: Table,  # consensus clumps: image, x, y (and p_fp, the matching order, if present)
+    edges,  # bin edges of the binned quantity
+    band: str = "u",  # bin by the clumps' flux ratio in this band (column `frac_<band>` of `galaxy.clumps`)
+    values=None,  # or by these: one array per galaxy, one value per true clump (e.g. `visibility`'s snr)
+    radius: float = SDSS.psf_fwhm_px[1],  # matching radius in pixels (one r FWHM)
+) -> Table:
+    """Consensus recovery per bin [`lo`, `hi`): the fraction of true clumps matched by a consensus clump
+    (`match_centres`: one to one within `radius`, least likely false first), with its 68% Jeffreys binomial interval
+    (`lower`, `upper`) and the bin's median `value`."""
+    by = {}
+    for r in consensus:
+        by.setdefault(r["image"], []).append((r["x"], r["y"], 1 - r["p_fp"] if "p_fp" in consensus.colnames else 1))
+    val, hit = [], []
+    for k, g in enumerate(galaxies):
+        f = np.array(by.get(g.name, []), float).reshape(-1, 3)
+        txy = np.stack([np.asarray(g.clumps["x"], float), np.asarray(g.clumps["y"], float)], 1).reshape(-1, 2)
+        matched = np.zeros(len(txy), bool)
+        matched[match_centres(f[:, :2], txy, radius, f[:, 2])[1]] = True
+        val.append(np.asarray(g.clumps[f"frac_{band}"] if values is None else values[k], float).reshape(-1))
+        hit.append(matched)
+    val, hit = np.concatenate(val), np.concatenate(hit)
+    edges = np.asarray(edges, float)
+    idx = np.digitize(val, edges) - 1
+    n = np.array([(idx == i).sum() for i in range(len(edges) - 1)])
+    k = np.array([hit[idx == i].sum() for i in range(len(edges) - 1)])
+    lo, hi = binom_conf_interval(k, np.maximum(n, 1), 0.68269, interval="jeffreys")
+    frac = np.where(n > 0, k / np.maximum(n, 1), np.nan)
+    lo, hi = np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
+    med = np.array([np.median(val[idx == i]) if n[i] else np.nan for i in range(len(edges) - 1)])
+    return Table(dict(lo=edges[:-1], hi=edges[1:], value=med, n_true=n, n_found=k, recovery=frac, lower=lo, upper=hi))
+
+# %% ../../nbs/data/03_volunteers.ipynb #6fef17f4
+PUBLISHED_RECOVERY = None
+# Volunteer recovery of clumps injected into real SDSS images against their u-band flux ratio, from Adams et al. 2022
+# (ApJ 931, 16; arXiv:2201.06581), their completeness-correction section. Not readable from the sources available when
+# this chapter was written; when filled: a Table with columns frac_u_lo, frac_u_hi, recovery, and a comment naming the
+# paper's table or figure it was read from.
+
 # %% ../../nbs/data/03_volunteers.ipynb #0c89e413
 def quality_vs_volunteers(
     galaxies, counts=(3, 5, 10, 15), seed: int = 0, acfg: AggregatorConfig = AggregatorConfig()
@@ -273,7 +419,8 @@ def quality_vs_volunteers(
         for method, tab, sc in (("consensus", cons, None), ("majority", mv, "score")):
             t = Table(dict(image=tab["image"], x=tab["x"], y=tab["y"], s=(1 - tab["p_fp"]) if sc is None else tab[sc]))
             q = consensus_quality(galaxies, t, "s")
-            f1 = 2 * q["completeness_0.08-1"] * q["purity"] / (q["completeness_0.08-1"] + q["purity"])
+            c, p = q["completeness_0.08-1"], q["purity"]
+            f1 = 2 * c * p / (c + p) if c + p > 0 else float("nan")  # NaN stays NaN; nothing found: no F1
             rows.append((method, n, q["completeness_0.08-1"], q["completeness_0.03-0.08"], q["purity"], f1))
     return Table(rows=rows, names=("method", "per_image", "completeness_ge8", "completeness_3to8", "purity", "f1_ge8"))
 

@@ -8,15 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..core import ClumpnbError
 from ..data.dataset import ClumpDataset
 from ..data.folder import best_labels, labels_path
 from .evaluate import PostConfig, coco_metrics, evaluate_detections, load_reference, postprocess, predict
+from ..data.io import read_cutout
+from .photometry import photometry_columns
+from .selection import selection_function
 from .train import load_detector, open_run
 from ..nets.training import pick_device
 
 # %% auto #0
-__all__ = ['EvalConfig', 'run_detections', 'evaluate_run']
+__all__ = ['EvalConfig', 'run_detections', 'evaluate_run', 'flux_cut', 'oracle_entry']
 
 # %% ../../nbs/detector/13a_run_metrics.ipynb #75d878c0
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class EvalConfig:
     device: str = "auto"  # auto | cpu | cuda
     ratio_bands: tuple = ()  # also `truth_BAND` for each: the truth binned by that band's flux ratio (e.g. 'u')
     min_side: int = None  # `predict`'s canvas side (None: the run's training side; 0: no canvas)
+    selection: bool = False  # also `selection`: the selection function against the truth (`selection_function`)
+    flux_cut: float = None  # also `truth_cut`: the detections whose measured g-band flux ratio is at least this
 
 # %% ../../nbs/detector/13a_run_metrics.ipynb #76387b5d
 def run_detections(model, ds: ClumpDataset, cfg: EvalConfig, device) -> tuple:
@@ -74,4 +81,36 @@ def evaluate_run(run, data, cfg: EvalConfig = EvalConfig()) -> dict:
     for b in cfg.ratio_bands:  # the same detections against the truth, binned by another band's flux ratio
         ref = load_reference(data, "truth", set(names), band=b)
         res[f"truth_{b}"] = evaluate_detections(kept, [ref[n] for n in names], threshold, n_boot=cfg.n_boot)
+    res |= oracle_entry(run, data, kept, names, cfg)
+    if cfg.selection and labels_path(data, "truth").exists():  # an astropy Table, for `write_selection`
+        res["selection"] = selection_function(kept, data, names, threshold)
+    if cfg.flux_cut is not None and labels_path(data, "truth").exists():
+        ref = load_reference(data, "truth", set(names), band=(cfg.ratio_bands or (None,))[0])
+        cut = flux_cut(kept, ds, cfg.flux_cut)
+        res["truth_cut"] = evaluate_detections(cut, [ref[n] for n in names], threshold, n_boot=cfg.n_boot)
+        res["truth_cut"]["flux_cut_g"] = cfg.flux_cut
     return res
+
+
+def flux_cut(kept: list, ds: ClumpDataset, lowest: float) -> list:
+    """The detections `kept` (one dict per galaxy of `ds`) whose g-band flux ratio, measured on the cutout by the
+    catalogue's photometry (chapter *Photometry*), is at least `lowest`: the cut a clump census makes (Adams et al.
+    2022 keep clumps above 3% and 8% of the host's light), which a user with real images can make too."""
+    out = []
+    for p, im in zip(kept, ds.images):
+        image = read_cutout(ds.root / im["file_name"], tables=False).image
+        keep = np.nan_to_num(photometry_columns(image, p["x"], p["y"])["flux_ratio_g"]) >= lowest
+        out.append({k: v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v for k, v in p.items()})
+    return out
+
+
+def oracle_entry(run, data, kept: list, names: list, cfg: EvalConfig) -> dict:
+    """`{"oracle": ...}`: the detections `kept` against the truth at the threshold the truth chose on the run's
+    validation galaxies (`Run.oracle_threshold`), binned by the first of `cfg.ratio_bands` if any (else g), and that
+    threshold; empty where the run has no oracle or `data` no truth. Never what a user chooses by."""
+    thr = run.oracle_threshold
+    if thr is None or cfg.threshold is not None or not labels_path(data, "truth").exists():
+        return {}
+    ref = load_reference(data, "truth", set(names), band=(cfg.ratio_bands or (None,))[0])
+    ev = evaluate_detections(kept, [ref[n] for n in names], thr, n_boot=cfg.n_boot)
+    return {"oracle": dict(threshold=thr, note="threshold chosen against the simulator's truth: an oracle") | ev}

@@ -17,7 +17,7 @@ import torch
 
 from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
 from ..data.dataset import ClumpDataset, ImagingAugment, collate
-from ..data.folder import SurveyIdentity, best_labels
+from ..data.folder import SurveyIdentity
 from clumpnb.nets.training import (
     RESUME_FREE,
     CheckpointEvery,
@@ -34,13 +34,13 @@ from clumpnb.nets.training import (
 )
 from .model import DetectorConfig, build_detector
 from ..nets.encoders import weights_source
-from .evaluate import PostConfig, best_threshold, evaluate_detections, load_reference, postprocess, predict
+from .evaluate import best_threshold, load_reference
+from .validation import THRESHOLD_RULE, validation_labels, validation_row
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'validate', 'params_digest', 'run_paths',
-           'training_side', 'Run', 'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'resume_state',
-           'Training', 'run_record', 'save_state', 'finish_run', 'validation_row', 'end_epoch', 'run_epoch',
-           'start_training', 'train']
+__all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'params_digest', 'run_paths', 'training_side', 'Run',
+           'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'resume_state', 'Training', 'run_record',
+           'save_state', 'finish_run', 'end_epoch', 'run_epoch', 'start_training', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -143,14 +143,6 @@ def train_one_epoch(model, optim: Optimisation, loader, device, state: EpochStat
             after_batch(state)
     return state.means()
 
-# %% ../../nbs/detector/13_train.ipynb #e6461f19
-def validate(model, ds: ClumpDataset, refs: dict, threshold: float, device, post: PostConfig = PostConfig()) -> dict:
-    "Completeness and purity (post-processed) on a dataset against reference clumps keyed by file name."
-    images = [ds[i][0] for i in range(len(ds))]
-    preds = [postprocess(p, im, post)[0] for p, im in zip(predict(model, images, device=device), images)]
-    r = evaluate_detections(preds, [refs[im["file_name"]] for im in ds.images], threshold, n_boot=0)
-    return {k: v for k, v in r.items() if k != "curve" and not k.endswith("ci95")} | {"curve": r["curve"]}
-
 # %% ../../nbs/detector/13_train.ipynb #8591c551
 def params_digest(model, buffers: bool = True) -> str:
     "A short hash of the weights (and, with `buffers`, batch-norm statistics): equal digests mean identical models."
@@ -228,9 +220,20 @@ class Run:
 
     @property
     def threshold(self) -> float:
-        "The score threshold the run chose on its validation set, at its last epoch (0.5 without a validation curve)."
-        curve = (self.record.get("history") or [{}])[-1].get("val_curve")
-        return best_threshold(curve) if curve else 0.5
+        """The score threshold the run chose on its validation set at its last epoch by `THRESHOLD_RULE` (runs made
+        before the rule, whose history rows lack `val_labels`, chose by F1 of clumps >= 8% against the truth); 0.5
+        without a validation curve."""
+        last = (self.record.get("history") or [{}])[-1]
+        curve = last.get("val_curve")
+        return best_threshold(curve, THRESHOLD_RULE.key if "val_labels" in last else "f1_ge8") if curve else 0.5
+
+    @property
+    def oracle_threshold(self) -> float | None:
+        """The threshold the simulator's truth would have chosen (F1 of clumps >= 8% on the same validation
+        galaxies): an oracle no real survey has, for comparison only; None where the run had no truth beside its
+        labels."""
+        curve = (self.record.get("history") or [{}])[-1].get("oracle_curve")
+        return best_threshold(curve, "f1_ge8") if curve else None
 
 # %% ../../nbs/detector/13_train.ipynb #1da66389
 def open_run(run) -> Run:
@@ -252,16 +255,18 @@ def load_detector(run: Run):
 
 # %% ../../nbs/detector/13_train.ipynb #0296bab1
 def training_sets(cfg: TrainConfig, train_set=None) -> tuple:
-    "(training set, validation set, validation reference clumps) of run `cfg`."
+    """(training set, validation set, validation references) of run `cfg`; the references per labels of
+    `validation_labels`, the labels the operating point is chosen on first."""
     ds = train_set
     if ds is None:
         aug = ImagingAugment() if cfg.reimage else None
         ds = ClumpDataset(cfg.data, "train", cfg.labels, cfg.augment, cfg.split_seed, limit=cfg.n_train, reimaging=aug)
     if len(ds) == 0:
         raise ClumpnbError(f"no training galaxies in {cfg.data} (split seed {cfg.split_seed})")
-    val = ClumpDataset(cfg.data, "val", best_labels(cfg.data), False, cfg.split_seed, limit=cfg.val_max)
-    refs = load_reference(cfg.data, val.labels, {im["file_name"] for im in val.images})
-    return ds, val, refs
+    labels = validation_labels(cfg.data)
+    val = ClumpDataset(cfg.data, "val", labels[0], False, cfg.split_seed, limit=cfg.val_max)
+    names = {im["file_name"] for im in val.images}
+    return ds, val, {k: load_reference(cfg.data, k, names) for k in labels}
 
 
 def epoch_loader(ds, cfg: TrainConfig, epoch: int, rank: int, world: int, skip: int = 0):
@@ -335,7 +340,7 @@ def save_state(s: Training, epoch: int, position: EpochState = None):
     out = Path(s.cfg.out) / "checkpoint.pt"
     save_checkpoint(out, **run_record(s), **steps, epoch=epoch, position=at, world=s.world)
     if position is None:
-        rows = [{k: v for k, v in r.items() if k != "val_curve"} for r in s.history]
+        rows = [{k: v for k, v in r.items() if k not in ("val_curve", "oracle_curve")} for r in s.history]
         with atomic_write(Path(s.cfg.out) / "history.json", "w") as f:
             json.dump(jsonable(rows), f, indent=1)
 
@@ -352,15 +357,6 @@ def finish_run(s: Training):
         torch.distributed.barrier()
 
 # %% ../../nbs/detector/13_train.ipynb #035391b6
-def validation_row(model, val, refs, cfg: TrainConfig, epoch: int, device) -> dict:
-    "Validation metrics of the epoch when due (every `val_every` epochs and after the last), else none."
-    due = (epoch + 1) % max(cfg.val_every, 1) == 0 or epoch + 1 == cfg.epochs
-    v = validate(model, val, refs, cfg.val_threshold, device) if len(val) and due else {}
-    row = {f"val_{k}": v[k] for k in ("completeness_ge8", "completeness_3to8", "purity", "f1_ge8") if k in v}
-    row["val_curve"] = v.get("curve", [])
-    return row
-
-
 def end_epoch(s: Training, es: EpochState, n: int, val, refs, progress: bool = True):
     """Epoch `es` over `n` galaxies done: its history row with the validation metrics, the checkpoint (rank 0), and a
     line of its numbers when `progress`."""
@@ -373,9 +369,9 @@ def end_epoch(s: Training, es: EpochState, n: int, val, refs, progress: bool = T
         if progress:
             print(
                 f"epoch {es.epoch + 1}/{s.cfg.epochs}: loss {sum(losses.values()):.3f}, "
-                f"{row['images_per_s'] * s.world:.1f} img/s, val completeness(>=8%) "
-                f"{row.get('val_completeness_ge8', float('nan')):.3f} "
-                f"purity {row.get('val_purity', float('nan')):.3f}"
+                f"{row['images_per_s'] * s.world:.1f} img/s, val completeness "
+                f"{row.get('val_completeness', float('nan')):.3f} purity {row.get('val_purity', float('nan')):.3f} "
+                f"(against the {row.get('val_labels', 'validation labels')})"
             )
     if s.world > 1:
         torch.distributed.barrier()
