@@ -19,7 +19,7 @@ from . import __version__
 from .core import DEVICES, ClumpnbError, atomic_write, bounds_text, in_bounds, jsonable
 from .data.shifts import ROBUSTNESS_SHIFTS, SHIFTS
 from .demo import run_demo
-from .protocol import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT
+from .protocol import DEMO_SHIFT, DEMO_SHIFTS, DEMO_SIZES, HELDOUT, HELDOUT_SHIFT, check_demo_folder
 
 # %% auto #0
 __all__ = ['SPLITS', 'BACKBONE_NAMES', 'ARCH_NAMES', 'QUESTION_NAMES', 'LABEL_NAMES', 'PRESET_NAMES', 'PHOTO_NAMES',
@@ -434,7 +434,7 @@ def _train(args):
     cfg = TrainConfig(data=str(args.data), out=str(args.out), n_train=args.n, detector=det, **settings(args, same))
     history = train(cfg, resume=args.resume, progress=not args.json)
     if args.json:
-        print_json([{k: v for k, v in epoch.items() if k != "val_curve"} for epoch in history])
+        print_json([{k: v for k, v in epoch.items() if k not in ("val_curve", "oracle_curve")} for epoch in history])
 
 
 def _add_train(sub):
@@ -678,13 +678,24 @@ def _seeds_line(s: dict) -> str:
     at = lambda k: f"{sm[k]['mean']:.3f} ({sm[k]['min']:.3f}-{sm[k]['max']:.3f})"  # noqa: E731
     return (f"over {n} training seeds, mean (range): completeness {at('truth_u/completeness_ge8')} (u >= 8%), "
             f"{at('truth_u/completeness_3to8')} (3-8%), purity {at('truth_u/purity')} against the truth; "
-            f"threshold {at('threshold')} (chosen on the consensus)")  # fmt: skip
+            f"threshold {at('threshold')}")  # fmt: skip
+
+
+def _train_seeds(args) -> list:
+    """`--train-seeds` as a list, checked before hours of work: at least two different seeds, and no run another demo
+    left where one of them would go."""
+    seeds = list(dict.fromkeys(args.train_seeds or ()))
+    if args.train_seeds and len(seeds) < 2:
+        raise ClumpnbError(f"--train-seeds {' '.join(map(str, args.train_seeds))}: give at least two different seeds")
+    if seeds:
+        size = DEMO_SIZES["quick" if args.quick else "full"]
+        runs = tuple(f"run_seed{s}" for s in seeds if s != args.seed)
+        check_demo_folder(args.out, args.shift, size.n_train, runs, args.epochs or size.epochs)
+    return seeds
 
 
 def _demo(args):
-    seeds = list(dict.fromkeys(args.train_seeds or ()))
-    if args.train_seeds and len(seeds) < 2:  # before hours of work
-        raise ClumpnbError(f"--train-seeds {' '.join(map(str, args.train_seeds))}: give at least two different seeds")
+    seeds = _train_seeds(args)
     m = run_demo(args.out, seed=args.seed, quick=args.quick, workers=args.workers, progress=not args.json,
                  epochs=args.epochs, device=args.device, shift=args.shift)  # fmt: skip
     lines = [_heldout_line(m["detector"], m["data"].get(f"{name}_shift", name), key) for name, key in HELDOUT]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, confirmatory, jsonable, load_results
-from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, volunteer_quality
+from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, demo_surveys, volunteer_quality
 
 # %% auto #0
 __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
@@ -25,7 +25,7 @@ class ConfirmConfig:
     n_train: int = DEMO_SIZES["full"].n_train  # galaxies in the training survey (seed 0)
     n_test: int = DEMO_SIZES["full"].n_heldout  # galaxies in the confirmatory survey, as in the held-out one
     epochs: int = DEMO_SIZES["full"].epochs
-    shift: str = DEMO_SHIFT  # imaging of the training survey (the confirmatory survey has the default imaging)
+    shift: str = DEMO_SHIFT  # imaging of the training survey; the confirmatory survey is the demo's held-out world
     train_seeds: tuple = (0, 1, 2)
 
 
@@ -47,17 +47,17 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
     from clumpnb.data.folder import write_survey
     from clumpnb.data.simulate import simulate
-    from clumpnb.data.shifts import shift_config
     from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
     runs = tuple(f"run_seed{s}" for s in cfg.train_seeds)
     check_demo_folder(work, cfg.shift, cfg.n_train, runs, cfg.epochs)  # another demo's folder, or other epochs
-    write_survey(work / "survey", cfg.n_train, 0, shift_config(cfg.shift), progress=progress)
+    cfgs = demo_surveys(cfg.shift)  # the demo's world for that imaging: training survey and held-out survey alike
+    write_survey(work / "survey", cfg.n_train, 0, cfgs["survey"], progress=progress)
     with confirmatory():
-        summary = write_survey(work / "confirm", cfg.n_test, seed, progress=progress)
-        consensus, qv = volunteer_quality(list(simulate(cfg.n_test, seed)), seed)
+        summary = write_survey(work / "confirm", cfg.n_test, seed, cfgs["heldout"], progress=progress)
+        consensus, qv = volunteer_quality(list(simulate(cfg.n_test, seed, cfgs["heldout"])), seed)
     rows = []
     for s in cfg.train_seeds:
         run = work / f"run_seed{s}"

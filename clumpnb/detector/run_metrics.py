@@ -93,9 +93,12 @@ def evaluate_run(run, data, cfg: EvalConfig = EvalConfig()) -> dict:
 
 
 def flux_cut(kept: list, ds: ClumpDataset, lowest: float) -> list:
-    """The detections `kept` (one dict per galaxy of `ds`) whose g-band flux ratio, measured on the cutout by the
-    catalogue's photometry (chapter *Photometry*), is at least `lowest`: the cut a clump census makes (Adams et al.
-    2022 keep clumps above 3% and 8% of the host's light), which a user with real images can make too."""
+    """The detections `kept` (one dict per galaxy of `ds`) whose g-band flux ratio, measured on the cutout with the
+    catalogue's photometry function (chapter *Photometry*), is at least `lowest`: the cut a clump census makes (Adams
+    et al. 2022 keep clumps above 3% and 8% of the host's light), which a user with real images can make too. Every
+    post-processed detection is measured (those below the score threshold too, which mask their neighbours'
+    annuli) and the photometry segments the host itself, where `detect` measures only the detections above its
+    threshold and hands it the post-processing's segmentation: the two fluxes can differ slightly."""
     out = []
     for p, im in zip(kept, ds.images):
         image = read_cutout(ds.root / im["file_name"], tables=False).image

@@ -35,7 +35,7 @@ from clumpnb.nets.training import (
 from .model import DetectorConfig, build_detector
 from ..nets.encoders import weights_source
 from .evaluate import best_threshold, load_reference
-from .validation import THRESHOLD_RULE, validation_labels, validation_row
+from .validation import THRESHOLD_RULE, rule_text, validation_labels, validation_row
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'params_digest', 'run_paths', 'training_side', 'Run',
@@ -226,6 +226,11 @@ class Run:
         last = (self.record.get("history") or [{}])[-1]
         curve = last.get("val_curve")
         return best_threshold(curve, THRESHOLD_RULE.key if "val_labels" in last else "f1_ge8") if curve else 0.5
+
+    @property
+    def threshold_rule(self) -> str:
+        "How `threshold` was chosen, in words (`rule_text` of the last epoch's validation labels)."
+        return rule_text((self.record.get("history") or [{}])[-1].get("val_labels"))
 
     @property
     def oracle_threshold(self) -> float | None:

@@ -12,7 +12,8 @@ from ..data.folder import labels_path
 from .evaluate import PostConfig, evaluate_detections, postprocess, predict
 
 # %% auto #0
-__all__ = ['THRESHOLD_RULE', 'ThresholdRule', 'validation_labels', 'f1_curve', 'validate', 'validation_row']
+__all__ = ['THRESHOLD_RULE', 'LEGACY_RULE', 'ThresholdRule', 'rule_text', 'validation_labels', 'f1_curve', 'validate',
+           'validation_row']
 
 # %% ../../nbs/detector/12b_validation.ipynb #570ba207
 @dataclass(frozen=True)
@@ -26,6 +27,19 @@ class ThresholdRule:
 
 
 THRESHOLD_RULE = ThresholdRule()
+LEGACY_RULE = ("the threshold that maximised F1 of clumps with flux ratio >= 8% against the truth of the validation "
+               "split (a run made before clumpnb 0.4 chose so)")  # fmt: skip
+
+
+def rule_text(val_labels: str | None) -> str:
+    """How a run whose last history row records `val_labels` chose its threshold, in words for a results file: by
+    `THRESHOLD_RULE` on the consensus, on a survey's only labels where it had no consensus, or (None) by the rule
+    runs made before it used, `LEGACY_RULE`."""
+    if val_labels is None:
+        return LEGACY_RULE
+    if val_labels == THRESHOLD_RULE.labels:
+        return THRESHOLD_RULE.text
+    return THRESHOLD_RULE.text.replace("the volunteers' consensus", f"the survey's only labels ({val_labels})")
 
 
 def validation_labels(root) -> tuple:
