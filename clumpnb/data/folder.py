@@ -22,8 +22,8 @@ from .simulate import simulate
 from .volunteers import aggregate, crowd_survey
 
 # %% auto #0
-__all__ = ['LABEL_FILES', 'SURVEY_COUNTS', 'POPULATION_FIELDS', 'labels_path', 'best_labels', 'survey_record', 'survey_digest',
-           'SurveyMismatch', 'SurveyIdentity', 'shift_settings', 'population_settings', 'cutout_index',
+__all__ = ['LABEL_FILES', 'SURVEY_COUNTS', 'POPULATION_FIELDS', 'VOLUNTEER_MODEL', 'labels_path', 'best_labels', 'survey_record',
+           'survey_digest', 'SurveyMismatch', 'SurveyIdentity', 'shift_settings', 'population_settings', 'cutout_index',
            'check_survey_count', 'check_survey_folder', 'truth_label', 'write_survey']
 
 # %% ../../nbs/data/04b_folder.ipynb #92ea6357
@@ -147,6 +147,9 @@ def shift_settings(shift: Shift | None) -> dict | None:
 
 
 POPULATION_FIELDS = ("clump_frac", "clump_frac_slope", "knots", "clumpy_fraction")  # what a world changes
+VOLUNTEER_MODEL = "pixels"  # the simulated volunteers' model, recorded in `survey.json` by surveys that have them
+# (clumpnb 0.4: they see the image, chapter *Volunteers*; surveys of earlier versions record none: their volunteers
+# decided from the catalogue's flux ratios, and a consensus remade today would differ from the one runs trained on)
 
 
 def population_settings(cfg: SimConfig) -> dict | None:
@@ -188,7 +191,7 @@ def check_survey_count(out: Path, seed: int, start: int, n: int, made: dict | No
 
 
 def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shift | None = None, n: int = None,
-                        population: dict | None = None):  # fmt: skip
+                        population: dict | None = None, volunteers: str | None = None):  # fmt: skip
     """Refuse to simulate survey `seed` into folder `out` when the seed is a confirmatory one (`check_survey_seed`) or
     the folder holds another survey (another seed, cutout size, first galaxy, or imaging `shift`: its name and, where
     `survey.json` records them, every setting, so a shift whose definition changed since is not mistaken for it; a
@@ -215,6 +218,11 @@ def check_survey_folder(out: Path, seed: int, size: int, start: int, shift: Shif
             msg = (f"the folder holds a survey of another population ({old.get('population') or 'the basic world'}, "
                    f"not {population or 'the basic world'}): choose another --out, or delete it")  # fmt: skip
             raise DataError(s, "population", msg)
+        if volunteers is not None and old.get("volunteer_model") != volunteers:
+            had = old.get("volunteer_model") or "the catalogue volunteers of clumpnb 0.3"
+            msg = (f"the folder's consensus was made by other simulated volunteers ({had}, not {volunteers}): choose "
+                   "another --out, or delete it")  # fmt: skip
+            raise DataError(s, "volunteer_model", msg)
     cutouts = sorted((out / "cutouts").glob("*.fits"))
     stray = [f for f in cutouts if cutout_index(f, seed) is None]
     if stray:
@@ -255,8 +263,8 @@ def write_survey(
     """Simulate galaxies `start..start+n-1` of survey `seed` into folder `out`, in the layout stated at the top of this
     chapter. Returns the survey summary (what `survey.json` holds)."""
     cfg, out = cfg or SimConfig(), Path(out)
-    population = population_settings(cfg)
-    check_survey_folder(out, seed, cfg.size, start, cfg.shift, n, population)  # before anything is written
+    population, model = population_settings(cfg), VOLUNTEER_MODEL if volunteers else None
+    check_survey_folder(out, seed, cfg.size, start, cfg.shift, n, population, model)  # before anything is written
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     gals, gal_rows, clump_tabs = [], [], []
@@ -285,6 +293,8 @@ def write_survey(
         summary.update(shift=cfg.shift.name, shift_settings=shift_settings(cfg.shift))
     if population is not None:
         summary["population"] = population
+    if model is not None:
+        summary["volunteer_model"] = model
     if volunteers:
         imgs, vol = crowd_survey(gals, per_image=volunteers, seed=seed)
         cons, _ = aggregate(imgs, len(vol), size=cfg.size)
