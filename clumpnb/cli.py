@@ -251,9 +251,11 @@ def settings(args, names) -> dict:
 
 def lst_line(m: dict) -> str:
     "One traversal's distances and confidences, for a person."
+    low = m["min_accepted_p"]
+    lowest = "no step accepted" if low is None or low != low else f"lowest accepted {low:.3f}"  # NaN, or null
     return (
         f"{m['source']} -> {m['target']}: RMS distance to target {m['rms_start']:.3f} -> {m['rms']:.4f}, "
-        f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f} (lowest accepted {m['min_accepted_p']:.3f}, "
+        f"source confidence {m['p0']:.3f} -> {m['p_final']:.3f} ({lowest}, "
         f"{m['accepted']} steps accepted; lowest on the straight line {m['line_min_p']:.3f})"
     )
 

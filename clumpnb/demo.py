@@ -281,9 +281,11 @@ def write_demo_report(out, metrics: dict, ev: dict, quality, figs: dict):
     d = metrics["detector"]
     shown = lambda q: {m: v for m, v in q.items() if m in SHOWN}  # noqa: E731
     shifted = [dict(imaging=metrics["data"].get(f"{n}_shift", n), **shown(d[f"{k}_u"])) for n, k in HELDOUT]
-    scores = [
-        dict(reference=k, **{m: v for m, v in ev[k].items() if m in SHOWN}) for k in ("truth", "consensus") if k in ev
-    ]
+    binned = ("completeness_ge8", "completeness_3to8", "f1_ge8")  # the consensus has positions, no flux ratios
+    cell = lambda k, m, v: ("no flux ratios" if k == "consensus" and m in binned
+                            else "none to count" if v is None or v != v else v)  # noqa: E731  # fmt: skip
+    scores = [dict(reference=k, **{m: cell(k, m, v) for m, v in ev[k].items() if m in SHOWN})
+              for k in ("truth", "consensus") if k in ev]  # fmt: skip
     sections = [
         dict(heading="Detections on held-out galaxies", text=_detections_text(d), figures=[figs["grid"]]),
         dict(

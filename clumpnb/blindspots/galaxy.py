@@ -133,7 +133,7 @@ def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tupl
     dc, ds = distances(r_c.x, r_c.xt), distances(r_s.x, r_s.xt)
     return GalaxyBlindSpots(
         f"EfficientNet-Lite0, {INITS[init]}", init, seed, epochs, acc, k,
-        float(r_c.p0.mean()), float(r_c.accepted.float().mean()), float(r_c.min_accepted_p.mean()),
+        float(r_c.p0.mean()), float(r_c.accepted.float().mean()), float(r_c.min_accepted_p.nanmean()),
         float(r_c.p_final.mean()), float(rms_distance(src, r_c.xt).mean()), float(dc["rms"].mean()),
         float(dc["ssim"].mean()), float(np.mean(line)), float(rms_distance(src, r_s.xt).mean()),
         float(ds["rms"].mean()), float(np.mean([h["mean"] for h in hull])),

@@ -175,7 +175,7 @@ def pair_rows(model, r, pairs: list) -> list:
                 target=b,
                 source_class=int(r.source[i]),
                 target_class=int(t_cls[i]),
-                misclassified=bool(r.misclassified[i]),
+                misclassified=None if r.misclassified[i] is None else bool(r.misclassified[i]),  # None: not ImageNet
                 p0=float(r.p0[i]),
                 p_final=float(r.p_final[i]),
                 min_accepted_p=float(r.min_accepted_p[i]),
@@ -260,7 +260,7 @@ class LSTPair:
     target: str
     source_class: int  # ImageNet class the model gives the source
     target_class: int  # ImageNet class the model gives the target
-    misclassified: bool  # the source class differs from the photograph's true class
+    misclassified: bool | None  # the source class differs from the photograph's true class (None: not ImageNet)
     p0: float  # source-class confidence of the source image
     p_final: float  # ... of the final LST image
     min_accepted_p: float  # lowest confidence along the accepted path
