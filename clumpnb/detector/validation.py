@@ -22,8 +22,16 @@ class ThresholdRule:
 
     labels: str = "consensus"  # the validation split's labels it is chosen on (where the survey has them)
     key: str = "f1"  # the curve's figure of merit it maximises: F1 of completeness (all clumps) and purity
-    text: str = ("the lowest score threshold that maximises F1 (completeness of all reference clumps, purity) "
-                 "against the volunteers' consensus on the validation split, at the last epoch")  # fmt: skip
+
+    def on(self, what: str) -> str:
+        "The rule in words, applied to the validation split's labels `what`."
+        return (f"the lowest score threshold that maximises F1 (completeness of all reference clumps, purity) against "
+                f"{what} on the validation split, at the last epoch")  # fmt: skip
+
+    @property
+    def text(self) -> str:
+        "The rule in words, as a run with the volunteers' consensus applies it."
+        return self.on("the volunteers' consensus")
 
 
 THRESHOLD_RULE = ThresholdRule()
@@ -39,7 +47,7 @@ def rule_text(val_labels: str | None) -> str:
         return LEGACY_RULE
     if val_labels == THRESHOLD_RULE.labels:
         return THRESHOLD_RULE.text
-    return THRESHOLD_RULE.text.replace("the volunteers' consensus", f"the survey's only labels ({val_labels})")
+    return THRESHOLD_RULE.on(f"the survey's only labels ({val_labels})")
 
 
 def validation_labels(root) -> tuple:
