@@ -718,18 +718,22 @@ def _confirm(args):
 
 
 def _add_confirm(sub):
-    from clumpnb.core import CONFIRM_SEEDS
+    from clumpnb.core import CONFIRM_SEEDS, RETIRED_SEEDS
 
+    s = dict(zip(("detector", "blindspots", "backbones"), CONFIRM_SEEDS))
     p = command(
         sub,
         "confirm",
         _confirm,
-        "rerun the headline numbers on the confirmatory survey seeds, once, with every setting frozen",
-        f"The confirmatory survey seeds {CONFIRM_SEEDS} are refused everywhere else. Parts: detector (the full "
-        "demo's detector trained with training seeds 0, 1, 2 and measured on confirmatory survey 900, and the "
-        "volunteers' consensus there: three full-demo trainings), blindspots (the galaxy blind-spot experiment "
-        "tested on survey 901) and backbones (the cpu-pairs backbone grid, run or finished in OUT/backbones, "
-        "each run measured on survey 902, with the training-set sizes each variant needs there; copy a finished "
+        "take the registered look: the headline numbers on the confirmatory survey seeds, once, settings frozen",
+        f"The confirmatory survey seeds {CONFIRM_SEEDS} are refused everywhere else (and the retired ones, "
+        f"{RETIRED_SEEDS}, everywhere). The look runs only under the registration in --nbs (`clumpnb register`, "
+        "committed before the look) when today's settings match it, and only once: each results file records the "
+        "registration's digest. Parts: detector (the full demo's detector trained with training seeds 0, 1, 2 and "
+        f"measured on confirmatory survey {s['detector']}, and the volunteers' consensus there: three full-demo "
+        f"trainings), blindspots (the galaxy blind-spot experiment tested on survey {s['blindspots']}) and backbones "
+        "(the cpu-pairs backbone grid, run or finished in OUT/backbones, each run measured on survey "
+        f"{s['backbones']}, with the training-set sizes each variant needs there; copy a finished "
         "`clumpnb compare --preset cpu-pairs` folder to OUT/backbones to reuse its runs). "
         "Each part's results file is written under --nbs, where the results chapters read it.",
     )
@@ -739,6 +743,32 @@ def _add_confirm(sub):
                    metavar="PART", help="parts to run: %(choices)s (default: all)")  # fmt: skip
     add_device(p)
     add_json(p, "the files written")
+
+
+def _register(args):
+    from clumpnb.confirm import REGISTRATION_FILE, ConfirmConfig, register
+
+    reg = register(args.nbs, ConfirmConfig(), args.only)
+    emit(args, reg, lambda r: f"registered the look at {', '.join(r['parts'])}: digest {r['digest']}, "
+                              f"{args.nbs / REGISTRATION_FILE} (commit it before `clumpnb confirm`)")  # fmt: skip
+
+
+def _add_register(sub):
+    p = command(
+        sub,
+        "register",
+        _register,
+        "register the confirmatory look before it is taken: seeds, settings, analysis rules, sealed by a digest",
+        "Write NBS/registration.json: the confirmatory seeds, every setting the look's parts run with (simulated "
+        "worlds, training, evaluation, operating-point rule, the blind-spot experiment's settings, the backbone "
+        "grid's digest), the analysis rules and tolerances, and the package version, with a digest over them. "
+        "Commit it before `clumpnb confirm`, which refuses a look without it, with other settings, or a second time. "
+        "A registration whose look was taken is replaced only by one on new seeds.",
+    )
+    _add_nbs(p)
+    p.add_argument("--only", nargs="+", choices=CONFIRM_PART_NAMES, default=("detector", "blindspots", "backbones"),
+                   metavar="PART", help="parts to register: %(choices)s (default: all)")  # fmt: skip
+    add_json(p, "the registration")
 
 
 def _robustness(args):
@@ -1073,6 +1103,7 @@ COMMANDS = (
     _add_compare,
     _add_demo,
     _add_robustness,
+    _add_register,
     _add_confirm,
     _add_lst,
     _add_bench,
@@ -1164,10 +1195,16 @@ BAD_INPUTS = [
     BadInput("bench gpu --only photometry", ("bench", "gpu", "--only", "photometry"), "invalid choice: 'photometry'"),
     BadInput("bench gpu --n-detect 3", ("bench", "gpu", "--n-detect", 3), "--n-detect: must be >= 16"),
     # ---- confirmatory seeds ----
+    BadInput("simulate --seed 910", ("simulate", "--seed", 910, "--out", "{o}/out"),
+             "survey seed 910 is one of the confirmatory seeds"),
     BadInput("simulate --seed 900", ("simulate", "--seed", 900, "--out", "{o}/out"),
-             "survey seed 900 is one of the confirmatory seeds"),
+             "survey seed 900 is a retired confirmatory seed"),
+    BadInput("demo --seed 909", ("demo", "--quick", "--seed", 909, "--out", "{o}/out"),
+             "--seed 909: the demo's held-out survey would be seed 910, one of the confirmatory seeds"),
     BadInput("demo --seed 899", ("demo", "--quick", "--seed", 899, "--out", "{o}/out"),
-             "--seed 899: the demo's held-out survey would be seed 900, one of the confirmatory seeds"),
+             "the demo's held-out survey would be seed 900"),
+    BadInput("confirm without a registration", ("confirm", "--only", "detector", "--nbs", "{o}/nbs", "--out",
+             "{o}/out"), "no registration of the confirmatory look"),
     # ---- an --out that is a file, or under one ----
     BadInput("simulate --out FILE", ("simulate", "--n", 2, "--out", "{w}/a_file"), "is a file, not a folder"),
     BadInput("demo --out FILE", ("demo", "--quick", "--out", "{w}/a_file"), "is a file, not a folder"),

@@ -10,12 +10,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import __version__
-from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, confirmatory, jsonable, load_results
+from clumpnb.core import (
+    CONFIRM_SEEDS,
+    RETIRED_SEEDS,
+    ClumpnbError,
+    atomic_write,
+    confirmatory,
+    json_digest,
+    jsonable,
+    load_results,
+)
 from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, demo_surveys, volunteer_quality
 
 # %% auto #0
-__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'ConfirmConfig', 'confirm_command', 'confirm_detector', 'blindspots_encoder',
-           'confirm_blindspots', 'confirm_backbones', 'run_confirm']
+__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'BACKBONE_PRESET', 'REGISTRATION_FILE', 'ANALYSIS_RULES', 'ConfirmConfig',
+           'look_eval', 'confirm_command', 'look_settings', 'registration', 'register_command', 'looks_taken',
+           'changes', 'register', 'check_registration', 'confirm_detector', 'blindspots_encoder', 'confirm_blindspots',
+           'confirm_backbones', 'run_confirm']
 
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
@@ -37,9 +48,149 @@ CONFIRM_FILES = dict(  # under the notebook folder, next to the results the chap
 )
 
 
+BACKBONE_PRESET = "cpu-pairs"  # the one-variable backbone grid the look measures once more
+
+
+def look_eval(device: str = "auto"):
+    "How the look measures each detector run: `evaluate_run`'s defaults, with the truth binned by u-band ratio too."
+    from clumpnb.detector.run_metrics import EvalConfig
+
+    return EvalConfig(device=device, ratio_bands=("u",))
+
+
 def confirm_command(part: str, nbs) -> str:
     "The command line that regenerates `part`'s results file under notebook folder `nbs`."
     return f"clumpnb confirm --only {part} --nbs {Path(nbs).as_posix()} --out DIR"
+
+# %% ../nbs/94_confirm.ipynb #18664b23
+REGISTRATION_FILE = "registration.json"  # under the notebook folder; committed before the look
+ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is taken
+    detector=dict(
+        headline="mean over the training seeds, each run at its own consensus-chosen threshold, of completeness for "
+        "clumps with u-band flux ratio >= 8% and of purity, against the confirmatory survey's truth",
+        targets=dict(completeness_ge8=0.90, purity=0.90),  # met when both means reach them
+        beside="the 3-8% bin and the volunteers' consensus as yardstick, where Popp et al.'s 0.8/0.8 is compared",
+        popp_target=0.8,
+    ),
+    blindspots=dict(
+        readings="each reading the galaxy blind-spot chapter states is checked on the confirmatory rows and reported "
+        "as holding or not; only readings that hold are headlined",
+    ),
+    backbones=dict(
+        half_labels="the pretrained variant at n galaxies against the other at 2n: shown when neither 95% interval "
+        "of the paired differences (completeness >= 8%, purity) reaches below -margin, refuted when one lies wholly "
+        "below zero, undecided otherwise",
+        margin=0.02,
+        level=0.95,
+        sizes_target=0.8,  # the training-set size each variant needs for completeness and purity of 0.8
+    ),
+)
+
+
+def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
+    "Every setting the look at `parts` runs with: seeds, worlds, training, evaluation, threshold rule, experiments."
+    from clumpnb.comparison.compare import get_preset
+    from clumpnb.detector.run_metrics import EvalConfig
+    from clumpnb.detector.train import TrainConfig
+    from clumpnb.detector.validation import THRESHOLD_RULE
+
+    s = dict(seeds=dict(zip(CONFIRM_PARTS, CONFIRM_SEEDS)), retired_seeds=list(RETIRED_SEEDS))
+    if "detector" in parts:
+        train = {k: v for k, v in TrainConfig(epochs=cfg.epochs).to_dict().items() if k not in _PER_RUN}
+        ev = {k: v for k, v in asdict(look_eval()).items() if k != "device"}
+        worlds = {k: asdict(c) for k, c in demo_surveys(cfg.shift).items()}
+        s["detector"] = dict(confirm=asdict(cfg), worlds=worlds, training=train, evaluation=ev,
+                             threshold_rule=THRESHOLD_RULE.text)  # fmt: skip
+    if "blindspots" in parts:
+        s["blindspots"] = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
+    if "backbones" in parts:
+        p = get_preset(BACKBONE_PRESET)
+        s["backbones"] = dict(preset=p.name, grid=p.digest())
+    return jsonable(s)
+
+
+_PER_RUN = ("data", "out", "seed", "device", "workers")  # set per run or per machine, not by the registration
+
+# %% ../nbs/94_confirm.ipynb #2d869fd0
+def registration(nbs="nbs", cfg: ConfirmConfig = ConfirmConfig(), parts=CONFIRM_PARTS) -> dict:
+    "The registration of a look at `parts` (with `cfg`, notebook folder `nbs`): its settings, rules and digest."
+    body = dict(clumpnb_version=__version__, parts=list(parts), settings=look_settings(nbs, cfg, parts),
+                rules={p: ANALYSIS_RULES[p] for p in parts})  # fmt: skip
+    return dict(command=register_command(nbs, parts), digest=json_digest(jsonable(body))) | jsonable(body)
+
+
+def register_command(nbs, parts) -> str:
+    "The command line that writes the registration of a look at `parts`."
+    only = "" if tuple(parts) == CONFIRM_PARTS else " --only " + " ".join(parts)
+    return f"clumpnb register --nbs {Path(nbs).as_posix()}{only}"
+
+
+def _body(reg: dict) -> dict:
+    return {k: v for k, v in reg.items() if k not in ("command", "digest")}
+
+# %% ../nbs/94_confirm.ipynb #cb1385d4
+def looks_taken(nbs, reg: dict) -> list:
+    "The parts whose results file under `nbs` records registration `reg`'s digest: their look was taken."
+    taken = []
+    for part in reg["parts"]:
+        path = Path(nbs) / CONFIRM_FILES[part]
+        if path.exists() and json.loads(path.read_text()).get("registration") == reg["digest"]:
+            taken.append(part)
+    return taken
+
+
+def changes(old: dict, new: dict, prefix: str = "") -> list:
+    "Each setting whose value differs between nested dicts `old` and `new`, as 'key: registered X, today Y'."
+    out = []
+    for k in sorted(old.keys() | new.keys()):
+        a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: registered {a!r}, today {b!r}")
+    return out
+
+# %% ../nbs/94_confirm.ipynb #68e80b62
+def register(nbs="nbs", cfg: ConfirmConfig = ConfirmConfig(), parts=CONFIRM_PARTS) -> dict:
+    """Write the registration of a look at `parts` to `nbs/REGISTRATION_FILE` (atomically) and return it. A
+    registration whose look was taken is replaced only by one on seeds that look has not seen."""
+    path, new = Path(nbs) / REGISTRATION_FILE, registration(nbs, cfg, parts)
+    if path.exists():
+        old = load_results(path, required=("digest", "parts", "settings"))
+        seen = sorted(set(old["settings"]["seeds"].values()) & set(CONFIRM_SEEDS))
+        if looks_taken(nbs, old) and seen:
+            raise ClumpnbError(
+                f"{path}: its look was taken on survey seeds {seen}; add them to RETIRED_SEEDS and choose new "
+                "CONFIRM_SEEDS (clumpnb.core) before registering another look"
+            )
+    with atomic_write(path, "w") as f:
+        json.dump(new, f, indent=1)
+    return new
+
+# %% ../nbs/94_confirm.ipynb #2a1b21a8
+def check_registration(nbs, cfg: ConfirmConfig, parts) -> dict:
+    """The registration under `nbs` if a look at `parts` may run now; `ClumpnbError` naming what to fix: no
+    registration, one edited after it was written, settings changed since, a part not registered or already looked at."""
+    path = Path(nbs) / REGISTRATION_FILE
+    if not path.exists():
+        raise ClumpnbError(f"{path}: no registration of the confirmatory look; write it with "
+                           f"`{register_command(nbs, parts)}` and commit it before the look")  # fmt: skip
+    reg = load_results(path, required=("digest", "parts", "settings", "rules", "clumpnb_version"))
+    if json_digest(_body(reg)) != reg["digest"]:
+        raise ClumpnbError(f"{path}: field 'digest' does not match the registration's contents: it was edited after "
+                           "`clumpnb register` wrote it; register again before the look")  # fmt: skip
+    unregistered = [p for p in parts if p not in reg["parts"]]
+    if unregistered:
+        raise ClumpnbError(f"{path}: part {unregistered[0]!r} is not registered (field 'parts': {reg['parts']})")
+    diff = changes(_body(reg), _body(registration(nbs, cfg, reg["parts"])))
+    if diff:
+        raise ClumpnbError(f"{path}: {len(diff)} setting(s) differ from the registered ones: " + "; ".join(diff[:4])
+                           + "; restore them, or register again if no look has been taken")  # fmt: skip
+    taken = [p for p in looks_taken(nbs, reg) if p in parts]
+    if taken:
+        raise ClumpnbError(f"{path}: the registered look at {taken[0]} was taken ({Path(nbs) / CONFIRM_FILES[taken[0]]} "
+                           "records its digest); a look is taken once: register another look on new seeds")  # fmt: skip
+    return reg
 
 # %% ../nbs/94_confirm.ipynb #c0f2a007
 def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool = True, device: str = "auto") -> dict:
@@ -47,7 +198,7 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
     from clumpnb.data.folder import write_survey
     from clumpnb.data.simulate import simulate
-    from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
+    from clumpnb.detector.run_metrics import evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
     work, seed = Path(work), CONFIRM_SEEDS[0]
@@ -65,7 +216,7 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
             tc = TrainConfig(data=str(work / "survey"), out=str(run), epochs=cfg.epochs, seed=s, device=device)
             train(tc, resume=(run / "checkpoint.pt").exists(), progress=progress)
         with confirmatory():
-            ev = evaluate_run(run, work / "confirm", EvalConfig(device=device, ratio_bands=("u",)))  # by u too
+            ev = evaluate_run(run, work / "confirm", look_eval(device))  # by u too
         truth, cons = ev["truth"], ev["consensus"]
         rows.append(dict(train_seed=s, threshold=ev["threshold"], truth={k: truth[k] for k in HEADLINE},
                          truth_u={k: ev["truth_u"][k] for k in HEADLINE if k in ev["truth_u"]},
@@ -98,7 +249,7 @@ def confirm_blindspots(nbs, progress: bool = True) -> dict:
     return dict(seed=CONFIRM_SEEDS[1], settings=settings, rows=[asdict(r) for r in exp["rows"]])
 
 # %% ../nbs/94_confirm.ipynb #c0f2a008
-def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: str = "auto") -> dict:
+def confirm_backbones(work, preset=BACKBONE_PRESET, progress: bool = True, device: str = "auto") -> dict:
     """Finish grid `preset` in `work/backbones` (finished runs are reused) and measure each of its runs on confirmatory
     survey `CONFIRM_SEEDS[2]`; the sizes each variant needs for 0.8/0.8 there."""
     from clumpnb.comparison.compare import compare, get_preset, run_key
@@ -126,11 +277,13 @@ def confirm_backbones(work, preset="cpu-pairs", progress: bool = True, device: s
 
 def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = ConfirmConfig(), progress: bool = True,
                 device: str = "auto") -> dict:  # fmt: skip
-    """Run the `only` parts of `CONFIRM_PARTS` (surveys and runs in folder `work`) and write each part's results file
-    under notebook folder `nbs` (`CONFIRM_FILES`), atomically, as soon as it is done; returns {part: path}."""
+    """Run the `only` parts of `CONFIRM_PARTS` (surveys and runs in folder `work`) under the registration in notebook
+    folder `nbs` (`check_registration`), and write each part's results file there (`CONFIRM_FILES`), atomically, as
+    soon as it is done, with the registration's digest; returns {part: path}."""
     unknown = [p for p in only if p not in CONFIRM_PARTS]
     if unknown:
         raise ClumpnbError(f"unknown confirm part {unknown[0]!r}: choose from {CONFIRM_PARTS}")
+    reg = check_registration(nbs, cfg, only)  # before any work: registered, unchanged, not yet looked at
     if "blindspots" in only:
         blindspots_encoder(nbs)  # its inputs checked before hours of detector training
     written = {}
@@ -141,7 +294,8 @@ def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = Confir
             r = confirm_backbones(work, progress=progress, device=device)
         else:
             r = confirm_blindspots(nbs, progress)
-        out = dict(command=confirm_command(part, nbs), clumpnb_version=__version__, simulated=True) | r
+        out = dict(command=confirm_command(part, nbs), clumpnb_version=__version__, simulated=True,
+                   registration=reg["digest"]) | r  # fmt: skip
         path = Path(nbs) / CONFIRM_FILES[part]
         with atomic_write(path, "w") as f:
             json.dump(jsonable(out), f, indent=1)

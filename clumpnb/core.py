@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICES', 'CONFIRM_SEEDS', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything', 'check_survey_seed',
-           'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable', 'json_digest', 'in_bounds',
-           'bounds_text', 'load_results', 'records', 'match_centres', 'MatchCounts', 'match_counts']
+__all__ = ['DEVICES', 'CONFIRM_SEEDS', 'RETIRED_SEEDS', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything',
+           'check_survey_seed', 'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable',
+           'json_digest', 'in_bounds', 'bounds_text', 'load_results', 'records', 'match_centres', 'MatchCounts',
+           'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -52,12 +53,18 @@ def seed_everything(seed: int):
 DEVICES = ("auto", "cpu", "cuda")  # --device everywhere; auto: a CUDA GPU when torch sees one, else the CPU
 
 # %% ../nbs/00_core.ipynb #c0f1a002
-CONFIRM_SEEDS = (900, 901, 902)  # survey seeds kept for `clumpnb confirm`: detector and volunteers, blind spots, spare
+CONFIRM_SEEDS = (910, 911, 912)  # the registered look's survey seeds: detector and volunteers, blind spots, backbones
+RETIRED_SEEDS = (900, 901, 902)  # looked at three times, settings changed between looks (clumpnb <= 0.4.0): never again
 _CONFIRM_ENV = "CLUMPNB_CONFIRMATORY"  # set by `confirmatory`; inherited by the worker processes it starts
 
 
 def check_survey_seed(seed: int):
-    "Refuse a confirmatory survey seed outside `confirmatory()`."
+    "Refuse a retired confirmatory seed everywhere, and a confirmatory one outside `confirmatory()`."
+    if int(seed) in RETIRED_SEEDS:
+        raise ClumpnbError(
+            f"survey seed {seed} is a retired confirmatory seed {RETIRED_SEEDS} (clumpnb.core.RETIRED_SEEDS): it was "
+            "looked at more than once with settings changed between the looks, so nothing may draw it again"
+        )
     if int(seed) in CONFIRM_SEEDS and os.environ.get(_CONFIRM_ENV) != "1":
         raise ClumpnbError(
             f"survey seed {seed} is one of the confirmatory seeds {CONFIRM_SEEDS} (clumpnb.core.CONFIRM_SEEDS): no "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import CONFIRM_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable
+from .core import CONFIRM_SEEDS, RETIRED_SEEDS, ClumpnbError, atomic_write, check_survey_seed, jsonable
 from .demo_figures import detections_grid, detector_curves, heldout_predictions, plot_recovery
 from clumpnb.protocol import (
     CENSUS_CUT_G,
@@ -361,10 +361,10 @@ def run_demo(
     size = DEMO_SIZES["quick" if quick else "full"]
     epochs = epochs or size.epochs
     check_demo_folder(Path(out), shift, size.n_train, epochs=epochs)  # before anything is written
-    if seed + 1 in CONFIRM_SEEDS:  # before anything is written
+    if seed + 1 in CONFIRM_SEEDS + RETIRED_SEEDS:  # before anything is written
         raise ClumpnbError(
             f"--seed {seed}: the demo's held-out survey would be seed {seed + 1}, one of the confirmatory seeds "
-            f"{CONFIRM_SEEDS} that only `clumpnb confirm` draws; choose another"
+            f"{CONFIRM_SEEDS} (or retired ones, {RETIRED_SEEDS}) that no development command draws; choose another"
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -212,26 +212,47 @@ def test_galaxy_results_read(monkeypatch):
     assert [(row.init, row.train_seed) for row in r.rows] == [(i, s) for i in ("imagenet", "galaxy") for s in seeds]
 
 
+def confirm_seed_ok(d: dict, part: str) -> bool:
+    """A confirm file is either superseded (on a retired seed, labelled so) or the look of the committed registration,
+    on the seed it registered."""
+    from clumpnb.confirm import CONFIRM_PARTS
+    from clumpnb.core import RETIRED_SEEDS
+    if "registration" not in d:
+        return d["seed"] == RETIRED_SEEDS[CONFIRM_PARTS.index(part)] and d["superseded"].startswith("Superseded:")
+    reg = json.loads((NBS / "registration.json").read_text())
+    return d["registration"] == reg["digest"] and d["seed"] == reg["settings"]["seeds"][part]
+
+
 def test_confirmatory_results_read():
     "The confirm files: written by `clumpnb confirm` on the confirmatory seeds, with the development settings."
     from clumpnb.blindspots.galaxy import read_galaxy_results
-    from clumpnb.core import CONFIRM_SEEDS
     dev = read_galaxy_results(NBS/"blindspots/results/galaxies_seed0.json")
     r = read_galaxy_results(NBS/"blindspots/results/confirm_galaxies.json")
-    assert r.command.startswith("clumpnb confirm --only blindspots") and r.seed == CONFIRM_SEEDS[1]
-    assert r.settings == dev.settings | {"test_seed": CONFIRM_SEEDS[1]}
+    raw = json.loads((NBS/"blindspots/results/confirm_galaxies.json").read_text())
+    assert r.command.startswith("clumpnb confirm --only blindspots") and confirm_seed_ok(raw, "blindspots")
+    assert r.settings == dev.settings | {"test_seed": r.seed}
     assert [(row.init, row.train_seed) for row in r.rows] == [(row.init, row.train_seed) for row in dev.rows]
     d = json.loads((NBS/"detector/results/confirm_detector.json").read_text())
-    assert d["command"].startswith("clumpnb confirm --only detector") and d["seed"] == CONFIRM_SEEDS[0]
+    assert d["command"].startswith("clumpnb confirm --only detector") and confirm_seed_ok(d, "detector")
     assert [row["train_seed"] for row in d["rows"]] == [0, 1, 2]
     b = json.loads((NBS/"comparison/confirm_backbones.json").read_text())
     from clumpnb.comparison.compare import get_preset, read_results
     p = get_preset("cpu-pairs")
     grid = read_results(NBS/"comparison/results_cpu_pairs.csv", p.digest())
-    assert b["command"].startswith("clumpnb confirm --only backbones") and b["seed"] == CONFIRM_SEEDS[2]
+    assert b["command"].startswith("clumpnb confirm --only backbones") and confirm_seed_ok(b, "backbones")
     assert b["grid"] == p.digest() and b["n_test"] == p.test_survey["n"]
     key = lambda r: (r["variant"], r["n_train"], r["seed"], r["threshold"])  # noqa: E731
     assert sorted(map(key, b["rows"])) == sorted(map(key, grid))  # every grid run, at its own threshold
+
+
+def test_committed_registration_is_sealed():
+    "The committed registration: written by `clumpnb register`, unedited (its digest), on today's confirmatory seeds."
+    from clumpnb.confirm import _body
+    from clumpnb.core import CONFIRM_SEEDS, RETIRED_SEEDS, json_digest
+    reg = json.loads((NBS / "registration.json").read_text())
+    assert reg["command"].startswith("clumpnb register") and json_digest(_body(reg)) == reg["digest"]
+    assert sorted(reg["settings"]["seeds"].values()) == sorted(CONFIRM_SEEDS)
+    assert not set(CONFIRM_SEEDS) & set(RETIRED_SEEDS)
 
 
 def test_the_demo_headline_has_every_yardstick():
