@@ -543,6 +543,12 @@ def _add_evaluate(sub):
 
 # %% ../nbs/99_cli.ipynb #88eaaa1f
 def _detect(args):
+    from clumpnb.detector.catalog import parts_folder
+    from clumpnb.detector.evaluate import PostConfig
+    from clumpnb.detector.inputs import check_detect_args, check_run_early
+
+    check_detect_args(args.paths, args.out)  # every check that needs no weights, before the network's modules load
+    check_run_early(args.run, parts_folder(args.out), PostConfig(), args.threshold)
     from clumpnb.detector.detect import DetectConfig, detect
 
     cfg = DetectConfig(batch_size=args.batch_size, threshold=args.threshold, workers=args.workers, amp=args.amp,
@@ -1214,8 +1220,7 @@ BAD_INPUTS = [
     # ---- stale or mixed state ----
     BadInput("simulate into another survey", ("simulate", "--n", 6, "--cutout-size", 64, "--seed", 3, "--volunteers",
              0, "--out", "{w}/s"), "the folder holds a survey made with seed=0, not 3"),
-    BadInput("detect with other settings", (*DETECT_RUN, "--threshold", 0.3, "--out", "{w}/cat.csv"), "threshold=0.5",
-             model_free=False),
+    BadInput("detect with other settings", (*DETECT_RUN, "--threshold", 0.3, "--out", "{w}/cat.csv"), "threshold=0.5"),
     BadInput("train --resume, truncated checkpoint", ("train", "--data", "{w}/s", "--out", "{w}/cut_run", "--resume",
              "--epochs", 2), "checkpoint.pt: field 'file': unreadable checkpoint", model_free=False),
     # ---- files that cannot be read, or a result that cannot be written ----
@@ -1227,7 +1232,7 @@ BAD_INPUTS = [
     BadInput("detect, FITS cut at a block boundary", ("detect", "--run", "{w}/run", "{w}/blocks.fits", "--out",
              "{o}/out.csv"), "blocks.fits: field 'file': truncated", ("out.csv",), model_free=False),
     BadInput("detect, FITS catalogue of a non-ASCII path", ("detect", "--run", "{w}/run", "{w}/café.fits", "--out",
-             "{o}/out.fits"), "ASCII paths only", ("out.fits", "out.fits.parts"), model_free=False),
+             "{o}/out.fits"), "ASCII paths only", ("out.fits", "out.fits.parts")),
     BadInput("detect --device cuda without a GPU", (*DETECT_RUN, "--device", "cuda", "--out", "{o}/out.csv"),
              "no CUDA GPU is visible to torch here; use --device cpu", CATALOGUE, no_gpu=True),
     BadInput("build-dataset, catalogue cut mid-row", ("build-dataset", "--catalog", "{w}/cut_mrt.txt", "--cutouts",

@@ -82,6 +82,9 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
         "below zero, undecided otherwise",
         margin=0.02,
         level=0.95,
+        multiplicity="Holm over the family of one-sided half-label tests (every pair, size and metric) at 0.025, and "
+        "over the two-sided one-variable effects at 0.05; a verdict or effect is stated only if it survives",
+        power=0.8,  # the joint power of a decisive grid, sized from the spread the development grid measured
         sizes_target=0.8,  # the training-set size each variant needs for completeness and purity of 0.8
     ),
 )
@@ -90,7 +93,6 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
 def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
     "Every setting the look at `parts` runs with: seeds, worlds, training, evaluation, threshold rule, experiments."
     from clumpnb.comparison.compare import get_preset
-    from clumpnb.detector.run_metrics import EvalConfig
     from clumpnb.detector.train import TrainConfig
     from clumpnb.detector.validation import THRESHOLD_RULE
 
@@ -170,7 +172,7 @@ def register(nbs="nbs", cfg: ConfirmConfig = ConfirmConfig(), parts=CONFIRM_PART
 # %% ../nbs/94_confirm.ipynb #2a1b21a8
 def check_registration(nbs, cfg: ConfirmConfig, parts) -> dict:
     """The registration under `nbs` if a look at `parts` may run now; `ClumpnbError` naming what to fix: no
-    registration, one edited after it was written, settings changed since, a part not registered or already looked at."""
+    registration, one edited after it was written, settings changed since, a part not registered or looked at."""
     path = Path(nbs) / REGISTRATION_FILE
     if not path.exists():
         raise ClumpnbError(f"{path}: no registration of the confirmatory look; write it with "
@@ -188,8 +190,9 @@ def check_registration(nbs, cfg: ConfirmConfig, parts) -> dict:
                            + "; restore them, or register again if no look has been taken")  # fmt: skip
     taken = [p for p in looks_taken(nbs, reg) if p in parts]
     if taken:
-        raise ClumpnbError(f"{path}: the registered look at {taken[0]} was taken ({Path(nbs) / CONFIRM_FILES[taken[0]]} "
-                           "records its digest); a look is taken once: register another look on new seeds")  # fmt: skip
+        done = Path(nbs) / CONFIRM_FILES[taken[0]]
+        raise ClumpnbError(f"{path}: the registered look at {taken[0]} was taken ({done} records its digest); a look "
+                           "is taken once: register another look on new seeds")  # fmt: skip
     return reg
 
 # %% ../nbs/94_confirm.ipynb #c0f2a007

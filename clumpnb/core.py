@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DEVICES', 'CONFIRM_SEEDS', 'RETIRED_SEEDS', 'ClumpnbError', 'DataError', 'rng_for', 'seed_everything',
-           'check_survey_seed', 'confirmatory', 'current_umask', 'atomic_write', 'atomic_path', 'jsonable',
-           'json_digest', 'in_bounds', 'bounds_text', 'load_results', 'records', 'match_centres', 'MatchCounts',
-           'match_counts']
+__all__ = ['DEVICES', 'CONFIRM_SEEDS', 'RETIRED_SEEDS', 'RUN_FILES', 'NO_RUN', 'ClumpnbError', 'DataError', 'rng_for',
+           'seed_everything', 'check_survey_seed', 'confirmatory', 'current_umask', 'atomic_write', 'atomic_path',
+           'jsonable', 'json_digest', 'in_bounds', 'bounds_text', 'load_results', 'records', 'run_record_file',
+           'match_centres', 'MatchCounts', 'match_counts']
 
 # %% ../nbs/00_core.ipynb #6ce6220f
 class ClumpnbError(Exception):
@@ -182,6 +182,16 @@ def records(cls, rows: list, path, field: str) -> list:
             raise DataError(path, f"{field}[{i}]", f"lacks {', '.join(lacking)}")
         out.append(cls(**{k: row[k] for k in names}))
     return out
+
+# %% ../nbs/00_core.ipynb #a7e31f02
+RUN_FILES = ("model.pt", "checkpoint.pt")  # a trained run folder's record: a finished run's, else a killed run's
+NO_RUN = "no usable checkpoint in this run folder (train first: clumpnb train)"  # what a folder without one is told
+
+
+def run_record_file(folder) -> Path | None:
+    """The file a run folder's run is read from (the first of `RUN_FILES` it holds), or None where it holds none:
+    found without reading it, so that a command can refuse a run folder before it loads any weights."""
+    return next((Path(folder) / n for n in RUN_FILES if (Path(folder) / n).exists()), None)
 
 # %% ../nbs/00_core.ipynb #a875c2d0
 def match_centres(pred_xy, true_xy, radius: float, scores=None):

@@ -21,8 +21,8 @@ from ..core import ClumpnbError
 from .rates import machine_info
 
 # %% auto #0
-__all__ = ['cpu_bound', 'detect_rates', 'DetectBenchConfig', 'DetectMeasurements', 'detect_measurements', 'centre_crops',
-           'detect_memory', 'bench_detect']
+__all__ = ['MODEL_MEASURES', 'refusal_seconds', 'cpu_bound', 'detect_rates', 'DetectBenchConfig', 'DetectMeasurements',
+           'detect_measurements', 'centre_crops', 'detect_memory', 'bench_detect']
 
 # %% ../../nbs/91a_bench_detect.ipynb #b7d3c002
 def _model_rate(run, files: list, batch: int, device: str, amp: bool, passes: int = 3) -> list:
@@ -44,6 +44,20 @@ def _model_rate(run, files: list, batch: int, device: str, amp: bool, passes: in
         predict(model, ims, batch, dev, amp)
         rates.append(len(ims) / (time.perf_counter() - t))
     return rates
+
+
+def refusal_seconds(folder: Path, d: Path) -> float:
+    """Wall seconds of `clumpnb detect` on cutout folder `folder` with a run folder that holds no run, in a child
+    process as a user meets it: start-up and the checks that come before the network's modules load."""
+    (d / "no_run").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "clumpnb.cli", "detect", "--run", str(d / "no_run"), str(folder), "--out",
+           str(d / "refused.csv")]  # fmt: skip
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 2 or "no usable checkpoint" not in p.stderr:
+        raise ClumpnbError(f"clumpnb detect with no run was not refused as expected (exit code {p.returncode}): "
+                           f"{p.stderr.strip()[-500:]}")  # fmt: skip
+    return time.perf_counter() - t
 
 
 def cpu_bound(model_ips: float, serial: dict, n: int, cores: int) -> float:
@@ -108,6 +122,7 @@ class DetectMeasurements:
     staged: dict  # `detect_rates` with the stages overlapping
     serial: dict  # `detect_rates` with every stage in one process
     memory: list  # `detect_memory` rows; empty without `memory`
+    refusal_s: float  # wall seconds of a `clumpnb detect` refused for a run folder that holds no run
 
     @property
     def model_images_per_s(self) -> float:
@@ -135,7 +150,7 @@ def detect_measurements(cfg: DetectBenchConfig, run, d: Path) -> DetectMeasureme
     mem = []
     if cfg.memory:
         mem = detect_memory(run, files, sorted(cfg.memory), d, cfg.batch, cfg.device, cfg.amp, cfg.memory_side)
-    return DetectMeasurements(passes, staged, detect_rates(serial_run, cfg.n_serial), mem)
+    return DetectMeasurements(passes, staged, detect_rates(serial_run, cfg.n_serial), mem, refusal_seconds(folder, d))
 
 # %% ../../nbs/91a_bench_detect.ipynb #b7d3c003
 def centre_crops(files: list, side: int, out: Path) -> list:
@@ -180,6 +195,14 @@ def detect_memory(run, files: list, ns, d: Path, batch: int, device: str, amp: b
     return rows
 
 
+MODEL_MEASURES = (
+    "the network alone as `detect` runs it: the run's trained detector (`load_detector`, batch norm not folded) "
+    "through `predict` in batches of `batch`, on the cutouts read into memory first; torchvision's box decoding and "
+    "NMS included; reading, clumpnb's post-processing, photometry and writing excluded; the median of three passes in "
+    "this process. `bench detector` times an untrained network as built instead"
+)
+
+
 def bench_detect(cfg: DetectBenchConfig = DetectBenchConfig(), run=None) -> dict:
     """End-to-end `clumpnb detect` on `cfg.n` simulated FITS cutouts with `cfg.workers`, and serially on the first
     `cfg.n_serial`, against the model alone on the first `cfg.n_model` in this process (in memory); trains a
@@ -205,11 +228,13 @@ def bench_detect(cfg: DetectBenchConfig = DetectBenchConfig(), run=None) -> dict
         workers=cfg.workers,
         amp=cfg.amp,
         trained_epochs=cfg.epochs if trained else None,
+        model_measures=MODEL_MEASURES,
         model_images_per_s=model_ips,
         model_passes_images_per_s=m.passes,
         staged=staged,
         serial=serial,
         pipeline_over_model=staged["pipeline_images_per_s"] / model_ips,
+        refusal_s=m.refusal_s,  # start-up and every check before the network loads, when they refuse
         staged_over_serial=staged["pipeline_images_per_s"] / serial["pipeline_images_per_s"],
         **(dict(cpu_bound_over_model=cpu_bound(model_ips, serial, cfg.n_serial, info["threads"]))
            if device == "cpu" else {}),  # fmt: skip

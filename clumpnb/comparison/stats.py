@@ -24,8 +24,8 @@ from ..detector.train import Run, load_detector
 from .compare import Preset, compare, get_preset, plan, run_key
 
 # %% auto #0
-__all__ = ['images_needed', 'mean_interval', 'paired', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side',
-           'compare_cli']
+__all__ = ['images_needed', 'mean_interval', 'paired', 'noninferiority_power', 'seeds_needed', 'noninferiority_p', 'difference_p',
+           'holm', 'summarise', 'plot_efficiency', 'table', 'plot_side_by_side', 'compare_cli']
 
 # %% ../../nbs/comparison/22_stats.ipynb #6857d81d
 def images_needed(rows: list, target: float = 0.8) -> dict:
@@ -82,6 +82,53 @@ def paired(rows: list, a: str, b: str, metric: str, n_a: int, n_b: int = None, l
     d = [vb[s] - va[s] for s in seeds]
     mean, lo, hi = mean_interval(d, level)
     return dict(a=a, b=b, metric=metric, n_a=n_a, n_b=n_b, seeds=seeds, diffs=d, mean=mean, lo=lo, hi=hi)
+
+# %% ../../nbs/comparison/22_stats.ipynb #3ea037bb
+def noninferiority_power(sd: float, n: int, margin: float, delta: float = 0.0, level: float = 0.95) -> float:
+    """Chance that the lower end of the `level` Student-t interval of `n` paired differences lies above `-margin`,
+    when their true mean is `delta` and their standard deviation `sd`; nan where `sd` is not positive (two seeds
+    that happen to agree tell nothing of the spread)."""
+    from statsmodels.stats.power import TTestPower
+
+    if n < 2:
+        return 0.0
+    if not sd > 0:
+        return math.nan
+    effect = (delta + margin) / sd
+    return float(TTestPower().power(effect_size=effect, nobs=n, alpha=(1 - level) / 2, alternative="larger"))
+
+
+def seeds_needed(sd: float, margin: float, power: float = 0.8, delta: float = 0.0, level: float = 0.95) -> int:
+    "The fewest seeds for which `noninferiority_power` reaches `power`; None where `sd` is not positive."
+    from statsmodels.stats.power import TTestPower
+
+    if not sd > 0:
+        return None
+    effect = (delta + margin) / sd
+    n = TTestPower().solve_power(effect_size=effect, alpha=(1 - level) / 2, power=power, alternative="larger")
+    n = max(2, math.ceil(float(np.squeeze(n))))
+    return n if noninferiority_power(sd, n, margin, delta, level) >= power else n + 1
+
+# %% ../../nbs/comparison/22_stats.ipynb #37694e8f
+def noninferiority_p(d: dict, margin: float) -> float:
+    "One-sided p-value that `paired` result `d`'s true mean difference lies at or below `-margin`."
+    from scipy.stats import ttest_1samp
+
+    return float(ttest_1samp(d["diffs"], -margin, alternative="greater").pvalue) if len(d["diffs"]) > 1 else 1.0
+
+
+def difference_p(d: dict) -> float:
+    "Two-sided p-value that `paired` result `d`'s true mean difference is zero."
+    from scipy.stats import ttest_1samp
+
+    return float(ttest_1samp(d["diffs"], 0.0).pvalue) if len(d["diffs"]) > 1 else 1.0
+
+
+def holm(pvalues: list, alpha: float) -> list:
+    "Holm's step-down adjustment of the family `pvalues`: which are rejected at family-wise error `alpha`."
+    from statsmodels.stats.multitest import multipletests
+
+    return [bool(r) for r in multipletests(pvalues, alpha=alpha, method="holm")[0]] if len(pvalues) else []
 
 # %% ../../nbs/comparison/22_stats.ipynb #2fe17c7d
 def summarise(rows: list, metrics=("completeness_ge8", "completeness_3to8", "purity", "ap50", "train_seconds")) -> list:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from astropy.cosmology import FlatLambdaCDM
-from astropy.visualization import make_lupton_rgb
 
 # %% auto #0
 __all__ = ['BANDS', 'SDSS', 'RGB_SCALES', 'Survey', 'to_rgb', 'asinh_stretch']
@@ -58,6 +56,8 @@ class Survey:
 @lru_cache(None)
 def _kpc_per_arcsec(H0, Om0):
     "Interpolation table of the proper scale, because astropy's integral is slow per galaxy."
+    from astropy.cosmology import FlatLambdaCDM  # here, not at import: it costs every command half a second
+
     zs = np.linspace(0.001, 1.0, 2000)
     scale = FlatLambdaCDM(H0=H0, Om0=Om0).kpc_proper_per_arcmin(zs).value / 60
     return lambda z: np.interp(z, zs, scale)
@@ -74,6 +74,8 @@ def to_rgb(image, stretch: float = 0.3, Q: float = 10.0, scales=RGB_SCALES) -> n
     image = np.asarray(image, float)
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) g r i image, got shape {image.shape}")
+    from astropy.visualization import make_lupton_rgb
+
     g, r, i = (image[k] * scales[k] for k in range(3))
     with np.errstate(invalid="ignore", divide="ignore"):  # astropy divides by zero on blank pixels
         return make_lupton_rgb(i, r, g, minimum=0, stretch=stretch, Q=Q)

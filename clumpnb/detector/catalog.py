@@ -139,16 +139,18 @@ def parts_folder(out: Path) -> Path:
     return Path(str(out) + ".parts")
 
 # %% ../../nbs/detector/13c_catalog.ipynb #627db297
-def check_parts(parts: Path, settings: dict):
+def check_parts(parts: Path, settings: dict, record: bool = True):
     """Record the `settings` a catalogue's part files are made with in `parts/settings.json`, or refuse parts made with
-    other settings (naming the first that differs): their rows would not belong in this catalogue."""
+    other settings (naming the first that differs): their rows would not belong in this catalogue. With `record`
+    False only compare, key by key of `settings`: the check a command makes before it has every setting."""
     f = parts / "settings.json"
     settings = json.loads(json.dumps(settings))  # as JSON holds them (tuples as lists)
     if not f.exists():
         if any(parts.glob("part-*.ecsv")):
             raise DataError(parts, "settings.json", "missing: these parts are from an older clumpnb; delete the folder")
-        with atomic_write(f, "w") as fh:
-            json.dump(settings, fh, indent=1)
+        if record:
+            with atomic_write(f, "w") as fh:
+                json.dump(settings, fh, indent=1)
         return
     old = json.loads(f.read_text())
     diff = [k for k in settings if old.get(k) != settings[k]]

@@ -14,17 +14,16 @@ import torch
 from astropy.table import Table
 from tqdm.auto import tqdm
 
-from ..core import ClumpnbError, DataError
+from ..core import ClumpnbError
 from ..data.survey import SDSS
-from .catalog import (PartWriter, catalog_format, check_parts, check_skipped, merge_parts, parts_folder,
-                                      parts_lock)
-from .inputs import input_files, input_key
+from .catalog import PartWriter, check_parts, check_skipped, merge_parts, parts_folder, parts_lock
+from .inputs import check_detect_args, check_run_early, input_key
 from .stream import StreamConfig, run_stages
 from .train import load_detector, open_run
 from ..nets.training import ddp_setup, pick_device
 
 # %% auto #0
-__all__ = ['DetectConfig', 'pending_share', 'first_says', 'shared_lock', 'check_detect_args', 'resampled_note', 'detect']
+__all__ = ['DetectConfig', 'pending_share', 'first_says', 'shared_lock', 'resampled_note', 'detect']
 
 # %% ../../nbs/detector/14_detect.ipynb #b0a15535
 @dataclass(frozen=True)
@@ -78,20 +77,6 @@ def shared_lock(parts: Path, rank: int, world: int, device=None):
         yield
 
 # %% ../../nbs/detector/14_detect.ipynb #b50a19dd
-def check_detect_args(paths, out: Path) -> tuple:
-    """(the catalogue's astropy format, the input files) of a `detect` of `paths` into `out`, or a refusal before any
-    model loads: a catalogue path that cannot be written (`catalog_format`), no input, or a FITS catalogue of a path it
-    cannot hold."""
-    fmt = catalog_format(out)
-    files = input_files(paths)
-    if not files:
-        raise ClumpnbError("no input cutouts: give FITS/PNG files or folders that hold them")
-    odd = next((f for f in files if fmt == "fits" and not str(f).isascii()), None)
-    if odd is not None:  # refused before the work, not when the catalogue is written
-        raise DataError(odd, "file", "a FITS catalogue holds ASCII paths only: write .csv, .ecsv or .parquet instead")
-    return fmt, files
-
-
 def resampled_note(resampled: dict) -> str:
     "What `detect` says once about the cutouts it resampled: `resampled` maps pixel scale (arcsec) -> count."
     scales = ", ".join(f"{s:g}" for s in sorted(resampled))
@@ -106,9 +91,10 @@ def detect(run, paths, out, cfg: DetectConfig = DetectConfig(), progress: bool =
     (with `cfg.strict`) one that skips any, and so is a second `detect` on a catalogue one is writing."""
     out = Path(out)
     fmt, files = check_detect_args(paths, out)
+    parts = parts_folder(out)
+    check_run_early(run, parts, cfg.post, cfg.threshold)  # before the run's weights are read
     rank, world = ddp_setup()
     device = pick_device(cfg.device, rank)
-    parts = parts_folder(out)
     with shared_lock(parts, rank, world, device):  # before the run is read: a second detect refuses at once
         run = open_run(run)
         model = load_detector(run).to(device)

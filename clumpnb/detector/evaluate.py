@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
-from torchvision.ops import nms
 
 from ..core import MatchCounts, match_counts
 from ..data.io import read_coco
@@ -119,6 +118,8 @@ def segmentation(x, cfg: PostConfig = PostConfig(), centre=None) -> np.ndarray:
 def postprocess(det: dict, image: torch.Tensor = None, cfg: PostConfig = PostConfig(), centre=None, seg=None) -> tuple:
     """Apply the four steps to one image's detections; returns (kept detections dict, counts removed per step).
     `seg`: the image's `segmentation`, when the caller has made it already (detect's photometry uses it too)."""
+    from torchvision.ops import nms  # here: importing torchvision costs a command's start-up a second
+
     keep = np.arange(len(det["score"]))
     removed = {}
     if len(keep):

@@ -10,22 +10,24 @@ import hashlib
 import os
 import pickle
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from astropy.wcs import WCS, WCSHDO_P17, Wcsprm
 
-from ..core import ClumpnbError, DataError
+from ..core import NO_RUN, ClumpnbError, DataError, run_record_file
 from ..data.io import FITS_SUFFIXES, RGB_SUFFIXES, BandFiles, group_bands, image_stem, read_cutout, read_rgb
 from ..data.survey import asinh_stretch
+from .catalog import catalog_format, check_parts
+from .evaluate import PostConfig
 from .resample import MIN_SIDE, needs_resampling, pixel_scale, to_survey_scale
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'POST_FIELDS', 'HELPER_NICE', 'is_rgb', 'preview_places', 'input_files', 'file_digest', 'input_key',
            'load_cutout', 'Cutout', 'read_input', 'WcsHeaderText', 'wcs_to_text', 'wcs_from_text', 'seal_post_fields',
-           'unseal_post_fields', 'CutoutFiles', 'helper_init', 'cutout_batches']
+           'unseal_post_fields', 'CutoutFiles', 'helper_init', 'cutout_batches', 'check_detect_args', 'check_run_early']
 
 # %% ../../nbs/detector/13d_inputs.ipynb #8ce24628
 IMAGE_SUFFIXES = FITS_SUFFIXES + RGB_SUFFIXES
@@ -219,3 +221,32 @@ def cutout_batches(files: list, batch_size: int, workers: int = 0, nice: int = 0
     niceness `nice` (see `helper_init`); `keys`: the files' input keys, when the caller has them already."""
     kw = dict(prefetch_factor=4, worker_init_fn=functools.partial(helper_init, nice)) if workers else {}
     return torch.utils.data.DataLoader(CutoutFiles(files, keys), batch_size, collate_fn=list, num_workers=workers, **kw)
+
+# %% ../../nbs/detector/13d_inputs.ipynb #81d3093d
+def check_detect_args(paths, out: Path) -> tuple:
+    """(the catalogue's astropy format, the input files) of a `detect` of `paths` into `out`, or a refusal before any
+    model loads: a catalogue path that cannot be written (`catalog_format`), no input, or a FITS catalogue of a path it
+    cannot hold."""
+    fmt = catalog_format(out)
+    files = input_files(paths)
+    if not files:
+        raise ClumpnbError("no input cutouts: give FITS/PNG files or folders that hold them")
+    odd = next((f for f in files if fmt == "fits" and not str(f).isascii()), None)
+    if odd is not None:  # refused before the work, not when the catalogue is written
+        raise DataError(odd, "file", "a FITS catalogue holds ASCII paths only: write .csv, .ecsv or .parquet instead")
+    return fmt, files
+
+
+def check_run_early(run, parts: Path, post: PostConfig, threshold: float = None):
+    """Refuse, before any weights are read, a run folder `run` that holds no run, or a catalogue `parts` made with
+    other settings than those known now (`check_parts`: the run, its record file's time, the post-processing `post`,
+    a `threshold` given). A run already opened (not a path) passes: its weights are read."""
+    if not isinstance(run, (str, os.PathLike)):
+        return
+    f = run_record_file(run)
+    if f is None:
+        raise DataError(run, "model.pt", NO_RUN)
+    known = dict(run=str(Path(run).resolve()), model_mtime_ns=f.stat().st_mtime_ns, post=asdict(post))
+    if threshold is not None:
+        known["threshold"] = threshold
+    check_parts(parts, known, record=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import ClumpnbError, DataError, atomic_write, seed_everything, jsonable
+from ..core import NO_RUN, ClumpnbError, DataError, atomic_write, jsonable, run_record_file, seed_everything
 from ..data.dataset import ClumpDataset, ImagingAugment, collate
 from ..data.folder import SurveyIdentity
 from clumpnb.nets.training import (
@@ -38,9 +38,9 @@ from .evaluate import best_threshold, load_reference
 from .validation import THRESHOLD_RULE, rule_text, validation_labels, validation_row
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'TrainConfig', 'Optimisation', 'train_one_epoch', 'params_digest', 'run_paths', 'training_side', 'Run',
-           'open_run', 'load_detector', 'training_sets', 'epoch_loader', 'resume_state', 'Training', 'run_record',
-           'save_state', 'finish_run', 'end_epoch', 'run_epoch', 'start_training', 'train']
+__all__ = ['TrainConfig', 'Optimisation', 'train_one_epoch', 'params_digest', 'run_paths', 'training_side', 'Run', 'open_run',
+           'load_detector', 'training_sets', 'epoch_loader', 'resume_state', 'Training', 'run_record', 'save_state',
+           'finish_run', 'end_epoch', 'run_epoch', 'start_training', 'train']
 
 # %% ../../nbs/detector/13_train.ipynb #bf5aafd0
 @dataclass
@@ -177,9 +177,6 @@ def training_side(ds, default: int) -> int:
     return min(min(im["height"], im["width"]) for im in images) if images else default
 
 # %% ../../nbs/detector/13_train.ipynb #871fb550
-RUN_FILES = ("model.pt", "checkpoint.pt")  # a finished run's record, else a killed run's last epoch
-
-
 @dataclass
 class Run:
     """A trained run, opened once: its folder, the record file read (`model.pt` once training finished, else the last
@@ -192,7 +189,7 @@ class Run:
     @classmethod
     def find(cls, folder, map_location="cpu") -> Run:
         "The run in `folder`, or None where it holds no record; an unreadable record is a DataError naming it."
-        f = next((Path(folder) / n for n in RUN_FILES if (Path(folder) / n).exists()), None)
+        f = run_record_file(folder)
         if f is None:
             return None
         try:
@@ -205,7 +202,7 @@ class Run:
         "The run in `folder` (`find`); a DataError where it holds none."
         run = cls.find(folder, map_location)
         if run is None:
-            raise DataError(folder, "model.pt", "no usable checkpoint in this run folder (train first: clumpnb train)")
+            raise DataError(folder, "model.pt", NO_RUN)
         return run
 
     @cached_property
