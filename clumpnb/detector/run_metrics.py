@@ -13,7 +13,8 @@ import numpy as np
 from ..core import ClumpnbError
 from ..data.dataset import ClumpDataset
 from ..data.folder import best_labels, labels_path
-from .evaluate import PostConfig, coco_metrics, evaluate_detections, load_reference, postprocess, predict
+from .evaluate import (PostConfig, coco_metrics, evaluate_detections, load_reference, postprocess, predict,
+                                       segmentation)
 from ..data.io import read_cutout
 from .photometry import photometry_columns
 from .selection import selection_function
@@ -86,24 +87,27 @@ def evaluate_run(run, data, cfg: EvalConfig = EvalConfig()) -> dict:
         res["selection"] = selection_function(kept, data, names, threshold)
     if cfg.flux_cut is not None and labels_path(data, "truth").exists():
         ref = load_reference(data, "truth", set(names), band=(cfg.ratio_bands or (None,))[0])
-        cut = flux_cut(kept, ds, cfg.flux_cut)
+        cut = flux_cut(kept, ds, cfg.flux_cut, threshold, cfg.post)
         res["truth_cut"] = evaluate_detections(cut, [ref[n] for n in names], threshold, n_boot=cfg.n_boot)
         res["truth_cut"]["flux_cut_g"] = cfg.flux_cut
     return res
 
 
-def flux_cut(kept: list, ds: ClumpDataset, lowest: float) -> list:
-    """The detections `kept` (one dict per galaxy of `ds`) whose g-band flux ratio, measured on the cutout with the
-    catalogue's photometry function (chapter *Photometry*), is at least `lowest`: the cut a clump census makes (Adams
-    et al. 2022 keep clumps above 3% and 8% of the host's light), which a user with real images can make too. Every
-    post-processed detection is measured (those below the score threshold too, which mask their neighbours'
-    annuli) and the photometry segments the host itself, where `detect` measures only the detections above its
-    threshold and hands it the post-processing's segmentation: the two fluxes can differ slightly."""
+def flux_cut(kept: list, ds: ClumpDataset, lowest: float, threshold: float, post: PostConfig = PostConfig()) -> list:
+    """The detections `kept` (one dict per galaxy of `ds`) at or above score `threshold` whose g-band flux ratio, as
+    `detect`'s catalogue measures it, is at least `lowest`: the cut a clump census makes (Adams et al. 2022 keep clumps
+    above 3% and 8% of the host's light), which a user with real images can make too. As in `detect`, only the
+    detections above the threshold are measured (each masks its neighbours' annuli), with the host segmented by the
+    post-processing's mask (`segmentation` with `post`), so the fluxes are the catalogue's own."""
     out = []
-    for p, im in zip(kept, ds.images):
+    for i, (p, im) in enumerate(zip(kept, ds.images)):
+        above = p["score"] >= threshold
+        det = {k: v[above] if isinstance(v, np.ndarray) and len(v) == len(above) else v for k, v in p.items()}
         image = read_cutout(ds.root / im["file_name"], tables=False).image
-        keep = np.nan_to_num(photometry_columns(image, p["x"], p["y"])["flux_ratio_g"]) >= lowest
-        out.append({k: v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v for k, v in p.items()})
+        seg = segmentation(ds[i][0], post)  # the galaxy's mask, as `detect` makes it from the stretched image
+        ratio = photometry_columns(image, det["x"], det["y"], mask=seg)["flux_ratio_g"]
+        keep = np.nan_to_num(ratio, nan=-np.inf) >= lowest
+        out.append({k: v[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v for k, v in det.items()})
     return out
 
 
