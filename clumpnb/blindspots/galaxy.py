@@ -27,15 +27,17 @@ from .lst import LSTConfig, level_set_traversal, rms_distance
 from .geometry import WidthConfig, distances, line_confidence, path_widths, triangle_confidence
 
 # %% auto #0
-__all__ = ['INITS', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy', 'GalaxyBlindSpots', 'smooth_walks',
-           'blind_spot_row', 'GalaxyConfig', 'galaxy_experiment', 'pretrain_command', 'galaxy_command',
-           'write_galaxy_results', 'GalaxyResults', 'read_galaxy_results']
+__all__ = ['INITS', 'CLUMP_APERTURE', 'clumpy_galaxies', 'clumpy_set', 'star_image', 'galaxy_classifier', 'accuracy',
+           'clump_excess', 'clump_recovery', 'GalaxyBlindSpots', 'smooth_walks', 'blind_spot_row', 'GalaxyConfig',
+           'judge_rows', 'plot_walk_ends', 'galaxy_experiment', 'pretrain_command', 'galaxy_command',
+           'write_galaxy_results', 'walks_figure', 'GalaxyResults', 'read_galaxy_results']
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #284bd4dc
-def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
-    """Up to `n` simulated galaxies of survey `seed` as ((N, 3, crop, crop) images in [0, 1], (N,) labels):
-    1 = clumpy, 0 = smooth."""
-    xs, ys = [], []
+def clumpy_galaxies(n: int, seed: int, crop: int = 96) -> tuple:
+    """Up to `n` simulated galaxies of survey `seed` as ((N, 3, crop, crop) images in [0, 1], (N,) labels: 1 = clumpy,
+    0 = smooth, and per image its clumps with at least 8% of the g light as a (k, 2) array of x, y in the crop's
+    pixels, empty for a smooth galaxy: where a walk towards it should put clumps)."""
+    xs, ys, where = [], [], []
     cfg = SimConfig(clumpy_fraction=0.5)
     for g in simulate(n, seed, cfg):
         fr = np.asarray(g.clumps["frac_g"])
@@ -45,7 +47,14 @@ def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
         o = (g.image.shape[-1] - crop) // 2
         xs.append(asinh_stretch(g.image)[:, o : o + crop, o : o + crop])
         ys.append(lab)
-    return torch.tensor(np.stack(xs)), torch.tensor(ys)
+        big = fr >= 0.08
+        where.append(np.stack([np.asarray(g.clumps["x"])[big] - o, np.asarray(g.clumps["y"])[big] - o], 1))
+    return torch.tensor(np.stack(xs)), torch.tensor(ys), where
+
+
+def clumpy_set(n: int, seed: int, crop: int = 96) -> tuple:
+    "`clumpy_galaxies`' images and labels."
+    return clumpy_galaxies(n, seed, crop)[:2]
 
 
 def star_image(mag_r: float = 16.5, g_r: float = 0.8, crop: int = 96, seed: int = 0) -> torch.Tensor:
@@ -78,6 +87,32 @@ def accuracy(model, x, y) -> float:
     right = sum((model(x[i : i + 64]).argmax(-1) == y[i : i + 64]).sum() for i in range(0, len(x), 64))
     return float(right / len(x))
 
+# %% ../../nbs/blindspots/32_galaxies.ipynb #23bcb6f1
+CLUMP_APERTURE = float(SDSS.psf_fwhm_px[1])  # pixels: one r-band PSF FWHM, the size of an unresolved clump
+
+
+def clump_excess(images: torch.Tensor, where: list, radius: float = CLUMP_APERTURE) -> np.ndarray:
+    """Per image of `images` ((N, 3, H, W), stretched), the light above the local background in apertures of `radius`
+    pixels at its clumps `where[i]` ((k, 2) x, y): each aperture's sum less its area times the median of an annulus
+    from 2 to 3 radii, summed over the clumps and the bands; 0 for an image with no clump given."""
+    from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture
+
+    out = np.zeros(len(images))
+    for i, (im, xy) in enumerate(zip(np.asarray(images), where)):
+        if len(xy) == 0:
+            continue
+        ap, an = CircularAperture(xy, radius), CircularAnnulus(xy, 2 * radius, 3 * radius)
+        for band in im:
+            out[i] += float(np.sum(ApertureStats(band, ap).sum - ApertureStats(band, an).median * ap.area))
+    return out
+
+
+def clump_recovery(source: torch.Tensor, end: torch.Tensor, target: torch.Tensor, where: list) -> np.ndarray:
+    """Per walk, the share of its target's clump light that its end holds: `clump_excess` at the target's clumps
+    `where`, (end - source) / (target - source); 1 where the walk drew the clumps in, 0 where it left them out."""
+    s, e, t = (clump_excess(x, where) for x in (source, end, target))
+    return (e - s) / (t - s)
+
 # %% ../../nbs/blindspots/32_galaxies.ipynb #b30a1505
 @dataclass
 class GalaxyBlindSpots:
@@ -104,26 +139,34 @@ class GalaxyBlindSpots:
     width_q05_l2_5: float  # path width: 5% quantile of confidence at L2 offsets of 5, median along the path
     width_q05_l2_10: float
     seconds: float
+    clump_recovery_mean: float = None  # of the target's clump light, the share its walk's end holds (`clump_recovery`)
+    clump_recovery_min: float = None
+    clump_recovery_max: float = None
+    judges_p_smooth: float = None  # smooth-class confidence of classifiers of other seeds on the walks' ends
+    judges_call_smooth: float = None  # the share of those (walk, judge) pairs that call the end smooth
 
 
-def smooth_walks(m, xte, yte, star, n_pairs: int, cfg: LSTConfig, seed: int) -> tuple:
-    """(sources, walks to clumpy galaxies, walks to the star) from up to `n_pairs` correctly classified smooth galaxies,
-    each walk with `cfg`, its start noise from `seed`."""
+def smooth_walks(m, xte, yte, star, n_pairs: int, cfg: LSTConfig, seed: int, where: list = None) -> tuple:
+    """(sources, walks to clumpy galaxies, walks to the star, the clumpy targets' clumps) from up to `n_pairs` correctly
+    classified smooth galaxies, each walk with `cfg`, its start noise from `seed`; `where`: every test image's clumps
+    (`clumpy_galaxies`; None: unknown, and the last item is None)."""
     with torch.no_grad():
         pred = torch.cat([m(xte[i : i + 64]).argmax(-1) for i in range(0, len(xte), 64)])
-    src, tgt = xte[(yte == 0) & (pred == 0)][:n_pairs], xte[yte == 1][:n_pairs]
-    k = min(len(src), len(tgt))
+    src, clumpy = xte[(yte == 0) & (pred == 0)][:n_pairs], torch.nonzero(yte == 1).flatten()[:n_pairs]
+    k = min(len(src), len(clumpy))
     if k == 0:
         raise ClumpnbError("the classifier found no smooth galaxy it classifies correctly")
-    src, tgt = src[:k], tgt[:k]
+    src, tgt = src[:k], xte[clumpy[:k]]
     r_c = level_set_traversal(m, src, tgt, cfg, source=0, seed=seed)
     r_s = level_set_traversal(m, src, star[None].expand_as(src).contiguous(), cfg, source=0, seed=seed)
-    return src, r_c, r_s
+    return src, r_c, r_s, None if where is None else [where[int(i)] for i in clumpy[:k]]
 
 
 def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tuple, pthresh: float, seconds: float):
-    "The measurements of one classifier's walks `walks` = (sources, to clumpy, to star) as a `GalaxyBlindSpots`."
-    src, r_c, r_s = walks
+    """The measurements of one classifier's walks `walks` = (sources, to clumpy, to star, the clumpy targets' clumps)
+    as a `GalaxyBlindSpots` (its independent judges come later: `judge_rows`)."""
+    src, r_c, r_s, where = walks
+    rec = clump_recovery(src, r_c.x, r_c.xt, where) if where is not None else np.full(len(src), np.nan)
     k = len(src)
     hull = [triangle_confidence(m, src[i], r_c.x[i], r_s.x[i], 0, delta=pthresh) for i in range(k)]
     line = [float(line_confidence(m, src[i], r_c.x[i], 0).min()) for i in range(k)]
@@ -138,6 +181,7 @@ def blind_spot_row(m, init: str, seed: int, epochs: int, acc: float, walks: tupl
         float(dc["ssim"].mean()), float(np.mean(line)), float(rms_distance(src, r_s.xt).mean()),
         float(ds["rms"].mean()), float(np.mean([h["mean"] for h in hull])),
         float(np.mean([h["frac_above"] for h in hull])), float(wq[:, 0].mean()), float(wq[:, 1].mean()), seconds,
+        float(np.mean(rec)), float(np.min(rec)), float(np.max(rec)),
     )  # fmt: skip
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #3e67008b
@@ -168,25 +212,67 @@ class GalaxyConfig:
             del s["test_seed"]
         return s
 
+# %% ../../nbs/blindspots/32_galaxies.ipynb #d1863fa6
+@torch.no_grad()
+def judge_rows(rows: list, models: list, ends: list):
+    """Fill each row of `rows` (`GalaxyBlindSpots`) with what the classifiers of other training seeds make of its walks'
+    end images: `models[i]` and `ends[i]` ((N, 3, H, W), the walks to clumpy galaxies) belong to `rows[i]`."""
+    for row, x in zip(rows, ends):
+        judges = [m for r, m in zip(rows, models) if r.train_seed != row.train_seed]
+        if not judges:
+            continue
+        p = torch.stack([torch.softmax(m.eval()(x), -1)[:, 0] for m in judges])  # (judges, walks)
+        row.judges_p_smooth, row.judges_call_smooth = float(p.mean()), float((p > 0.5).float().mean())
+
+# %% ../../nbs/blindspots/32_galaxies.ipynb #d61f7973
+def plot_walk_ends(results: dict, radius: float = CLUMP_APERTURE):
+    """Per classifier kind of `results` (`galaxy_experiment`'s last walks of each), its first walk to a clumpy galaxy:
+    source, end, target, end minus source (summed over bands), the target's clumps circled."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    fig, axs = plt.subplots(len(results), 4, figsize=(10, 2.7 * len(results)), squeeze=False)
+    rgb = lambda x: np.clip(np.asarray(x)[[2, 1, 0]].transpose(1, 2, 0) / 0.6, 0, 1)  # noqa: E731  i r g as RGB
+    for row, (init, r) in zip(axs, results.items()):
+        src, end, tgt = r["source"][0], r["clumpy"].x[0], r["clumpy"].xt[0]
+        diff = np.asarray(end - src).sum(0)
+        lim = float(np.abs(diff).max()) or 1.0
+        shown = (rgb(src), rgb(end), rgb(tgt), diff)
+        titles = (f"{init}: smooth source", "walk's end", "clumpy target", "end − source")
+        for ax, im, t in zip(row, shown, titles):
+            ax.imshow(im, cmap="RdBu_r" if im.ndim == 2 else None, vmin=-lim if im.ndim == 2 else None,
+                      vmax=lim if im.ndim == 2 else None, origin="lower")  # fmt: skip
+            ax.set_title(t, fontsize=9)
+            ax.set_axis_off()
+            for x, y in r["where"][0] if r["where"] is not None else ():
+                ax.add_patch(Circle((x, y), radius, fill=False, color="gold", lw=1))
+    fig.suptitle("Simulated galaxies: the circles are the target's clumps >= 8% of the g light", fontsize=9)
+    fig.tight_layout()
+    return fig
+
 # %% ../../nbs/blindspots/32_galaxies.ipynb #f34ea6c3
 def galaxy_experiment(cfg: GalaxyConfig = GalaxyConfig(), progress: bool = True) -> dict:
     """Fine-tune each classifier of `INITS` on survey `cfg.survey_seed` with each training seed of `cfg.seeds`, then run
     LST on the held-out survey; returns one `GalaxyBlindSpots` row per classifier and seed (`rows`), the last walks per
-    classifier (`results`) and the `settings`."""
+    classifier (`results`) and the `settings`. Each row's walks are judged by the classifiers of the other seeds
+    (`judge_rows`) once all are trained."""
     xtr, ytr = clumpy_set(cfg.n_train, cfg.survey_seed)
-    xte, yte = clumpy_set(cfg.n_test, cfg.survey_seed + 1 if cfg.test_seed is None else cfg.test_seed)
+    xte, yte, where = clumpy_galaxies(cfg.n_test, cfg.survey_seed + 1 if cfg.test_seed is None else cfg.test_seed)
     star = star_image(seed=cfg.survey_seed)
     inits = [i for i in INITS if i == "imagenet" or cfg.encoder is not None]
     walk = LSTConfig(eta=cfg.eta, iters=cfg.iters, pthresh=cfg.pthresh)
-    rows, results = [], {}
+    rows, results, models, ends = [], {}, [], []
     for init, seed in tqdm([(i, s) for i in inits for s in cfg.seeds], desc="classifiers", disable=not progress):
         t = time.perf_counter()
         fit = FitConfig(epochs=cfg.epochs, lr=cfg.lr, seed=seed)
         m = fit_classifier(galaxy_classifier(init, cfg.encoder), xtr, ytr, fit)
-        walks = smooth_walks(m, xte, yte, star, cfg.n_pairs, walk, seed)
+        walks = smooth_walks(m, xte, yte, star, cfg.n_pairs, walk, seed, where)
         acc = accuracy(m, xte, yte)
         rows.append(blind_spot_row(m, init, seed, cfg.epochs, acc, walks, cfg.pthresh, time.perf_counter() - t))
-        results[init] = dict(model=m, clumpy=walks[1], star=walks[2])
+        results[init] = dict(model=m, source=walks[0], clumpy=walks[1], star=walks[2], where=walks[3])
+        models.append(m)
+        ends.append(walks[1].x)
+    judge_rows(rows, models, ends)
     return dict(rows=rows, results=results, settings=cfg.settings())
 
 # %% ../../nbs/blindspots/32_galaxies.ipynb #0d335086
@@ -209,7 +295,8 @@ def galaxy_command(settings: dict, path) -> str:
 
 
 def write_galaxy_results(exp: dict, path) -> dict:
-    "Write the rows of `galaxy_experiment`'s result `exp` to JSON file `path` (atomically); return what was written."
+    """Write the rows of `galaxy_experiment`'s result `exp` to JSON file `path` (atomically), and its walks' picture
+    (`plot_walk_ends`) beside it as `<stem>_walks.png`; return what was written."""
     s = exp["settings"]
     out = dict(
         command=galaxy_command(s, path),
@@ -221,7 +308,19 @@ def write_galaxy_results(exp: dict, path) -> dict:
     )
     with atomic_write(path, "w") as f:
         json.dump(jsonable(out), f, indent=1)
+    if exp.get("results"):
+        import matplotlib.pyplot as plt
+
+        fig = plot_walk_ends(exp["results"])
+        with atomic_write(walks_figure(path), "wb") as f:
+            fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
+        plt.close(fig)
     return out
+
+
+def walks_figure(path) -> Path:
+    "The picture `write_galaxy_results` writes beside results file `path`."
+    return Path(path).with_name(Path(path).stem + "_walks.png")
 
 
 @dataclass
@@ -238,5 +337,6 @@ class GalaxyResults:
 def read_galaxy_results(path) -> GalaxyResults:
     "Results file `path` as `write_galaxy_results` wrote it; a missing or malformed field is a `DataError` naming it."
     d = load_results(path, ("command", "seed", "clumpnb_version", "settings", "rows"))
-    rows = records(GalaxyBlindSpots, d["rows"], path, "rows")
+    later = {f.name: None for f in dataclasses.fields(GalaxyBlindSpots) if f.default is not dataclasses.MISSING}
+    rows = records(GalaxyBlindSpots, [later | r for r in d["rows"]], path, "rows")  # older files: None for those
     return GalaxyResults(d["command"], d["seed"], d["clumpnb_version"], d["settings"], rows)
