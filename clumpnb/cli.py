@@ -1067,7 +1067,8 @@ def _add_bench_gpu(what):
 def _docs(args):
     from clumpnb.docs import build_docs
 
-    pages = build_docs(args.nbs, args.out, only=args.only, execute=not args.no_execute, run_all=args.all)
+    pages = build_docs(args.nbs, args.out, only=args.only, execute=not args.no_execute, run_all=args.all,
+                       jobs=args.jobs)
     print(f"wrote {len(pages)} pages to {args.out}")
 
 
@@ -1090,6 +1091,8 @@ def _add_docs(sub):
     p.add_argument("--only", nargs="*", metavar="NAME", help="notebook names (stems) to build, e.g. index")
     p.add_argument("--no-execute", action="store_true", help="convert without running the notebooks")
     p.add_argument("--all", action="store_true", help="also run cells flagged slow or cuda")
+    p.add_argument("--jobs", type=at_least(1), default=1, metavar="N",
+                   help="pages built at once, each in its own process (default %(default)s)")
 
 
 def _add_readme(sub):

@@ -5,23 +5,34 @@
 # %% ../nbs/92_docs.ipynb #7b86696a
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import hashlib
 import html
 import importlib
 import importlib.util
+import inspect
 import itertools
+import json
 import os
 import re
 import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 from .core import ClumpnbError, atomic_write
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'CHAPTERS', 'FOLDER_CHAPTER', 'MATHJAX_PACKAGE', 'MATHJAX_PARTS', 'MATHJAX_URL', 'MATHJAX_CONFIG',
-           'SITE_CSS', 'TEMPLATE', 'prepare_notebook', 'chapter_of', 'chapter_title', 'notebooks', 'Page', 'site_pages',
-           'sidebar', 'mathjax_source', 'copy_mathjax', 'site_exporter', 'render_page', 'execute_notebook',
-           'build_docs', 'build_readme']
+__all__ = ['DIRECTIVE', 'CHAPTERS', 'FOLDER_CHAPTER', 'MATHJAX_PACKAGE', 'MATHJAX_PARTS', 'LIB', 'MATHJAX_URL', 'MATHJAX_CONFIG',
+           'SITE_CSS', 'TEMPLATE', 'CACHE', 'prepare_notebook', 'chapter_of', 'chapter_title', 'notebooks', 'Page',
+           'site_pages', 'sidebar', 'mathjax_source', 'copy_mathjax', 'SiteLookup', 'api_entry', 'widget_frame',
+           'clean_outputs', 'api_entries', 'clean_cell', 'site_notebook', 'site_exporter', 'page_sections', 'contents',
+           'pager', 'render_page', 'execute_notebook', 'page_key', 'run_cached', 'build_page', 'build_docs',
+           'build_readme']
 
 # %% ../nbs/92_docs.ipynb #5f1c23b2
 DIRECTIVE = re.compile(r"^\s*#\|\s*(.*)$")
@@ -31,17 +42,19 @@ def _flags(src: str) -> set:
     return {w for m in map(DIRECTIVE.match, src.splitlines()) if m for w in m.group(1).split()}
 
 
-def prepare_notebook(nb, skip_flags=("slow", "cuda")):
-    "Drop hidden and skipped cells and strip directive lines, in place; returns `nb`."
+def _strip(src: str) -> str:
+    return "\n".join(ln for ln in src.splitlines() if not DIRECTIVE.match(ln)).strip()
+
+
+def prepare_notebook(nb, skip_flags=("slow", "cuda"), strip: bool = True):
+    "Drop hidden and skipped cells and (if `strip`) directive lines, in place; returns `nb`."
     keep = []
     for c in nb.cells:
         if c.cell_type == "code":
             f = _flags(c.source)
-            if "hide" in f or f & set(skip_flags) or ("eval:" in f and "false" in f):
+            if "hide" in f or f & set(skip_flags) or ("eval:" in f and "false" in f) or not _strip(c.source) and strip:
                 continue
-            c.source = "\n".join(ln for ln in c.source.splitlines() if not DIRECTIVE.match(ln)).strip()
-            if not c.source:
-                continue
+            c.source = _strip(c.source) if strip else c.source
         keep.append(c)
     nb.cells = keep
     return nb
@@ -85,7 +98,8 @@ def _rank(key: str) -> float:
 def notebooks(nbs) -> list:
     "The notebooks of the site in reading order: home page, then chapter by chapter, pages in numeric order."
     nbs = Path(nbs)
-    found = [p for p in nbs.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and not p.name.startswith("_")]
+    # as nbdev's `nbglob`: no notebook whose name or folder starts with _ or . (checkpoints, a site's cache)
+    found = [p for p in nbs.rglob("*.ipynb") if not any(s[0] in "_." for s in p.relative_to(nbs).parts)]
 
     def key(p):
         c = chapter_of(p.relative_to(nbs))
@@ -139,12 +153,16 @@ def _link(page, current: str) -> str:
 
 
 def sidebar(pages, current: str = "") -> str:
-    "The sidebar: each chapter's heading over the links to its pages; the page named `current` is marked."
-    parts = ['<nav class="clumpnb-nav"><a class="clumpnb-brand" href="index.html">clumpnb</a>']
+    "The sidebar: a search box, then each chapter's heading over the links to its pages (`current`'s marked)."
+    parts = [
+        '<nav class="clumpnb-nav"><a class="clumpnb-brand" href="index.html">clumpnb</a>',
+        '<input id="clumpnb-q" type="search" placeholder="Search" aria-label="Search"><ol id="clumpnb-hits"></ol>',
+        '<input type="checkbox" id="clumpnb-menu"><label for="clumpnb-menu">Chapters</label><div class="chapters">',
+    ]
     for key, group in itertools.groupby(pages, key=lambda p: p.chapter):
         links = "".join(_link(p, current) for p in group)
         parts.append(f'<h2 class="chapter">{html.escape(chapter_title(key))}</h2><ul>{links}</ul>')
-    parts.append("</nav>")
+    parts.append("</div></nav>")
     return "".join(parts)
 
 # %% ../nbs/92_docs.ipynb #a95c2e3d
@@ -187,6 +205,151 @@ def copy_mathjax(out) -> int:
                 size += t.stat().st_size
     return size
 
+# %% ../nbs/92_docs.ipynb #a1000002
+LIB = "clumpnb"
+_NB_LINK = re.compile(r"\]\((?:[^()\s]*/)?([\w-]+)\.ipynb\)")
+
+
+class SiteLookup:
+    "nbdev's `NbdevLookup` pointed at this site: `name` links to `page.html#name`, its entry."
+
+    def __init__(self, pages, nbs):
+        doclinks = _need("nbdev.doclinks", "nbdev")
+        self.nl = doclinks.NbdevLookup(strip_libs=LIB, incl_libs=LIB)
+        self.nl.doc = self.doc  # nbdev's `linkify` asks `doc` where each `name` is documented
+        self.pages = {doclinks._nbpath2html(p.path.relative_to(nbs)).as_posix(): p.html for p in pages}
+        self.base = doclinks._qual_sym(("", ""), self.nl.entries[LIB]["settings"])[0]
+
+    def doc(self, sym: str):
+        "The link to `sym`'s entry on this site, or None: a private name, or one that no page of the site defines."
+        res = self.nl[sym]
+        page, _, anchor = (res[0] if isinstance(res, tuple) else "").removeprefix(self.base).partition("#")
+        private = sym.rsplit(".", 1)[-1].startswith("_")
+        return None if private or page not in self.pages else f"{self.pages[page]}#{anchor.split('.')[0]}"
+
+    def linkify(self, md: str) -> str:
+        "`md` with each documented `name` linked to its entry, and each link to a notebook of the site to its page."
+        md = self.nl.linkify(md) or md
+        return _NB_LINK.sub(lambda m: f"]({m[1]}.html)" if f"{m[1]}.html" in self.pages.values() else m[0], md)
+
+# %% ../nbs/92_docs.ipynb #a1000005
+def _say(v) -> str:
+    v = getattr(v, "__forward_arg__", v)  # a NamedTuple's annotations under `from __future__ import annotations`
+    return "" if v is inspect.Parameter.empty else html.escape(" ".join(str(v).split()), False).replace("|", "\\|")
+
+
+def _params(obj) -> str:
+    "A table of `obj`'s parameters from `inspect` and their comments, for what fastcore cannot read."
+    notes = [re.match(r"\s*(\w+)\s*[:=][^#]*#\s*(.*)", ln) for ln in inspect.getsourcelines(obj)[0]]
+    notes = {m[1]: m[2].replace("|", "\\|") for m in notes if m}
+    rows = [f"| {p} | {_say(v.annotation)} | {_say(v.default)} | {notes.get(p, '')} |" for p, v in
+            inspect.signature(obj).parameters.items() if p != "self"]  # fmt: skip
+    return "\n".join(["|  | **Type** | **Default** | **Details** |", "| - | - | - | - |", *rows]) if rows else ""
+
+
+def api_entry(obj, name: str, lookup) -> str:
+    "`name`'s entry (markdown): a heading with its source link, nbdev's `show_doc` and a table of its parameters."
+    showdoc, docments = _need("nbdev.showdoc", "nbdev"), _need("fastcore.docments", "fastcore")
+    sig = f"```python\n{name}{inspect.signature(obj)}\n```\n\n*{inspect.getdoc(obj)}*"
+    try:
+        doc = showdoc.show_doc(obj, renderer=docments.MarkdownRenderer, name=name)._repr_markdown_()
+        tbl = docments.DocmentTbl(obj)
+        params = tbl._row_list and (tbl._repr_markdown_() or f"{tbl.hdr_str}\n{tbl.params_str}")
+    except (ValueError, NameError):  # an array as a default (fastcore compares it with `!=`), a name of TYPE_CHECKING
+        doc, params = sig, ""
+    if not params and _params(obj):  # or fields that fastcore does not see (a NamedTuple's)
+        doc, params = sig, _params(obj)
+    src = lookup.nl.code(f"{obj.__module__}.{obj.__qualname__}")  # nbdev's link, its line found through decorators
+    line = inspect.getsourcelines(inspect.unwrap(obj))[1]
+    src = f'<a class="clumpnb-src" href="{src.rpartition("#")[0]}#L{line}">source</a>' if src else ""
+    head = f'<h3 id="{html.escape(name.lower())}" class="clumpnb-api"><code>{html.escape(name)}</code>{src}</h3>'
+    return f"{head}\n\n{doc}\n\n{params}".strip()
+
+# %% ../nbs/92_docs.ipynb #a1000008
+_WIDGET = "application/vnd.jupyter.widget-view+json"
+_TMP_PATH = re.compile(re.escape(tempfile.gettempdir()) + r"/[^\s'\"<>]*")
+
+
+def widget_frame(model_id: str, state: dict) -> list:
+    "The outputs the widget `model_id` shows: what its and its children's `Output` widgets hold in the saved `state`."
+    m = state.get(model_id, {}).get("state", {})
+    kids = [widget_frame(c.removeprefix("IPY_MODEL_"), state) for c in m.get("children", [])]
+    return list(m.get("outputs", [])) + [o for k in kids for o in k]
+
+
+def clean_outputs(outputs, state=None) -> list:
+    "The outputs that the site shows: no stderr or empty table, widgets as pictures, temporary paths elided."
+    keep = []
+    for o in outputs:
+        data = o.get("data", {})
+        if o.get("name") == "stderr" or "Table length=0" in str(data.get("text/plain", "")):
+            continue
+        if _WIDGET in data:
+            png = [{**o, "data": {k: v for k, v in data.items() if k != _WIDGET}}] if "image/png" in data else []
+            keep += clean_outputs(png or widget_frame(data[_WIDGET]["model_id"], state or {}))
+            continue
+        for d, k in [(o, "text")] + [(data, k) for k in ("text/plain", "text/html", "text/markdown")]:
+            if isinstance(d.get(k), str):
+                d[k] = _TMP_PATH.sub("…", d[k])
+        keep.append(o)
+    return keep
+
+# %% ../nbs/92_docs.ipynb #a100000b
+class api_entries:
+    "An nbdev processor: a `show_doc(name)` cell from `add_show_docs` becomes `name`'s entry (`api_entry`)."
+
+    def __init__(self, lookup):
+        self.lookup, self.default, self.module = lookup, None, None
+
+    def __call__(self, cell):
+        d = cell.directives_
+        self.default = (d.get("default_exp") or [self.default])[0]
+        if {"export", "exports"} & set(d):
+            self.module = (d.get("export") or d.get("exports") or [self.default])[0]
+        m = re.fullmatch(r"show_doc\(([\w.]+)\)", cell.source.strip()) if cell.pop("has_sd", False) else None
+        if m:
+            obj = functools.reduce(getattr, m[1].split("."), importlib.import_module(f"{LIB}.{self.module}"))
+            cell.update(cell_type="markdown", source=api_entry(obj, m[1], self.lookup))
+            del cell["outputs"], cell["execution_count"]
+
+
+def _imports_only(src: str) -> bool:
+    with contextlib.suppress(SyntaxError):
+        body = ast.parse(src).body
+        return bool(body) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body)
+    return False
+
+# %% ../nbs/92_docs.ipynb #a100000c
+def clean_cell(cell, state=None, lookup=None):
+    "A code cell as the site shows it (`clean_outputs`), its code hidden if it only imports or writes prose; or None."
+    cell.source = _strip(cell.source)
+    cell.outputs = [] if "test_fail" in cell.source else clean_outputs(cell.outputs, state)
+    prose = [o["data"] for o in cell.outputs if "text/markdown" in o.get("data", {})]
+    for d in prose if lookup else []:
+        d["text/markdown"] = lookup.linkify(d["text/markdown"])
+    hide = bool(prose) or _imports_only(cell.source)
+    if hide:
+        cell.metadata["transient"] = {"remove_source": True}
+    return cell if cell.outputs or (cell.source and not hide) else None
+
+
+def site_notebook(nb, lookup):
+    "The notebook as the site shows it: nbdev's processors add the API entries, drop exported source, link names."
+    nbformat, nbio = _need("nbformat", "nbformat"), _need("execnb.nbio", "execnb")
+    procs, process = _need("nbdev.processors", "nbdev"), _need("nbdev.process", "nbdev")
+    state = nb.metadata.pop("widgets", {}).get(_WIDGET.replace("view", "state"), {}).get("state", {})
+    run = process.NBProcessor(nb=nbio.dict2nb(nb), procs=[procs.add_show_docs, api_entries(lookup), procs.rm_export])
+    run.process()
+    nb, cells = nbformat.from_dict(nbio.nb2dict(run.nb)), []
+    for c in nb.cells:
+        c.source = "".join(c.source)
+        if c.cell_type == "markdown":
+            c.source = lookup.linkify(c.source)
+        c = clean_cell(c, state, lookup) if c.cell_type == "code" else c
+        cells += [c] if c else []
+    nb.cells = cells
+    return nb
+
 # %% ../nbs/92_docs.ipynb #2d9b4e8f
 MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 MATHJAX_CONFIG = (
@@ -197,63 +360,121 @@ MATHJAX_CONFIG = (
 SITE_CSS = """
 nav.clumpnb-nav {position: fixed; left: 0; top: 0; bottom: 0; width: 240px; box-sizing: border-box; overflow-y: auto;
   padding: 1em 1em 2em; background: #f6f6f6; border-right: 1px solid #ddd; font: 14px/1.4 sans-serif}
-nav.clumpnb-nav a {color: #1a5fb4; text-decoration: none}
+nav.clumpnb-nav a {color: #1a5fb4; text-decoration: none} nav.clumpnb-nav ul {list-style: none; margin: 0; padding: 0}
 nav.clumpnb-nav a.clumpnb-brand {font-weight: bold; font-size: 18px; color: #222}
 nav.clumpnb-nav h2.chapter {font-size: 12px; text-transform: uppercase; letter-spacing: .06em; color: #555;
   margin: 1.2em 0 .3em}
-nav.clumpnb-nav ul {list-style: none; margin: 0; padding: 0}
 nav.clumpnb-nav li a {display: block; padding: 2px 0 2px .7em; border-left: 3px solid transparent}
 nav.clumpnb-nav li a.current {font-weight: bold; color: #222; border-left-color: #1a5fb4}
+#clumpnb-q {width: 100%; box-sizing: border-box; margin: .8em 0 .2em; padding: 4px 6px}
+#clumpnb-hits {padding-left: 1.4em; font-size: 13px} #clumpnb-hits small {color: #666}
 main.clumpnb-page {margin-left: 260px; padding-right: 20px; min-width: 0}
 .jp-Cell, .jp-Cell-inputWrapper, .jp-Cell-outputWrapper, .jp-InputArea, .jp-InputArea-editor, .jp-OutputArea,
 .jp-OutputArea-child, .jp-OutputArea-output {min-width: 0; max-width: 100%}
 .jp-InputArea-editor, .jp-OutputArea-output {overflow-x: auto}
 pre, .highlight pre, .jp-RenderedText pre {overflow-x: auto; max-width: 100%}
+.jp-RenderedMarkdown pre {background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 4px; padding: .6em .8em;
+  margin-bottom: 1em}
+h3.clumpnb-api {border-top: 1px solid #ccc; padding-top: .6em} a.clumpnb-src {float: right; font-size: 12px}
+nav.clumpnb-toc {font: 13px/1.4 sans-serif; border: 1px solid #ddd; border-radius: 4px; padding: .5em 1em}
+nav.clumpnb-toc h2 {font-size: 12px; text-transform: uppercase; margin: 0} nav.clumpnb-toc li.l3 {margin-left: 1em}
+nav.clumpnb-toc ul {list-style: none; margin: 0; padding: 0} #clumpnb-menu, label[for=clumpnb-menu] {display: none}
+footer.clumpnb-pager {display: flex; border-top: 1px solid #ddd; margin: 2em 0; padding-top: 1em; font: 14px sans-serif}
+footer.clumpnb-pager a[rel=next] {margin-left: auto}
+@media (min-width: 1300px) {main.clumpnb-page {margin-right: 250px}
+  nav.clumpnb-toc {position: fixed; right: 10px; top: 1em; width: 220px; max-height: 90vh; overflow-y: auto}}
+@media (max-width: 800px) {nav.clumpnb-nav {position: static; width: auto; border: 0; border-bottom: 1px solid #ddd}
+  label[for=clumpnb-menu] {display: inline-block; margin-top: .5em; padding: 2px 8px; border: 1px solid #bbb}
+  nav.clumpnb-nav .chapters {display: none} #clumpnb-menu:checked ~ .chapters {display: block}
+  main.clumpnb-page {margin-left: 0; padding: 0 10px}}
 """
 
+# %% ../nbs/92_docs.ipynb #a100000e
+_SEARCH_JS = """(() => {
+  const q = document.getElementById("clumpnb-q"), hits = document.getElementById("clumpnb-hits");
+  const has = (s, w) => s.toLowerCase().includes(w), score = (e, w) =>
+    (e.t.toLowerCase() === w ? 9 : 0) + (has(e.t, w) ? 3 : 0) + (has(e.x, w) ? 1 : 0);
+  const find = () => {
+    const words = q.value.toLowerCase().split(/\\s+/).filter(Boolean), index = words.length ? window.clumpnbIndex : [];
+    const found = (index || []).map(e => [words.map(w => score(e, w)), e]).filter(([s]) => s.every(Boolean))
+      .map(([s, e]) => [s.reduce((a, b) => a + b), e]).sort((a, b) => b[0] - a[0]).slice(0, 12);
+    hits.replaceChildren(...found.map(([, e]) => { const li = document.createElement("li");
+      li.innerHTML = '<a></a> <small></small>'; li.firstChild.href = e.u; li.firstChild.textContent = e.t;
+      li.lastChild.textContent = e.p; return li; }));
+  };
+  q.addEventListener("input", find);
+  if ((q.value = new URLSearchParams(location.search).get("q") || "")) find();
+})();"""
+
+# %% ../nbs/92_docs.ipynb #a100001d
+_TOC_MARK = "<!-- clumpnb: on this page -->"
 TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block html_head_js_mathjax -%}
-<script>{{ resources.clumpnb_mathjax_config }}</script>
-{{ super() }}
-{%- endblock html_head_js_mathjax -%}
-{%- block html_head_css -%}
-<style type="text/css">{{ resources.clumpnb_css }}</style>
-{%- endblock html_head_css -%}
-{%- block body_header -%}
-<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
-{{ resources.clumpnb_nav }}
-<main class="clumpnb-page">
-{%- endblock body_header -%}
-"""
+{%- block html_head_js_requirejs -%}{%- endblock -%}{%- block html_head_js_mermaidjs -%}{%- endblock -%}
+{%- block jupyter_widgets -%}{%- endblock -%}{%- block data_widget_view -%}{%- endblock -%}
+{%- block html_head_js_mathjax -%}<script>{{ resources.clumpnb_mathjax_config }}</script>{{ super() }}{%- endblock -%}
+{%- block html_head_css -%}<style type="text/css">{{ resources.clumpnb_css }}</style>{%- endblock -%}
+{%- block body_header -%}<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+{{ resources.clumpnb_nav }}<main class="clumpnb-page">TOC{%- endblock -%}
+{%- block body_footer -%}{{ resources.clumpnb_pager }}</main><script src="search.js"></script>
+<script>{{ resources.clumpnb_js }}</script></body>{%- endblock -%}
+""".replace("TOC", _TOC_MARK)
 
 
 def site_exporter():
-    "nbconvert's lab HTML exporter with the site's template: sidebar and CSS, MathJax from the site, no CDN scripts."
+    "nbconvert's lab HTML exporter with the site's template: no prompts, MathJax from the site, no CDN scripts."
     nbconvert = _need("nbconvert", "nbconvert")
     from jinja2 import DictLoader
 
+    loader = DictLoader({"clumpnb.html.j2": TEMPLATE})
     return nbconvert.HTMLExporter(
         template_name="lab",
-        extra_loaders=[DictLoader({"clumpnb.html.j2": TEMPLATE})],
+        extra_loaders=[loader],
         template_file="clumpnb.html.j2",
         mathjax_url=MATHJAX_URL,
         embed_images=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
     )
 
+# %% ../nbs/92_docs.ipynb #a1000010
+_HEADING = re.compile(r'<h([1-3])\b[^>]*?\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
 
-def render_page(exporter, nb, page, nav: str) -> str:
-    "The HTML of `page` from its prepared (and perhaps executed) notebook `nb`, with the sidebar `nav`."
-    nb.metadata["title"] = f"{page.title} - clumpnb"
-    res = {
-        "metadata": {"path": str(page.path.parent), "name": page.path.stem},
-        "clumpnb_nav": nav,
-        "clumpnb_css": SITE_CSS,
-        "clumpnb_mathjax_config": MATHJAX_CONFIG,
-    }
-    body, _ = exporter.from_notebook_node(nb, resources=res)
-    return body
+
+def _text(fragment: str) -> str:
+    fragment = re.sub(r"<(script|style)\b.*?</\1>|<a class=\"clumpnb-src\".*?</a>", " ", fragment, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).replace("¶", " ").split())
+
+
+def page_sections(body: str) -> list:
+    "(level, anchor, title, first words) of each heading (levels 1 to 3) in the content of the page `body`."
+    p = _HEADING.split(body.partition("<main")[2].partition('<footer class="clumpnb-pager"')[0])
+    return [(int(lv), a, _text(t), _text(x)[:300]) for lv, a, t, x in zip(p[1::4], p[2::4], p[3::4], p[4::4])]
+
+
+def contents(sections) -> str:
+    "The page's contents, 'On this page': its sections and API entries (levels 2 and 3 of `page_sections`)."
+    items = [f'<li class="l{lv}"><a href="#{html.escape(a)}">{html.escape(t)}</a></li>' for lv, a, t, _ in sections]
+    items = "".join(i for i, s in zip(items, sections) if s[0] > 1)
+    return f'<nav class="clumpnb-toc"><h2>On this page</h2><ul>{items}</ul></nav>' if items else ""
+
+
+def pager(pages, current: str) -> str:
+    "Links to the pages before and after the page named `current` in reading order."
+    i, n = [p.html for p in pages].index(current), len(pages)
+    near = [(r, a, b, pages[j]) for r, a, b, j in [("prev", "← ", "", i - 1), ("next", "", " →", i + 1)] if 0 <= j < n]
+    links = "".join(f'<a href="{p.html}" rel="{r}">{a}{html.escape(p.title)}{b}</a>' for r, a, b, p in near)
+    return f'<footer class="clumpnb-pager">{links}</footer>'
+
+# %% ../nbs/92_docs.ipynb #a1000012
+def render_page(exporter, nb, page, pages) -> str:
+    "The HTML of `page`, one of the site's `pages`, from its site notebook `nb`; the home page titled by its summary."
+    said = (re.search(r"^>\s*(.+)$", c.source, re.M) for c in nb.cells if c.cell_type == "markdown")
+    summary = next((m[1].strip() for m in said if m), None) if page.title == LIB else None
+    nb.metadata["title"] = f"{LIB}: {summary}" if summary else f"{page.title} - {LIB}"
+    res = {"metadata": {"path": str(page.path.parent), "name": page.path.stem}, "clumpnb_css": SITE_CSS}
+    res.update(clumpnb_nav=sidebar(pages, page.html), clumpnb_pager=pager(pages, page.html), clumpnb_js=_SEARCH_JS)
+    body, _ = exporter.from_notebook_node(nb, resources={**res, "clumpnb_mathjax_config": MATHJAX_CONFIG})
+    return body.replace(_TOC_MARK, contents(page_sections(body)), 1)
 
 # %% ../nbs/92_docs.ipynb #b0d4a6e2
 def execute_notebook(nb, folder, timeout: int = 900, name: str = ""):
@@ -274,28 +495,88 @@ def execute_notebook(nb, folder, timeout: int = 900, name: str = ""):
             os.environ["MPLBACKEND"] = saved
     return nb
 
+# %% ../nbs/92_docs.ipynb #a1000014
+CACHE = ".cache"
+
+
+def _digest(files) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{Path(f).name}\0".encode() + Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def page_key(page, package: str = "", run_all: bool = False, out=None) -> str:
+    "What the run of `page` depends on: its notebook, the other files in its folder (but the site `out`), `package`."
+    folder, out = page.path.parent.resolve(), Path(out or page.path.parent / CACHE).resolve()
+    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and f.suffix != ".ipynb" and out not in f.parents]
+    files = [f for f in files if not any(s.startswith(".") for s in f.relative_to(folder).parts)]
+    return f"{_digest([page.path, *files])}-{package}{'-all' if run_all else ''}"
+
+
+def run_cached(nb, page, cache, key: str, timeout: int = 900) -> tuple:
+    "(`nb` run, whether it ran now): the run kept in the folder `cache` if it has the same `key`, else a new run."
+    nbformat, kept = _need("nbformat", "nbformat"), Path(cache) / f"{Path(page.html).stem}.ipynb"
+    if kept.exists() and (old := nbformat.read(kept, as_version=4)).metadata.get("clumpnb_cache") == key:
+        return old, False
+    execute_notebook(nb, page.path.parent, timeout, page.path.name)
+    nb.metadata["clumpnb_cache"] = key
+    with atomic_write(kept, "w") as f:
+        nbformat.write(nb, f)
+    return nb, True
+
+# %% ../nbs/92_docs.ipynb #a1000017
+def build_page(page, pages, nbs, out, execute: bool = True, run_all: bool = False, timeout: int = 900, package=""):
+    "Write `page`, one of `pages`, and its search entries into `out`; returns (its file, whether its notebook ran)."
+    nbformat, out, ran = _need("nbformat", "nbformat"), Path(out), False
+    nb = prepare_notebook(nbformat.read(page.path, as_version=4), () if run_all else ("slow", "cuda"), strip=False)
+    if execute:
+        nb, ran = run_cached(nb, page, out / CACHE, page_key(page, package, run_all, out), timeout)
+    lookup = SiteLookup(pages, nbs)
+    body = render_page(site_exporter(), site_notebook(nb, lookup), page, pages)
+    with atomic_write(out / page.html, "w") as f:
+        f.write(body)
+    secs = [(f"{page.html}#{a}" if lv > 1 else page.html, t, x) for lv, a, t, x in page_sections(body)]
+    with atomic_write(out / CACHE / f"{Path(page.html).stem}.search.json", "w") as f:
+        json.dump([{"t": t, "p": page.title, "u": u, "x": x} for u, t, x in secs], f, ensure_ascii=False)
+    return out / page.html, ran
+
 # %% ../nbs/92_docs.ipynb #d3b8e0a7
 def build_docs(
-    nbs, out, only=None, execute: bool = True, run_all: bool = False, timeout: int = 900, progress: bool = True
+    nbs,  # the notebook folder
+    out,  # the site folder (its `.cache` keeps the notebooks' runs)
+    only=None,  # the stems of the notebooks to build (default: all)
+    execute: bool = True,  # run the notebooks (those unchanged since their last run are not run again)
+    run_all: bool = False,  # also run the cells flagged slow or cuda
+    timeout: int = 900,  # seconds a cell may run
+    progress: bool = True,  # show a progress bar, and say how long the build took
+    jobs: int = 1,  # pages built at once, each in its own process
 ) -> list:
-    "Build the HTML site from the notebooks in `nbs` into `out` (only those whose stem is in `only`, if given)."
-    nbformat = _need("nbformat", "nbformat")
+    "Build the site from the notebooks in `nbs` into `out`; returns the pages written."
+    _need("nbformat", "nbformat")  # first: a missing package stops the build before anything is written
     from tqdm.auto import tqdm
 
-    out, pages = Path(out), site_pages(nbs)
+    start, out, pages = time.monotonic(), Path(out), site_pages(nbs)
     todo = [p for p in pages if not only or p.path.stem in set(only)]
     if not todo:
         raise FileNotFoundError(f"no notebooks to build in {nbs} (only={only})")
+    if jobs < 1:
+        raise ClumpnbError(f"jobs must be 1 or more, not {jobs}")
     copy_mathjax(out)  # first, so that a missing package stops the build before any notebook runs
-    exporter, written = site_exporter(), []
-    for page in tqdm(todo, desc="docs", disable=not progress):
-        nb = prepare_notebook(nbformat.read(page.path, as_version=4), () if run_all else ("slow", "cuda"))
-        if execute:
-            execute_notebook(nb, page.path.parent, timeout, page.path.name)
-        with atomic_write(out / page.html, "w") as f:
-            f.write(render_page(exporter, nb, page, sidebar(pages, page.html)))
-        written.append(out / page.html)
-    return written
+    package = Path(importlib.util.find_spec(LIB).origin).parent
+    digest = _digest(sorted(package.rglob("*.py")))
+    build = functools.partial(build_page, pages=pages, nbs=Path(nbs), out=out, execute=execute, run_all=run_all)
+    build = functools.partial(build, timeout=timeout, package=digest)
+    with ProcessPoolExecutor(jobs) if jobs > 1 else contextlib.nullcontext() as pool:
+        done = list(tqdm((pool.map if pool else map)(build, todo), total=len(todo), desc="docs", disable=not progress))
+    index = [out / CACHE / f"{Path(p.html).stem}.search.json" for p in pages]  # every page built so far
+    with atomic_write(out / "search.js", "w") as f:
+        index = [e for s in index if s.exists() for e in json.loads(s.read_text())]
+        f.write(f"window.clumpnbIndex = {json.dumps(index, ensure_ascii=False)};\n")
+    ran, took = sum(r for _, r in done), time.monotonic() - start
+    if progress:
+        print(f"built {len(done)} pages in {took:.1f} s ({ran} notebooks run, the others from the cache or not run)")
+    return [f for f, _ in done]
 
 # %% ../nbs/92_docs.ipynb #7d03f9e5
 def build_readme(index_nb, out) -> Path:

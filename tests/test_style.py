@@ -22,7 +22,7 @@ MAX_HANDLER_LINES = 15
 MAX_PARAMETERS = 8
 # A module holds one idea; the generated index and the command line (one small handler per command) are exempt.
 MAX_MODULE_LINES = 450
-LONG_MODULES_ALLOWED = {"cli.py"}
+LONG_MODULES_ALLOWED = {"cli.py", "docs.py"}  # the command table; the site builder (template, CSS, search)
 # The layers, lowest first: a module imports only from a lower layer or from its own folder. The two chapters that
 # build on the detector (the backbone comparison and the blind-spot geometry) sit side by side and never import
 # each other; what both need lives below them.
