@@ -5,10 +5,12 @@
 # %% ../nbs/94_confirm.ipynb #c0f2a003
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import clumpnb
 from . import __version__
 from clumpnb.core import (
     CONFIRM_SEEDS,
@@ -23,10 +25,11 @@ from clumpnb.core import (
 from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, demo_surveys, volunteer_quality
 
 # %% auto #0
-__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'BACKBONE_PRESET', 'REGISTRATION_FILE', 'ANALYSIS_RULES', 'ConfirmConfig',
-           'look_eval', 'confirm_command', 'look_settings', 'registration', 'register_command', 'looks_taken',
-           'changes', 'register', 'check_registration', 'confirm_detector', 'blindspots_encoder', 'confirm_blindspots',
-           'confirm_backbones', 'run_confirm']
+__all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'BACKBONE_PRESET', 'REGISTRATION_FILE', 'ANALYSIS_RULES', 'LOOKS_FILE',
+           'ConfirmConfig', 'look_eval', 'confirm_command', 'look_settings', 'training_settings', 'file_digest',
+           'source_digest', 'registration', 'register_command', 'looks', 'record_look', 'looks_taken', 'changes',
+           'register', 'check_registration', 'registered_seed', 'check_reused_run', 'confirm_detector',
+           'blindspots_encoder', 'confirm_blindspots', 'confirm_backbones', 'run_confirm']
 
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
@@ -38,6 +41,7 @@ class ConfirmConfig:
     epochs: int = DEMO_SIZES["full"].epochs
     shift: str = DEMO_SHIFT  # imaging of the training survey; the confirmatory survey is the demo's held-out world
     train_seeds: tuple = (0, 1, 2)
+    seeds: tuple = CONFIRM_SEEDS  # the look's survey seeds: detector, blindspots, backbones (tests use stand-ins)
 
 
 CONFIRM_PARTS = ("detector", "blindspots", "backbones")
@@ -73,8 +77,18 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
         popp_target=0.8,
     ),
     blindspots=dict(
-        readings="each reading the galaxy blind-spot chapter states is checked on the confirmatory rows and reported "
-        "as holding or not; only readings that hold are headlined",
+        rule="each reading below is checked on the confirmatory rows and reported as holding or not; only readings "
+        "that hold are headlined",
+        readings=[
+            "every walk accepted every step",
+            "every walk ends within a quarter of its start distance",
+            "star-shaped: the straight line stays within pthresh",
+            "the galaxy-pretrained classifier is more accurate (every seed)",
+            "the hulls stay above p0 - pthresh over 90%",
+            "the walks' ends hold at least half of their targets' clump light (every classifier and seed)",
+            "the classifiers of the other seeds call the ends smooth in more than 70% of their calls (shared), "
+            "fewer than 30% (the walked network's own), or in between (split)",
+        ],
     ),
     backbones=dict(
         half_labels="the pretrained variant at n galaxies against the other at 2n: shown when neither 95% interval "
@@ -84,7 +98,7 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
         level=0.95,
         multiplicity="Holm over the family of one-sided half-label tests (every pair, size and metric) at 0.025, and "
         "over the two-sided one-variable effects at 0.05; a verdict or effect is stated only if it survives",
-        power=0.8,  # the joint power of a decisive grid, sized from the spread the development grid measured
+        power=0.8,  # the joint power a new, decisive grid is to be sized for (the cpu-pairs grid re-measured has less)
         sizes_target=0.8,  # the training-set size each variant needs for completeness and purity of 0.8
     ),
 )
@@ -93,18 +107,19 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
 def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
     "Every setting the look at `parts` runs with: seeds, worlds, training, evaluation, threshold rule, experiments."
     from clumpnb.comparison.compare import get_preset
-    from clumpnb.detector.train import TrainConfig
     from clumpnb.detector.validation import THRESHOLD_RULE
 
-    s = dict(seeds=dict(zip(CONFIRM_PARTS, CONFIRM_SEEDS)), retired_seeds=list(RETIRED_SEEDS))
+    s = dict(seeds=dict(zip(CONFIRM_PARTS, cfg.seeds)), retired_seeds=list(RETIRED_SEEDS), code=source_digest())
     if "detector" in parts:
-        train = {k: v for k, v in TrainConfig(epochs=cfg.epochs).to_dict().items() if k not in _PER_RUN}
         ev = {k: v for k, v in asdict(look_eval()).items() if k != "device"}
         worlds = {k: asdict(c) for k, c in demo_surveys(cfg.shift).items()}
-        s["detector"] = dict(confirm=asdict(cfg), worlds=worlds, training=train, evaluation=ev,
+        confirm = {k: v for k, v in asdict(cfg).items() if k != "seeds"}
+        s["detector"] = dict(confirm=confirm, worlds=worlds, training=training_settings(cfg.epochs), evaluation=ev,
                              threshold_rule=THRESHOLD_RULE.text)  # fmt: skip
     if "blindspots" in parts:
         s["blindspots"] = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
+        enc = Path(nbs).resolve().parent / s["blindspots"]["encoder"] if s["blindspots"].get("encoder") else None
+        s["blindspots"]["encoder_sha256"] = file_digest(enc) if enc is not None and enc.exists() else None
     if "backbones" in parts:
         p = get_preset(BACKBONE_PRESET)
         s["backbones"] = dict(preset=p.name, grid=p.digest())
@@ -112,6 +127,26 @@ def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
 
 
 _PER_RUN = ("data", "out", "seed", "device", "workers")  # set per run or per machine, not by the registration
+
+
+def training_settings(epochs: int) -> dict:
+    "Every detector run's training settings in the look: `TrainConfig`'s defaults with `epochs`, less per-run ones."
+    from clumpnb.detector.train import TrainConfig
+
+    return {k: v for k, v in jsonable(TrainConfig(epochs=epochs).to_dict()).items() if k not in _PER_RUN}
+
+
+def file_digest(path) -> str:
+    "The first 16 hex digits of the SHA-256 of file `path`'s bytes."
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def source_digest() -> str:
+    """One digest of the package's source (every module but the generated index `_modidx.py`): a registration made
+    with other code does not match."""
+    root = Path(clumpnb.__file__).resolve().parent
+    files = sorted(p for p in root.rglob("*.py") if p.name != "_modidx.py" and "__pycache__" not in p.parts)
+    return json_digest({p.relative_to(root).as_posix(): file_digest(p) for p in files})
 
 # %% ../nbs/94_confirm.ipynb #2d869fd0
 def registration(nbs="nbs", cfg: ConfirmConfig = ConfirmConfig(), parts=CONFIRM_PARTS) -> dict:
@@ -131,14 +166,38 @@ def _body(reg: dict) -> dict:
     return {k: v for k, v in reg.items() if k not in ("command", "digest")}
 
 # %% ../nbs/94_confirm.ipynb #cb1385d4
+LOOKS_FILE = "looks.json"  # under the notebook folder: every look started, written before it draws a galaxy
+
+
+def looks(nbs) -> list:
+    """Every look recorded under notebook folder `nbs`: the ledger's entries (part, seed, registration), and each
+    confirm results file there as one entry too (files written before the ledger existed)."""
+    f = Path(nbs) / LOOKS_FILE
+    out = json.loads(f.read_text()) if f.exists() else []
+    for part, rel in CONFIRM_FILES.items():
+        if (Path(nbs) / rel).exists():
+            d = json.loads((Path(nbs) / rel).read_text())
+            out.append(dict(part=part, seed=d.get("seed"), registration=d.get("registration")))
+    return out
+
+
+def record_look(nbs, reg: dict, part: str):
+    "Add the start of registration `reg`'s look at `part` to the ledger under `nbs` (atomically), before it draws."
+    f = Path(nbs) / LOOKS_FILE
+    ledger = json.loads(f.read_text()) if f.exists() else []
+    ledger.append(dict(part=part, seed=reg["settings"]["seeds"][part], registration=reg["digest"],
+                       clumpnb_version=__version__))  # fmt: skip
+    with atomic_write(f, "w") as fh:
+        json.dump(ledger, fh, indent=1)
+
+
 def looks_taken(nbs, reg: dict) -> list:
-    "The parts whose results file under `nbs` records registration `reg`'s digest: their look was taken."
-    taken = []
-    for part in reg["parts"]:
-        path = Path(nbs) / CONFIRM_FILES[part]
-        if path.exists() and json.loads(path.read_text()).get("registration") == reg["digest"]:
-            taken.append(part)
-    return taken
+    """The parts of registration `reg` already looked at under `nbs`: a look recorded with its digest, or any look
+    at the survey seed it registers for the part (a crashed look counts: its start was recorded first)."""
+    seen = looks(nbs)
+    hit = lambda part: any(x["part"] == part and (x["registration"] == reg["digest"] or  # noqa: E731
+                                                  x["seed"] == reg["settings"]["seeds"][part]) for x in seen)
+    return [p for p in reg["parts"] if hit(p)]
 
 
 def changes(old: dict, new: dict, prefix: str = "") -> list:
@@ -155,16 +214,14 @@ def changes(old: dict, new: dict, prefix: str = "") -> list:
 # %% ../nbs/94_confirm.ipynb #68e80b62
 def register(nbs="nbs", cfg: ConfirmConfig = ConfirmConfig(), parts=CONFIRM_PARTS) -> dict:
     """Write the registration of a look at `parts` to `nbs/REGISTRATION_FILE` (atomically) and return it. A
-    registration whose look was taken is replaced only by one on seeds that look has not seen."""
+    registration is refused on any seed an earlier look drew (`looks`)."""
     path, new = Path(nbs) / REGISTRATION_FILE, registration(nbs, cfg, parts)
-    if path.exists():
-        old = load_results(path, required=("digest", "parts", "settings"))
-        seen = sorted(set(old["settings"]["seeds"].values()) & set(CONFIRM_SEEDS))
-        if looks_taken(nbs, old) and seen:
-            raise ClumpnbError(
-                f"{path}: its look was taken on survey seeds {seen}; add them to RETIRED_SEEDS and choose new "
-                "CONFIRM_SEEDS (clumpnb.core) before registering another look"
-            )
+    seen = sorted({x["seed"] for x in looks(nbs)} & {new["settings"]["seeds"][p] for p in parts})
+    if seen:
+        raise ClumpnbError(
+            f"{path}: survey seed(s) {seen} were drawn by an earlier look ({Path(nbs) / LOOKS_FILE} or a confirm "
+            "results file); add them to RETIRED_SEEDS and choose new CONFIRM_SEEDS (clumpnb.core) to register another"
+        )
     with atomic_write(path, "w") as f:
         json.dump(new, f, indent=1)
     return new
@@ -190,21 +247,41 @@ def check_registration(nbs, cfg: ConfirmConfig, parts) -> dict:
                            + "; restore them, or register again if no look has been taken")  # fmt: skip
     taken = [p for p in looks_taken(nbs, reg) if p in parts]
     if taken:
-        done = Path(nbs) / CONFIRM_FILES[taken[0]]
-        raise ClumpnbError(f"{path}: the registered look at {taken[0]} was taken ({done} records its digest); a look "
-                           "is taken once: register another look on new seeds")  # fmt: skip
+        raise ClumpnbError(f"{path}: the registered look at {taken[0]} was taken ({Path(nbs) / LOOKS_FILE} or "
+                           f"{Path(nbs) / CONFIRM_FILES[taken[0]]} records it); a look is taken once: register another "
+                           "look on new seeds")  # fmt: skip
     return reg
 
 # %% ../nbs/94_confirm.ipynb #c0f2a007
-def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool = True, device: str = "auto") -> dict:
-    """Train the demo's detector with each of `cfg.train_seeds` in `work` (finished runs are kept and reused) and
-    measure each on confirmatory survey `CONFIRM_SEEDS[0]`; the volunteers' consensus on the same galaxies."""
+def registered_seed(reg: dict, part: str, seed: int) -> int:
+    "`seed`, if registration `reg` registers it for `part`; else a refusal: a look runs only under `run_confirm`."
+    if reg.get("settings", {}).get("seeds", {}).get(part) != seed:
+        raise ClumpnbError(f"the {part} look at survey seed {seed} runs only under a registration that registers it "
+                           "(`run_confirm`, `clumpnb confirm`)")  # fmt: skip
+    return seed
+
+
+def check_reused_run(run: Path, reg: dict):
+    "Refuse a finished run in the work folder trained with other settings than the registered ones."
+    from clumpnb.detector.train import Run
+
+    made = {k: v for k, v in jsonable(Run.open(run).config.to_dict()).items() if k not in _PER_RUN}
+    diff = changes(reg["settings"]["detector"]["training"], made)
+    if diff:
+        raise ClumpnbError(f"{run}: a finished run trained with other settings than the registered ones ({diff[0]}); "
+                           "move it away to train afresh")  # fmt: skip
+
+
+def confirm_detector(work, cfg: ConfirmConfig, reg: dict, progress: bool = True, device: str = "auto") -> dict:
+    """Train the demo's detector with each of `cfg.train_seeds` in `work` (finished runs are kept and reused, if
+    trained as registered) and measure each on confirmatory survey `cfg.seeds[0]` under registration `reg`; the
+    volunteers' consensus on the same galaxies."""
     from clumpnb.data.folder import write_survey
     from clumpnb.data.simulate import simulate
     from clumpnb.detector.run_metrics import evaluate_run
     from clumpnb.detector.train import TrainConfig, train
 
-    work, seed = Path(work), CONFIRM_SEEDS[0]
+    work, seed = Path(work), registered_seed(reg, "detector", cfg.seeds[0])
     runs = tuple(f"run_seed{s}" for s in cfg.train_seeds)
     check_demo_folder(work, cfg.shift, cfg.n_train, runs, cfg.epochs)  # another demo's folder, or other epochs
     cfgs = demo_surveys(cfg.shift)  # the demo's world for that imaging: training survey and held-out survey alike
@@ -215,7 +292,9 @@ def confirm_detector(work, cfg: ConfirmConfig = ConfirmConfig(), progress: bool 
     rows = []
     for s in cfg.train_seeds:
         run = work / f"run_seed{s}"
-        if not (run / "model.pt").exists():
+        if (run / "model.pt").exists():
+            check_reused_run(run, reg)
+        else:
             tc = TrainConfig(data=str(work / "survey"), out=str(run), epochs=cfg.epochs, seed=s, device=device)
             train(tc, resume=(run / "checkpoint.pt").exists(), progress=progress)
         with confirmatory():
@@ -239,29 +318,31 @@ def blindspots_encoder(nbs) -> Path:
     return path
 
 
-def confirm_blindspots(nbs, progress: bool = True) -> dict:
+def confirm_blindspots(nbs, seed: int, reg: dict, progress: bool = True) -> dict:
     """The galaxy blind-spot experiment with the settings of the committed `blindspots/results/galaxies_seed0.json`
-    under notebook folder `nbs`, tested on confirmatory survey `CONFIRM_SEEDS[1]`."""
+    under notebook folder `nbs`, tested on confirmatory survey `seed` under registration `reg`."""
     from clumpnb.blindspots.galaxy import GalaxyConfig, galaxy_experiment
 
+    seed = registered_seed(reg, "blindspots", seed)
     dev = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
     s = dev | dict(encoder=str(blindspots_encoder(nbs)))
     with confirmatory():
-        exp = galaxy_experiment(GalaxyConfig(**s, test_seed=CONFIRM_SEEDS[1]), progress=progress)
+        exp = galaxy_experiment(GalaxyConfig(**s, test_seed=seed), progress=progress)
     settings = exp["settings"] | dict(encoder=dev["encoder"])
-    return dict(seed=CONFIRM_SEEDS[1], settings=settings, rows=[asdict(r) for r in exp["rows"]])
+    return dict(seed=seed, settings=settings, rows=[asdict(r) for r in exp["rows"]])
 
 # %% ../nbs/94_confirm.ipynb #c0f2a008
-def confirm_backbones(work, preset=BACKBONE_PRESET, progress: bool = True, device: str = "auto") -> dict:
+def confirm_backbones(work, seed: int, reg: dict, preset=BACKBONE_PRESET, progress: bool = True,
+                      device: str = "auto") -> dict:  # fmt: skip
     """Finish grid `preset` in `work/backbones` (finished runs are reused) and measure each of its runs on confirmatory
-    survey `CONFIRM_SEEDS[2]`; the sizes each variant needs for 0.8/0.8 there."""
+    survey `seed` under registration `reg`; the sizes each variant needs for 0.8/0.8 there."""
     from clumpnb.comparison.compare import compare, get_preset, run_key
     from clumpnb.comparison.stats import images_needed
     from clumpnb.data.folder import write_survey
     from clumpnb.data.galaxy import SimConfig
     from clumpnb.detector.run_metrics import EvalConfig, evaluate_run
 
-    p, grid, seed = get_preset(preset), Path(work) / "backbones", CONFIRM_SEEDS[2]
+    p, grid, seed = get_preset(preset), Path(work) / "backbones", registered_seed(reg, "backbones", seed)
     dev_rows = compare(p, grid, device, progress)
     conf, hs = grid / "data" / "confirm", p.test_survey
     rows = []
@@ -291,12 +372,14 @@ def run_confirm(work, nbs="nbs", only=CONFIRM_PARTS, cfg: ConfirmConfig = Confir
         blindspots_encoder(nbs)  # its inputs checked before hours of detector training
     written = {}
     for part in only:
+        record_look(nbs, reg, part)  # before the first galaxy is drawn: a look that dies still counts
+        seed = dict(zip(CONFIRM_PARTS, cfg.seeds))[part]
         if part == "detector":
-            r = confirm_detector(work, cfg, progress, device)
+            r = confirm_detector(work, cfg, reg, progress, device)
         elif part == "backbones":
-            r = confirm_backbones(work, progress=progress, device=device)
+            r = confirm_backbones(work, seed, reg, progress=progress, device=device)
         else:
-            r = confirm_blindspots(nbs, progress)
+            r = confirm_blindspots(nbs, seed, reg, progress)
         out = dict(command=confirm_command(part, nbs), clumpnb_version=__version__, simulated=True,
                    registration=reg["digest"]) | r  # fmt: skip
         path = Path(nbs) / CONFIRM_FILES[part]

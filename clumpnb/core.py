@@ -54,7 +54,7 @@ DEVICES = ("auto", "cpu", "cuda")  # --device everywhere; auto: a CUDA GPU when 
 
 # %% ../nbs/00_core.ipynb #c0f1a002
 CONFIRM_SEEDS = (910, 911, 912)  # the registered look's survey seeds: detector and volunteers, blind spots, backbones
-RETIRED_SEEDS = (900, 901, 902)  # looked at three times, settings changed between looks (clumpnb <= 0.4.0): never again
+RETIRED_SEEDS = (900, 901, 902)  # looked at more than once, settings changed between looks (clumpnb <= 0.4.0)
 _CONFIRM_ENV = "CLUMPNB_CONFIRMATORY"  # set by `confirmatory`; inherited by the worker processes it starts
 
 

@@ -35,9 +35,9 @@ DEMO_SIZES = dict(
 class DemoCosts:
     "Seconds one item of each of the demo's stages took in the committed full demo: the progress weights."
 
-    galaxy: float = 0.061  # a galaxy simulated and written, volunteers and census shared out: 97 s for 1,600
-    batch: float = 0.356  # a training batch of 8, the epoch's validation shared out: 489 s for 1,376
-    image: float = 0.025  # a held-out galaxy through the trained detector: 23 s for 3 passes over 300
+    galaxy: float = 0.054  # a galaxy simulated and written, volunteers and census shared out: 86 s for 1,600
+    batch: float = 0.297  # a training batch of 8, the epoch's validation shared out: 409 s for 1,376
+    image: float = 0.025  # a held-out galaxy through the trained detector: 22 s for 3 passes over 300
 
 
 DEMO_COSTS = DemoCosts()

@@ -306,15 +306,15 @@ def write_galaxy_results(exp: dict, path) -> dict:
         settings=s,
         rows=[asdict(r) for r in exp["rows"]],
     )
-    with atomic_write(path, "w") as f:
-        json.dump(jsonable(out), f, indent=1)
-    if exp.get("results"):
+    if exp.get("results"):  # the picture first: the results file, written last, marks a finished write
         import matplotlib.pyplot as plt
 
         fig = plot_walk_ends(exp["results"])
         with atomic_write(walks_figure(path), "wb") as f:
             fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
         plt.close(fig)
+    with atomic_write(path, "w") as f:
+        json.dump(jsonable(out), f, indent=1)
     return out
 
 

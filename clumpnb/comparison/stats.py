@@ -114,14 +114,18 @@ def noninferiority_p(d: dict, margin: float) -> float:
     "One-sided p-value that `paired` result `d`'s true mean difference lies at or below `-margin`."
     from scipy.stats import ttest_1samp
 
-    return float(ttest_1samp(d["diffs"], -margin, alternative="greater").pvalue) if len(d["diffs"]) > 1 else 1.0
+    if len(d["diffs"]) < 2 or np.std(d["diffs"]) == 0:  # seeds that agree exactly measure no spread: no test
+        return 1.0
+    return float(ttest_1samp(d["diffs"], -margin, alternative="greater").pvalue)
 
 
 def difference_p(d: dict) -> float:
     "Two-sided p-value that `paired` result `d`'s true mean difference is zero."
     from scipy.stats import ttest_1samp
 
-    return float(ttest_1samp(d["diffs"], 0.0).pvalue) if len(d["diffs"]) > 1 else 1.0
+    if len(d["diffs"]) < 2 or np.std(d["diffs"]) == 0:  # seeds that agree exactly measure no spread: no test
+        return 1.0
+    return float(ttest_1samp(d["diffs"], 0.0).pvalue)
 
 
 def holm(pvalues: list, alpha: float) -> list:

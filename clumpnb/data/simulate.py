@@ -106,7 +106,7 @@ def _draw_contaminants(rng, cfg: SimConfig):
 
 def draw_params(seed: int, index: int, cfg: SimConfig = SimConfig()) -> dict:
     """All random choices for galaxy `index` of survey `seed`: host, clumps, stars, background galaxies, sky position.
-    A confirmatory seed (`CONFIRM_SEEDS`) is refused outside `confirmatory()`."""
+    A confirmatory seed (`CONFIRM_SEEDS`) is refused outside `confirmatory()`, a retired one always."""
     check_survey_seed(seed)
     rng = rng_for(seed, index)
     host = _draw_host(rng, cfg)
