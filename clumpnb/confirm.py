@@ -5,31 +5,22 @@
 # %% ../nbs/94_confirm.ipynb #c0f2a003
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import clumpnb
 from . import __version__
-from clumpnb.core import (
-    CONFIRM_SEEDS,
-    RETIRED_SEEDS,
-    ClumpnbError,
-    atomic_write,
-    confirmatory,
-    json_digest,
-    jsonable,
-    load_results,
-)
+from .core import CONFIRM_SEEDS, RETIRED_SEEDS, ClumpnbError, atomic_write, confirmatory, json_digest
+from .core import jsonable, load_results
 from .protocol import DEMO_SHIFT, DEMO_SIZES, HEADLINE, check_demo_folder, demo_surveys, volunteer_quality
 
 # %% auto #0
 __all__ = ['CONFIRM_PARTS', 'CONFIRM_FILES', 'BACKBONE_PRESET', 'REGISTRATION_FILE', 'ANALYSIS_RULES', 'LOOKS_FILE',
-           'ConfirmConfig', 'look_eval', 'confirm_command', 'look_settings', 'training_settings', 'file_digest',
-           'source_digest', 'registration', 'register_command', 'looks', 'record_look', 'looks_taken', 'changes',
-           'register', 'check_registration', 'registered_seed', 'check_reused_run', 'confirm_detector',
-           'blindspots_encoder', 'confirm_blindspots', 'confirm_backbones', 'run_confirm']
+           'ConfirmConfig', 'look_eval', 'confirm_command', 'look_settings', 'training_settings', 'source_digest',
+           'registration', 'register_command', 'looks', 'record_look', 'looks_taken', 'changes', 'register',
+           'check_registration', 'registered_seed', 'check_reused_run', 'confirm_detector', 'blindspots_encoder',
+           'confirm_blindspots', 'confirm_backbones', 'run_confirm']
 
 # %% ../nbs/94_confirm.ipynb #c0f2a006
 @dataclass
@@ -107,6 +98,7 @@ ANALYSIS_RULES = dict(  # what each part's look decides, fixed before it is take
 def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
     "Every setting the look at `parts` runs with: seeds, worlds, training, evaluation, threshold rule, experiments."
     from clumpnb.comparison.compare import get_preset
+    from clumpnb.detector.inputs import file_digest
     from clumpnb.detector.validation import THRESHOLD_RULE
 
     s = dict(seeds=dict(zip(CONFIRM_PARTS, cfg.seeds)), retired_seeds=list(RETIRED_SEEDS), code=source_digest())
@@ -119,7 +111,7 @@ def look_settings(nbs, cfg: ConfirmConfig, parts) -> dict:
     if "blindspots" in parts:
         s["blindspots"] = load_results(Path(nbs) / "blindspots/results/galaxies_seed0.json")["settings"]
         enc = Path(nbs).resolve().parent / s["blindspots"]["encoder"] if s["blindspots"].get("encoder") else None
-        s["blindspots"]["encoder_sha256"] = file_digest(enc) if enc is not None and enc.exists() else None
+        s["blindspots"]["encoder_digest"] = file_digest(enc) if enc is not None and enc.exists() else None
     if "backbones" in parts:
         p = get_preset(BACKBONE_PRESET)
         s["backbones"] = dict(preset=p.name, grid=p.digest())
@@ -136,14 +128,11 @@ def training_settings(epochs: int) -> dict:
     return {k: v for k, v in jsonable(TrainConfig(epochs=epochs).to_dict()).items() if k not in _PER_RUN}
 
 
-def file_digest(path) -> str:
-    "The first 16 hex digits of the SHA-256 of file `path`'s bytes."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def source_digest() -> str:
-    """One digest of the package's source (every module but the generated index `_modidx.py`): a registration made
-    with other code does not match."""
+    """One digest of the package's source (every module but the generated index `_modidx.py`, each hashed as `detect`
+    hashes its inputs, `file_digest`): a registration made with other code does not match."""
+    from clumpnb.detector.inputs import file_digest
+
     root = Path(clumpnb.__file__).resolve().parent
     files = sorted(p for p in root.rglob("*.py") if p.name != "_modidx.py" and "__pycache__" not in p.parts)
     return json_digest({p.relative_to(root).as_posix(): file_digest(p) for p in files})

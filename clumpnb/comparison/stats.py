@@ -110,22 +110,23 @@ def seeds_needed(sd: float, margin: float, power: float = 0.8, delta: float = 0.
     return n if noninferiority_power(sd, n, margin, delta, level) >= power else n + 1
 
 # %% ../../nbs/comparison/22_stats.ipynb #37694e8f
-def noninferiority_p(d: dict, margin: float) -> float:
-    "One-sided p-value that `paired` result `d`'s true mean difference lies at or below `-margin`."
+def _t_test(d: dict, mean: float, alternative: str) -> float:
+    "scipy's one-sample t test of `paired` result `d`'s differences; 1 where they measure no spread (no test)."
     from scipy.stats import ttest_1samp
 
-    if len(d["diffs"]) < 2 or np.std(d["diffs"]) == 0:  # seeds that agree exactly measure no spread: no test
+    if len(d["diffs"]) < 2 or np.std(d["diffs"]) == 0:  # seeds that agree exactly
         return 1.0
-    return float(ttest_1samp(d["diffs"], -margin, alternative="greater").pvalue)
+    return float(ttest_1samp(d["diffs"], mean, alternative=alternative).pvalue)
+
+
+def noninferiority_p(d: dict, margin: float) -> float:
+    "One-sided p-value that `paired` result `d`'s true mean difference lies at or below `-margin`."
+    return _t_test(d, -margin, "greater")
 
 
 def difference_p(d: dict) -> float:
     "Two-sided p-value that `paired` result `d`'s true mean difference is zero."
-    from scipy.stats import ttest_1samp
-
-    if len(d["diffs"]) < 2 or np.std(d["diffs"]) == 0:  # seeds that agree exactly measure no spread: no test
-        return 1.0
-    return float(ttest_1samp(d["diffs"], 0.0).pvalue)
+    return _t_test(d, 0.0, "two-sided")
 
 
 def holm(pvalues: list, alpha: float) -> list:
